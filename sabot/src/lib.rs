@@ -1,0 +1,26 @@
+//! # Sabot
+//!
+//! Stream and batch data processing on Apache Arrow.
+//!
+//! Pipelines are built with the lazy [`Stream`] API over typed [`Record`]s or plain Arrow
+//! batches, planned into a [`plan::LogicalPlan`], optimized, and executed by a morsel-driven,
+//! partition-parallel engine.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod expr;
+pub mod io;
+pub mod record;
+
+pub use error::{Result, SabotError};
+pub use record::Record;
+pub use sabot_macros::Record;
+
+// Lets `#[derive(Record)]` refer to `::sabot` from inside this crate's own tests too.
+extern crate self as sabot;
+
+/// Re-exports of the crates whose types appear in Sabot's API.
+pub mod deps {
+    pub use arrow;
+    pub use parquet;
+}
