@@ -99,6 +99,10 @@ pub enum SabotError {
         message: String,
     },
 
+    /// An error shared by several consumers (e.g. a join build side seen by every probe).
+    #[error(transparent)]
+    Shared(std::sync::Arc<SabotError>),
+
     /// A worker thread panicked or the execution was torn down.
     #[error("execution failed: {0}")]
     Execution(String),

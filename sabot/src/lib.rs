@@ -10,6 +10,8 @@
 pub mod error;
 pub mod expr;
 pub mod io;
+pub mod operator;
+pub mod plan;
 pub mod record;
 
 pub use error::{Result, SabotError};

@@ -263,6 +263,7 @@ fn eval_binary(
 }
 
 /// Evaluates a literal-only expression to a scalar (used by the optimizer's constant folding).
+#[allow(dead_code)]
 pub(crate) fn fold_constant(expr: &Expr) -> Option<ScalarValue> {
     if !expr.columns().is_empty() {
         return None;

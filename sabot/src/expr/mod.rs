@@ -29,6 +29,7 @@ pub use aggregate::{
 pub use eval::ColumnarValue;
 pub use function::{coalesce, concat, ScalarFunction};
 pub use scalar::ScalarValue;
+pub(crate) use types::common_type;
 
 /// A binary operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

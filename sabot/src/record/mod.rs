@@ -2,6 +2,52 @@
 //!
 //! `#[derive(Record)]` (from `sabot-macros`) implements [`Record`] for a struct. See the
 //! derive's documentation for the attributes it accepts.
+//!
+//! - [`RecordField`]: the field types a record may hold and their Arrow columns.
+//! - [`Timestamp`]: event times, milliseconds since the epoch.
+//! - [`Col`] / [`TypedExpr`]: typed column handles and expressions (`Trade::cols()`).
+//!
+//! ```
+//! use sabot::Record;
+//! use sabot::record::Timestamp;
+//!
+//! #[derive(Record, Debug, Clone, PartialEq)]
+//! struct Trade {
+//!     symbol: String,
+//!     price: f64,
+//!     #[record(rename = "quantity")]
+//!     qty: Option<i64>,
+//!     #[record(event_time)]
+//!     ts: Timestamp,
+//! }
+//!
+//! let trades = vec![
+//!     Trade { symbol: "ABC".into(), price: 101.5, qty: Some(3), ts: Timestamp::from_millis(1) },
+//!     Trade { symbol: "XYZ".into(), price: 99.0, qty: None, ts: Timestamp::from_millis(2) },
+//! ];
+//! let batch = Trade::to_batch(&trades);
+//! assert_eq!(batch.schema().field(2).name(), "quantity");
+//! assert_eq!(Trade::from_batch(&batch).unwrap(), trades);
+//!
+//! // Zero-copy views.
+//! let arrays = Trade::arrays(&batch).unwrap();
+//! let view = Trade::view(&arrays, 1);
+//! assert_eq!((view.symbol, view.qty), ("XYZ", None));
+//!
+//! assert_eq!(Trade::event_time_column(), Some("ts"));
+//! assert_eq!(Trade::cols().price.gt(100.0).to_string(), "price > 100.0");
+//! ```
+
+mod column;
+mod field;
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+mod timestamp;
+
+pub use column::{Col, Numeric, Operand, TypedExpr};
+pub use field::{BinaryColumn, RecordField, StringColumn, StructColumn};
+pub use timestamp::Timestamp;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;

@@ -1,0 +1,508 @@
+//! Vectorized per-group accumulators.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type, UInt64Type};
+use arrow::row::{RowConverter, SortField};
+
+use crate::expr::AggFunc;
+use crate::{Result, SabotError};
+
+/// Per-group state of one aggregate; group ids come from [`super::groups::GroupKeys`].
+pub(crate) trait Accumulator: Send {
+    /// Adds the rows of `values`; row `i` belongs to group `ids[i]`, and `ids < num_groups`.
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()>;
+    /// Adds partial states (columns as produced by [`Accumulator::state`]).
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()>;
+    /// Makes room for `num_groups` groups (groups that saw no value yet).
+    fn resize(&mut self, num_groups: usize);
+    /// The partial state, one row per group.
+    fn state(&mut self) -> Result<Vec<ArrayRef>>;
+    /// The final value, one row per group.
+    fn finish(&mut self) -> Result<ArrayRef>;
+}
+
+/// Whether `func` can be computed in two phases (partial per partition, then merged).
+pub(crate) fn supports_two_phase(func: AggFunc) -> bool {
+    !matches!(func, AggFunc::CountDistinct | AggFunc::First | AggFunc::Last)
+}
+
+/// The partial-state fields of an aggregate named `name` over `input` values.
+pub(crate) fn state_fields(func: AggFunc, name: &str, input: &DataType, output: &DataType) -> Vec<Field> {
+    match func {
+        AggFunc::CountAll | AggFunc::Count => vec![Field::new(format!("{name}[count]"), DataType::Int64, false)],
+        AggFunc::Avg => vec![
+            Field::new(format!("{name}[sum]"), DataType::Float64, true),
+            Field::new(format!("{name}[count]"), DataType::Int64, false),
+        ],
+        AggFunc::Min | AggFunc::Max => vec![Field::new(format!("{name}[{func}]"), min_max_kind(input).0, true)],
+        _ => vec![Field::new(format!("{name}[{func}]"), output.clone(), true)],
+    }
+}
+
+/// Creates the accumulator of `func` over values of `input` type producing `output` type.
+pub(crate) fn new_accumulator(func: AggFunc, input: &DataType, output: &DataType) -> Result<Box<dyn Accumulator>> {
+    Ok(match func {
+        AggFunc::CountAll => Box::new(CountAcc { counts: vec![], count_nulls: true }),
+        AggFunc::Count => Box::new(CountAcc { counts: vec![], count_nulls: false }),
+        AggFunc::Sum => match output {
+            DataType::Int64 => Box::new(SumAcc::<Int64Type>::new(output.clone())),
+            DataType::UInt64 => Box::new(SumAcc::<UInt64Type>::new(output.clone())),
+            _ => Box::new(SumAcc::<Float64Type>::new(output.clone())),
+        },
+        AggFunc::Avg => Box::new(AvgAcc { sums: vec![], counts: vec![] }),
+        AggFunc::Min | AggFunc::Max => {
+            let (kind, supported) = min_max_kind(input);
+            if !supported {
+                return Err(SabotError::plan(format!("{func} is not supported for {input}")));
+            }
+            let is_max = func == AggFunc::Max;
+            match kind {
+                DataType::Int64 => Box::new(MinMaxAcc::<Int64Type>::new(is_max, input.clone())),
+                DataType::UInt64 => Box::new(MinMaxAcc::<UInt64Type>::new(is_max, input.clone())),
+                DataType::Float64 => Box::new(MinMaxAcc::<Float64Type>::new(is_max, input.clone())),
+                _ => Box::new(MinMaxStringAcc { is_max, values: vec![], output: input.clone() }),
+            }
+        }
+        AggFunc::CountDistinct => Box::new(CountDistinctAcc {
+            converter: RowConverter::new(vec![SortField::new(input.clone())])?,
+            seen: HashSet::new(),
+            counts: vec![],
+        }),
+        AggFunc::First | AggFunc::Last => Box::new(FirstLastAcc {
+            is_last: func == AggFunc::Last,
+            chosen: vec![],
+            arrays: vec![arrow::array::new_null_array(input, 1)],
+        }),
+    })
+}
+
+/// The type min/max accumulate in, and whether the input type is supported.
+fn min_max_kind(input: &DataType) -> (DataType, bool) {
+    match input {
+        t if t.is_signed_integer() => (DataType::Int64, true),
+        t if t.is_unsigned_integer() => (DataType::UInt64, true),
+        t if t.is_floating() => (DataType::Float64, true),
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean => (DataType::Int64, true),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => (DataType::Utf8, true),
+        other => (other.clone(), false),
+    }
+}
+
+fn grow<T: Clone>(v: &mut Vec<T>, n: usize, fill: T) {
+    if v.len() < n {
+        v.resize(n, fill);
+    }
+}
+
+struct CountAcc {
+    counts: Vec<i64>,
+    count_nulls: bool,
+}
+
+impl Accumulator for CountAcc {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.counts, n, 0);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.counts, num_groups, 0);
+        match values.logical_nulls() {
+            Some(nulls) if !self.count_nulls => {
+                for (i, &g) in ids.iter().enumerate() {
+                    self.counts[g as usize] += i64::from(nulls.is_valid(i));
+                }
+            }
+            _ => ids.iter().for_each(|&g| self.counts[g as usize] += 1),
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.counts, num_groups, 0);
+        let partial = states[0].as_primitive::<Int64Type>();
+        for (i, &g) in ids.iter().enumerate() {
+            self.counts[g as usize] += partial.value(i);
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.finish()?])
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from(std::mem::take(&mut self.counts))))
+    }
+}
+
+/// A number type that sums without silent overflow.
+trait Summable: ArrowPrimitiveType {
+    fn add_checked(a: Self::Native, b: Self::Native) -> Option<Self::Native>;
+}
+impl Summable for Int64Type {
+    fn add_checked(a: i64, b: i64) -> Option<i64> {
+        a.checked_add(b)
+    }
+}
+impl Summable for UInt64Type {
+    fn add_checked(a: u64, b: u64) -> Option<u64> {
+        a.checked_add(b)
+    }
+}
+impl Summable for Float64Type {
+    fn add_checked(a: f64, b: f64) -> Option<f64> {
+        Some(a + b)
+    }
+}
+
+struct SumAcc<T: Summable> {
+    sums: Vec<T::Native>,
+    seen: Vec<bool>,
+    output: DataType,
+}
+
+impl<T: Summable> SumAcc<T> {
+    fn new(output: DataType) -> Self {
+        SumAcc { sums: vec![], seen: vec![], output }
+    }
+
+    fn add(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.sums, num_groups, T::Native::default());
+        grow(&mut self.seen, num_groups, false);
+        let values = cast(values, &self.output)?;
+        let values: &PrimitiveArray<T> = values.as_primitive();
+        let overflow = || SabotError::Execution(format!("sum overflowed {}", self.output));
+        if values.null_count() == 0 {
+            for (&v, &g) in values.values().iter().zip(ids) {
+                let g = g as usize;
+                self.sums[g] = T::add_checked(self.sums[g], v).ok_or_else(overflow)?;
+                self.seen[g] = true;
+            }
+        } else {
+            for (i, &g) in ids.iter().enumerate() {
+                if values.is_valid(i) {
+                    let g = g as usize;
+                    self.sums[g] = T::add_checked(self.sums[g], values.value(i)).ok_or_else(overflow)?;
+                    self.seen[g] = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Summable> Accumulator for SumAcc<T> {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.sums, n, T::Native::default());
+        grow(&mut self.seen, n, false);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(values, ids, num_groups)
+    }
+
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(&states[0], ids, num_groups)
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.finish()?])
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let sums = std::mem::take(&mut self.sums);
+        let seen = std::mem::take(&mut self.seen);
+        let array: PrimitiveArray<T> = sums.into_iter().zip(seen).map(|(s, seen)| seen.then_some(s)).collect();
+        Ok(Arc::new(array))
+    }
+}
+
+struct AvgAcc {
+    sums: Vec<f64>,
+    counts: Vec<i64>,
+}
+
+impl Accumulator for AvgAcc {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.sums, n, 0.0);
+        grow(&mut self.counts, n, 0);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.sums, num_groups, 0.0);
+        grow(&mut self.counts, num_groups, 0);
+        let values = cast(values, &DataType::Float64)?;
+        let values = values.as_primitive::<Float64Type>();
+        for (i, &g) in ids.iter().enumerate() {
+            if values.is_valid(i) {
+                self.sums[g as usize] += values.value(i);
+                self.counts[g as usize] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.sums, num_groups, 0.0);
+        grow(&mut self.counts, num_groups, 0);
+        let (sums, counts) = (states[0].as_primitive::<Float64Type>(), states[1].as_primitive::<Int64Type>());
+        for (i, &g) in ids.iter().enumerate() {
+            if sums.is_valid(i) {
+                self.sums[g as usize] += sums.value(i);
+            }
+            self.counts[g as usize] += counts.value(i);
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        let sums = Float64Array::from(std::mem::take(&mut self.sums));
+        let counts = Int64Array::from(std::mem::take(&mut self.counts));
+        Ok(vec![Arc::new(sums), Arc::new(counts)])
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let out: Float64Array =
+            self.sums.iter().zip(&self.counts).map(|(&s, &c)| (c > 0).then(|| s / c as f64)).collect();
+        Ok(Arc::new(out))
+    }
+}
+
+/// Total order for the accumulated natives: NaN is larger than every number, as in PostgreSQL.
+trait TotalOrd: ArrowPrimitiveType {
+    fn greater(a: Self::Native, b: Self::Native) -> bool;
+}
+impl TotalOrd for Int64Type {
+    fn greater(a: i64, b: i64) -> bool {
+        a > b
+    }
+}
+impl TotalOrd for UInt64Type {
+    fn greater(a: u64, b: u64) -> bool {
+        a > b
+    }
+}
+impl TotalOrd for Float64Type {
+    fn greater(a: f64, b: f64) -> bool {
+        a.total_cmp(&b).is_gt() && !(a == 0.0 && b == 0.0)
+    }
+}
+
+struct MinMaxAcc<T: TotalOrd> {
+    is_max: bool,
+    values: Vec<Option<T::Native>>,
+    output: DataType,
+}
+
+impl<T: TotalOrd> MinMaxAcc<T> {
+    fn new(is_max: bool, output: DataType) -> Self {
+        MinMaxAcc { is_max, values: vec![], output }
+    }
+
+    fn add(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.values, num_groups, None);
+        let widened = match values.data_type() {
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+                cast(&arrow::compute::kernels::cast::cast(values, &DataType::Int64)?, &T::DATA_TYPE)?
+            }
+            _ => cast(values, &T::DATA_TYPE)?,
+        };
+        let array: &PrimitiveArray<T> = widened.as_primitive();
+        for (i, &g) in ids.iter().enumerate() {
+            if array.is_null(i) {
+                continue;
+            }
+            let v = array.value(i);
+            let slot = &mut self.values[g as usize];
+            let replace = match *slot {
+                None => true,
+                Some(cur) => {
+                    if self.is_max {
+                        T::greater(v, cur)
+                    } else {
+                        T::greater(cur, v)
+                    }
+                }
+            };
+            if replace {
+                *slot = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn take_array(&mut self) -> ArrayRef {
+        let array: PrimitiveArray<T> = std::mem::take(&mut self.values).into_iter().collect();
+        Arc::new(array)
+    }
+}
+
+impl<T: TotalOrd> Accumulator for MinMaxAcc<T> {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.values, n, None);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(values, ids, num_groups)
+    }
+
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(&states[0], ids, num_groups)
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.take_array()])
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let array = self.take_array();
+        Ok(match &self.output {
+            DataType::Boolean => cast(&array, &DataType::Boolean)?,
+            t @ (DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
+                let narrowed = if matches!(t, DataType::Date32) { cast(&array, &DataType::Int32)? } else { array };
+                cast(&narrowed, t)?
+            }
+            t => cast(&array, t)?,
+        })
+    }
+}
+
+struct MinMaxStringAcc {
+    is_max: bool,
+    values: Vec<Option<String>>,
+    output: DataType,
+}
+
+impl MinMaxStringAcc {
+    fn add(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.values, num_groups, None);
+        let values = cast(values, &DataType::Utf8)?;
+        let strings = values.as_string::<i32>();
+        for (i, &g) in ids.iter().enumerate() {
+            if strings.is_null(i) {
+                continue;
+            }
+            let v = strings.value(i);
+            let slot = &mut self.values[g as usize];
+            let replace = slot.as_deref().is_none_or(|cur| if self.is_max { v > cur } else { v < cur });
+            if replace {
+                *slot = Some(v.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    fn take_array(&mut self) -> ArrayRef {
+        Arc::new(StringArray::from(std::mem::take(&mut self.values)))
+    }
+}
+
+impl Accumulator for MinMaxStringAcc {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.values, n, None);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(values, ids, num_groups)
+    }
+
+    fn merge(&mut self, states: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        self.add(&states[0], ids, num_groups)
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(vec![self.take_array()])
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        let array = self.take_array();
+        Ok(cast(&array, &self.output)?)
+    }
+}
+
+struct CountDistinctAcc {
+    converter: RowConverter,
+    seen: HashSet<(u32, Box<[u8]>)>,
+    counts: Vec<i64>,
+}
+
+impl Accumulator for CountDistinctAcc {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.counts, n, 0);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.counts, num_groups, 0);
+        let rows = self.converter.convert_columns(std::slice::from_ref(values))?;
+        for (i, &g) in ids.iter().enumerate() {
+            if values.is_valid(i) && self.seen.insert((g, rows.row(i).as_ref().into())) {
+                self.counts[g as usize] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, _states: &[ArrayRef], _ids: &[u32], _num_groups: usize) -> Result<()> {
+        Err(SabotError::Execution("count_distinct runs in a single phase".into()))
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Err(SabotError::Execution("count_distinct runs in a single phase".into()))
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from(std::mem::take(&mut self.counts))))
+    }
+}
+
+/// `first`/`last`: remembers, per group, which input array and row holds the value, and
+/// gathers them once at the end with `interleave`.
+struct FirstLastAcc {
+    is_last: bool,
+    chosen: Vec<Option<(usize, usize)>>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Accumulator for FirstLastAcc {
+    fn resize(&mut self, n: usize) {
+        grow(&mut self.chosen, n, None);
+    }
+
+    fn update(&mut self, values: &ArrayRef, ids: &[u32], num_groups: usize) -> Result<()> {
+        grow(&mut self.chosen, num_groups, None);
+        let array_index = self.arrays.len();
+        let mut used = false;
+        for (i, &g) in ids.iter().enumerate() {
+            let slot = &mut self.chosen[g as usize];
+            if self.is_last || slot.is_none() {
+                *slot = Some((array_index, i));
+                used = true;
+            }
+        }
+        if used {
+            self.arrays.push(values.clone());
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, _states: &[ArrayRef], _ids: &[u32], _num_groups: usize) -> Result<()> {
+        Err(SabotError::Execution("first/last run in a single phase".into()))
+    }
+
+    fn state(&mut self) -> Result<Vec<ArrayRef>> {
+        Err(SabotError::Execution("first/last run in a single phase".into()))
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef> {
+        // Array 0 is a single null: the value of a group that saw no rows (a global aggregate).
+        let chosen = std::mem::take(&mut self.chosen);
+        let indices: Vec<(usize, usize)> = chosen.iter().map(|c| c.unwrap_or((0, 0))).collect();
+        let arrays: Vec<&dyn Array> = self.arrays.iter().map(|a| a.as_ref()).collect();
+        Ok(arrow::compute::interleave(&arrays, &indices)?)
+    }
+}
+

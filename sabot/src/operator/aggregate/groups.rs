@@ -1,0 +1,239 @@
+//! Group-key interning: maps each input row to a dense group id.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, PrimitiveArray, StringArray};
+use arrow::datatypes::{DataType, Int64Type};
+use arrow::row::{RowConverter, SortField};
+use hashbrown::hash_table::{Entry, HashTable};
+
+use crate::Result;
+
+/// Assigns dense ids (`0..len()`) to distinct key tuples, in order of first appearance.
+/// A null key is a group of its own, as in SQL's `GROUP BY`.
+pub(crate) trait GroupKeys: Send {
+    /// Appends the group id of every row of `keys` to `ids`.
+    fn intern(&mut self, keys: &[ArrayRef], ids: &mut Vec<u32>) -> Result<()>;
+    /// The number of groups seen.
+    fn len(&self) -> usize;
+    /// The key columns, one row per group, in id order, of the original key types.
+    fn emit(&mut self) -> Result<Vec<ArrayRef>>;
+}
+
+/// Picks the fastest interner for the key types.
+pub(crate) fn new_group_keys(types: &[DataType]) -> Result<Box<dyn GroupKeys>> {
+    Ok(match types {
+        [t] if t.is_integer() || matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
+            Box::new(IntegerKeys::new(t.clone()))
+        }
+        [DataType::Utf8] => Box::new(StringKeys::default()),
+        _ => Box::new(RowKeys::new(types)?),
+    })
+}
+
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x5ab0).hash_one(bytes)
+}
+
+pub(crate) fn hash_u64(v: u64) -> u64 {
+    // Multiplicative hashing, folded so both halves carry entropy (hashbrown reads the top bits).
+    let h = (v ^ (v >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+/// A single integer-like key, widened to `i64` while interning.
+struct IntegerKeys {
+    data_type: DataType,
+    table: HashTable<u32>,
+    keys: Vec<Option<i64>>,
+    null_group: Option<u32>,
+    // Clustered input repeats the previous key most of the time.
+    last: Option<(i64, u32)>,
+}
+
+impl IntegerKeys {
+    fn new(data_type: DataType) -> Self {
+        IntegerKeys { data_type, table: HashTable::new(), keys: vec![], null_group: None, last: None }
+    }
+}
+
+impl GroupKeys for IntegerKeys {
+    fn intern(&mut self, keys: &[ArrayRef], ids: &mut Vec<u32>) -> Result<()> {
+        let widened = arrow::compute::cast(&keys[0], &DataType::Int64)?;
+        let array: &PrimitiveArray<Int64Type> = widened.as_primitive();
+        ids.reserve(array.len());
+        for i in 0..array.len() {
+            if array.is_null(i) {
+                let id = *self.null_group.get_or_insert_with(|| {
+                    self.keys.push(None);
+                    (self.keys.len() - 1) as u32
+                });
+                ids.push(id);
+                continue;
+            }
+            let v = array.value(i);
+            if let Some((last, id)) = self.last {
+                if last == v {
+                    ids.push(id);
+                    continue;
+                }
+            }
+            let keys = &mut self.keys;
+            let id = match self.table.entry(
+                hash_u64(v as u64),
+                |&g| keys[g as usize] == Some(v),
+                |&g| hash_u64(keys[g as usize].unwrap_or_default() as u64),
+            ) {
+                Entry::Occupied(e) => *e.get(),
+                Entry::Vacant(e) => {
+                    keys.push(Some(v));
+                    let id = (keys.len() - 1) as u32;
+                    e.insert(id);
+                    id
+                }
+            };
+            self.last = Some((v, id));
+            ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        let array = Int64Array::from(std::mem::take(&mut self.keys));
+        Ok(vec![arrow::compute::cast(&array, &self.data_type)?])
+    }
+}
+
+/// A single UTF-8 key; the strings of the groups are stored once, in one buffer.
+#[derive(Default)]
+struct StringKeys {
+    table: HashTable<u32>,
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+    is_null: Vec<bool>,
+    null_group: Option<u32>,
+}
+
+impl StringKeys {
+    fn key(&self, group: u32) -> &[u8] {
+        let g = group as usize;
+        &self.bytes[self.offsets[g]..self.offsets[g + 1]]
+    }
+}
+
+impl GroupKeys for StringKeys {
+    fn intern(&mut self, keys: &[ArrayRef], ids: &mut Vec<u32>) -> Result<()> {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let array = keys[0].as_string::<i32>();
+        ids.reserve(array.len());
+        let mut last: Option<(&[u8], u32)> = None;
+        for i in 0..array.len() {
+            if array.is_null(i) {
+                let id = match self.null_group {
+                    Some(id) => id,
+                    None => {
+                        self.offsets.push(self.bytes.len());
+                        self.is_null.push(true);
+                        let id = (self.is_null.len() - 1) as u32;
+                        self.null_group = Some(id);
+                        id
+                    }
+                };
+                ids.push(id);
+                continue;
+            }
+            let v = array.value(i).as_bytes();
+            if let Some((prev, id)) = last {
+                if prev == v {
+                    ids.push(id);
+                    continue;
+                }
+            }
+            let hash = hash_bytes(v);
+            let found = self.table.find(hash, |&g| !self.is_null[g as usize] && self.key(g) == v).copied();
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    self.bytes.extend_from_slice(v);
+                    self.offsets.push(self.bytes.len());
+                    self.is_null.push(false);
+                    let id = (self.is_null.len() - 1) as u32;
+                    let (bytes, offsets) = (&self.bytes, &self.offsets);
+                    self.table.insert_unique(hash, id, |&g| {
+                        hash_bytes(&bytes[offsets[g as usize]..offsets[g as usize + 1]])
+                    });
+                    id
+                }
+            };
+            last = Some((v, id));
+            ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.is_null.len()
+    }
+
+    fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        let array: StringArray = (0..self.len() as u32)
+            .map(|g| (!self.is_null[g as usize]).then(|| std::str::from_utf8(self.key(g)).expect("keys were UTF-8")))
+            .collect();
+        Ok(vec![Arc::new(array)])
+    }
+}
+
+/// Any number of keys of any types, through Arrow's row format.
+struct RowKeys {
+    converter: RowConverter,
+    table: HashTable<u32>,
+    rows: arrow::row::Rows,
+}
+
+impl RowKeys {
+    fn new(types: &[DataType]) -> Result<Self> {
+        let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
+        let rows = converter.empty_rows(0, 0);
+        Ok(RowKeys { converter, table: HashTable::new(), rows })
+    }
+}
+
+impl GroupKeys for RowKeys {
+    fn intern(&mut self, keys: &[ArrayRef], ids: &mut Vec<u32>) -> Result<()> {
+        let batch_rows = self.converter.convert_columns(keys)?;
+        ids.reserve(batch_rows.num_rows());
+        for row in batch_rows.iter() {
+            let bytes = row.as_ref();
+            let hash = hash_bytes(bytes);
+            let rows = &self.rows;
+            let found = self.table.find(hash, |&g| rows.row(g as usize).as_ref() == bytes).copied();
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    self.rows.push(row);
+                    let id = (self.rows.num_rows() - 1) as u32;
+                    let rows = &self.rows;
+                    self.table.insert_unique(hash, id, |&g| hash_bytes(rows.row(g as usize).as_ref()));
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.num_rows()
+    }
+
+    fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        Ok(self.converter.convert_rows(self.rows.iter())?)
+    }
+}

@@ -1,0 +1,400 @@
+//! Hash join: a table built once from one side, probed in parallel by the other.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, take};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::row::{RowConverter, Rows, SortField};
+use hashbrown::HashTable;
+
+use super::aggregate::{hash_bytes, hash_u64};
+use super::{Operator, Output};
+use crate::plan::JoinType;
+use crate::{Result, SabotError};
+
+/// Where an output column of a join comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinColumn {
+    /// A column of the probe side.
+    Probe(usize),
+    /// A column of the build side.
+    Build(usize),
+    /// A key shown once: the probe value, or the build value for unmatched build rows.
+    Key {
+        /// Column index on the probe side.
+        probe: usize,
+        /// Column index on the build side.
+        build: usize,
+    },
+}
+
+/// Sentinel for "no row" in the chains below.
+const NONE: u32 = u32::MAX;
+
+/// Maps key values to the first build row holding them; `next` chains rows with equal keys.
+enum KeyIndex {
+    /// Integer keys in a dense range: `heads[key - min]`, no hashing at all.
+    Direct { min: i64, heads: Vec<u32> },
+    /// Integer keys: open addressing with linear probing over inline keys.
+    Integer { mask: usize, keys: Vec<i64>, heads: Vec<u32> },
+    /// Any keys, compared in Arrow's row format.
+    Rows { rows: Rows, table: HashTable<u32> },
+}
+
+/// The build side of a hash join: all its rows plus an index on the key columns.
+pub struct JoinTable {
+    batch: RecordBatch,
+    index: KeyIndex,
+    next: Vec<u32>,
+    converter: Option<RowConverter>,
+    key_type: DataType,
+    /// Build rows that found a match, for right and full joins.
+    matched: Vec<AtomicU64>,
+}
+
+impl JoinTable {
+    /// Builds the table from the build side's batches; `keys` are its key columns' indices and
+    /// `key_types` the types both sides' keys are compared as.
+    pub fn try_new(schema: SchemaRef, batches: &[RecordBatch], keys: &[usize], key_types: &[DataType]) -> Result<Self> {
+        let batch = concat_batches(&schema, batches)?;
+        let rows = batch.num_rows();
+        if rows >= NONE as usize {
+            return Err(SabotError::Execution(format!("join build side has {rows} rows; the limit is {}", NONE - 1)));
+        }
+        let key_arrays = keys
+            .iter()
+            .zip(key_types)
+            .map(|(&k, t)| Ok(cast(batch.column(k), t)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let mut next = vec![NONE; rows];
+        let (index, converter, key_type) = if let [single] = key_arrays.as_slice()
+            && single.data_type().is_integer()
+        {
+            let widened = cast(single, &DataType::Int64)?;
+            (build_integer_index(widened.as_primitive::<Int64Type>(), &mut next), None, DataType::Int64)
+        } else {
+            let converter = RowConverter::new(key_types.iter().map(|t| SortField::new(t.clone())).collect())?;
+            let rows_fmt = converter.convert_columns(&key_arrays)?;
+            let valid = all_valid(&key_arrays);
+            let mut table = HashTable::with_capacity(rows);
+            // Inserting in reverse keeps each chain in ascending row order.
+            for row in (0..rows).rev() {
+                if !valid(row) {
+                    continue;
+                }
+                let key = rows_fmt.row(row);
+                let bytes = key.as_ref();
+                let hash = hash_bytes(bytes);
+                match table.find_mut(hash, |&head: &u32| rows_fmt.row(head as usize).as_ref() == bytes) {
+                    Some(head) => {
+                        next[row] = *head;
+                        *head = row as u32;
+                    }
+                    None => {
+                        table.insert_unique(hash, row as u32, |&h| hash_bytes(rows_fmt.row(h as usize).as_ref()));
+                    }
+                }
+            }
+            (KeyIndex::Rows { rows: rows_fmt, table }, Some(converter), DataType::Null)
+        };
+        let matched = (0..rows.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Ok(JoinTable { batch, index, next, converter, key_type, matched })
+    }
+
+    /// The number of build rows.
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Appends `(probe_row, build_row)` for every match of the probe keys, in probe order;
+    /// `on_row` sees each probe row with whether it matched (after its matches are appended).
+    fn probe(
+        &self,
+        keys: &[ArrayRef],
+        probe_rows: &mut Vec<u32>,
+        build_rows: &mut Vec<u32>,
+        mut on_row: impl FnMut(u32, bool, &mut Vec<u32>, &mut Vec<u32>),
+    ) -> Result<()> {
+        let emit_chain = |i: usize, mut head: u32, probe_rows: &mut Vec<u32>, build_rows: &mut Vec<u32>| {
+            let found = head != NONE;
+            while head != NONE {
+                probe_rows.push(i as u32);
+                build_rows.push(head);
+                head = self.next[head as usize];
+            }
+            found
+        };
+        match &self.index {
+            KeyIndex::Direct { .. } | KeyIndex::Integer { .. } => {
+                let widened = cast(&keys[0], &self.key_type)?;
+                let array = widened.as_primitive::<Int64Type>();
+                let values = array.values();
+                for i in 0..array.len() {
+                    let head = if array.is_null(i) { NONE } else { self.lookup_integer(values[i]) };
+                    let found = emit_chain(i, head, probe_rows, build_rows);
+                    on_row(i as u32, found, probe_rows, build_rows);
+                }
+            }
+            KeyIndex::Rows { rows, table } => {
+                let converter = self.converter.as_ref().expect("row keys have a converter");
+                let probe = converter.convert_columns(keys)?;
+                let valid = all_valid(keys);
+                for i in 0..probe.num_rows() {
+                    let head = if valid(i) {
+                        let key = probe.row(i);
+                        let bytes = key.as_ref();
+                        table
+                            .find(hash_bytes(bytes), |&h| rows.row(h as usize).as_ref() == bytes)
+                            .copied()
+                            .unwrap_or(NONE)
+                    } else {
+                        NONE
+                    };
+                    let found = emit_chain(i, head, probe_rows, build_rows);
+                    on_row(i as u32, found, probe_rows, build_rows);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn lookup_integer(&self, key: i64) -> u32 {
+        match &self.index {
+            KeyIndex::Direct { min, heads } => {
+                let offset = key.wrapping_sub(*min) as u64;
+                if offset < heads.len() as u64 { heads[offset as usize] } else { NONE }
+            }
+            KeyIndex::Integer { mask, keys, heads } => {
+                let mut slot = hash_u64(key as u64) as usize & mask;
+                loop {
+                    let head = heads[slot];
+                    if head == NONE || keys[slot] == key {
+                        return head;
+                    }
+                    slot = (slot + 1) & mask;
+                }
+            }
+            KeyIndex::Rows { .. } => NONE,
+        }
+    }
+
+    fn mark_matched(&self, build_rows: &[u32]) {
+        for &row in build_rows {
+            self.matched[row as usize / 64].fetch_or(1 << (row % 64), Ordering::Relaxed);
+        }
+    }
+
+    fn unmatched_rows(&self) -> Vec<u32> {
+        (0..self.num_rows() as u32)
+            .filter(|&r| self.matched[r as usize / 64].load(Ordering::Relaxed) & (1 << (r % 64)) == 0)
+            .collect()
+    }
+}
+
+fn all_valid(keys: &[ArrayRef]) -> impl Fn(usize) -> bool + '_ {
+    move |row| keys.iter().all(|k| k.is_valid(row))
+}
+
+fn build_integer_index(keys: &arrow::array::Int64Array, next: &mut [u32]) -> KeyIndex {
+    let non_null = keys.len() - keys.null_count();
+    let (min, max) = keys.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)));
+    let range = (max as i128 - min as i128 + 1).max(0) as u128;
+    // A dense key range is indexed directly: probes become one array read, in probe order.
+    let dense_limit = (non_null as u128 * 16).max(1 << 20).min(1 << 28);
+    if non_null > 0 && range <= dense_limit {
+        let mut heads = vec![NONE; range as usize];
+        for row in (0..keys.len()).rev() {
+            if keys.is_valid(row) {
+                let slot = (keys.value(row) - min) as usize;
+                next[row] = heads[slot];
+                heads[slot] = row as u32;
+            }
+        }
+        return KeyIndex::Direct { min, heads };
+    }
+    let capacity = (non_null * 2).next_power_of_two().max(16);
+    let mask = capacity - 1;
+    let mut slot_keys = vec![0i64; capacity];
+    let mut heads = vec![NONE; capacity];
+    for row in (0..keys.len()).rev() {
+        if keys.is_null(row) {
+            continue;
+        }
+        let key = keys.value(row);
+        let mut slot = hash_u64(key as u64) as usize & mask;
+        while heads[slot] != NONE && slot_keys[slot] != key {
+            slot = (slot + 1) & mask;
+        }
+        next[row] = heads[slot];
+        slot_keys[slot] = key;
+        heads[slot] = row as u32;
+    }
+    KeyIndex::Integer { mask, keys: slot_keys, heads }
+}
+
+type BuildFn = Box<dyn FnOnce() -> Result<JoinTable> + Send>;
+
+/// The hand-over between a join's build side and its probe partitions: the first probe that
+/// starts runs the build; the others wait for it; the last one to finish emits the build rows
+/// that never matched (right and full joins).
+pub struct JoinBuild {
+    build: Mutex<Option<BuildFn>>,
+    table: OnceLock<std::result::Result<Arc<JoinTable>, Arc<SabotError>>>,
+    running_probes: AtomicUsize,
+}
+
+impl JoinBuild {
+    /// A hand-over that builds with `build` for `probes` probe partitions.
+    pub fn new(build: impl FnOnce() -> Result<JoinTable> + Send + 'static, probes: usize) -> Arc<Self> {
+        Arc::new(JoinBuild {
+            build: Mutex::new(Some(Box::new(build))),
+            table: OnceLock::new(),
+            running_probes: AtomicUsize::new(probes),
+        })
+    }
+
+    fn table(&self) -> Result<Arc<JoinTable>> {
+        let result = self.table.get_or_init(|| {
+            let build = self.build.lock().expect("join build lock").take().expect("built once");
+            build().map(Arc::new).map_err(Arc::new)
+        });
+        result.clone().map_err(SabotError::Shared)
+    }
+}
+
+/// Probes a [`JoinTable`] with each batch of the probe side.
+pub struct HashJoinProbe {
+    join_type: JoinType,
+    probe_keys: Vec<usize>,
+    key_types: Vec<DataType>,
+    output: Vec<JoinColumn>,
+    schema: SchemaRef,
+    build: Arc<JoinBuild>,
+    table: Option<Arc<JoinTable>>,
+    probe_rows: Vec<u32>,
+    build_rows: Vec<u32>,
+}
+
+impl HashJoinProbe {
+    /// A probe of `build`'s table. `join_type` is seen from the probe side: `Left` keeps every
+    /// probe row, `Right` every build row.
+    pub fn new(
+        join_type: JoinType,
+        probe_keys: Vec<usize>,
+        key_types: Vec<DataType>,
+        output: Vec<JoinColumn>,
+        schema: SchemaRef,
+        build: Arc<JoinBuild>,
+    ) -> Self {
+        HashJoinProbe {
+            join_type,
+            probe_keys,
+            key_types,
+            output,
+            schema,
+            build,
+            table: None,
+            probe_rows: vec![],
+            build_rows: vec![],
+        }
+    }
+
+    fn assemble(&self, probe: Option<&RecordBatch>, table: &JoinTable, probe_idx: &UInt32Array, build_idx: &UInt32Array) -> Result<RecordBatch> {
+        let len = probe_idx.len().max(build_idx.len());
+        let columns = self
+            .output
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(source, field)| {
+                Ok(match (*source, probe) {
+                    (JoinColumn::Probe(c) | JoinColumn::Key { probe: c, .. }, Some(p)) => take(p.column(c), probe_idx, None)?,
+                    (JoinColumn::Build(c) | JoinColumn::Key { build: c, .. }, _) => {
+                        let col = take(table.batch.column(c), build_idx, None)?;
+                        if col.data_type() == field.data_type() { col } else { cast(&col, field.data_type())? }
+                    }
+                    (JoinColumn::Probe(_), None) => new_null_array(field.data_type(), len),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(len));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+}
+
+impl Operator for HashJoinProbe {
+    fn name(&self) -> &str {
+        "hash_join_probe"
+    }
+
+    fn on_start(&mut self) -> Result<()> {
+        self.table = Some(self.build.table()?);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let table = self.table.clone().expect("on_start ran");
+        let keys = self
+            .probe_keys
+            .iter()
+            .zip(&self.key_types)
+            .map(|(&k, t)| Ok(cast(batch.column(k), t)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        self.probe_rows.clear();
+        self.build_rows.clear();
+        let mut unmatched_probe = vec![];
+        let join_type = self.join_type;
+        table.probe(&keys, &mut self.probe_rows, &mut self.build_rows, |row, found, probe_rows, build_rows| {
+            match join_type {
+                JoinType::Semi if found => {
+                    // One output row per probe row, whatever the number of matches.
+                    let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
+                    probe_rows.truncate(first + 1);
+                    build_rows.truncate(first + 1);
+                }
+                JoinType::Anti if found => {
+                    let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
+                    probe_rows.truncate(first);
+                    build_rows.truncate(first);
+                }
+                JoinType::Anti | JoinType::Left | JoinType::Full if !found => unmatched_probe.push(row),
+                _ => {}
+            }
+        })?;
+        if matches!(self.join_type, JoinType::Right | JoinType::Full) {
+            table.mark_matched(&self.build_rows);
+        }
+        let emit_pairs = !matches!(self.join_type, JoinType::Anti);
+        if emit_pairs && !self.probe_rows.is_empty() {
+            let probe_idx = UInt32Array::from(std::mem::take(&mut self.probe_rows));
+            let build_idx = UInt32Array::from(std::mem::take(&mut self.build_rows));
+            out.emit(self.assemble(Some(&batch), &table, &probe_idx, &build_idx)?);
+        }
+        if !unmatched_probe.is_empty() {
+            let n = unmatched_probe.len();
+            let probe_idx = UInt32Array::from(unmatched_probe);
+            let build_idx = UInt32Array::new_null(n);
+            out.emit(self.assemble(Some(&batch), &table, &probe_idx, &build_idx)?);
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        let last = self.build.running_probes.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last && matches!(self.join_type, JoinType::Right | JoinType::Full) {
+            let table = match self.table.clone() {
+                Some(t) => t,
+                None => self.build.table()?,
+            };
+            let rows = table.unmatched_rows();
+            for chunk in rows.chunks(64 * 1024) {
+                let build_idx = UInt32Array::from(chunk.to_vec());
+                let probe_idx = UInt32Array::new_null(chunk.len());
+                out.emit(self.assemble(None, &table, &probe_idx, &build_idx)?);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Physical operators: the code that processes batches.
+//!
+//! Every operator implements the one [`Operator`] trait, whose hooks have defaults so that a
+//! simple operator implements only [`Operator::process_batch`]. The same operators run bounded
+//! (batch) and unbounded (streaming) inputs: a bounded input simply ends with
+//! [`Operator::on_close`].
+//!
+//! ```
+//! use arrow::array::RecordBatch;
+//! use sabot::operator::{Operator, Output};
+//!
+//! /// Passes batches through and counts rows.
+//! struct CountRows(usize);
+//!
+//! impl Operator for CountRows {
+//!     fn name(&self) -> &str { "count_rows" }
+//!     fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> sabot::Result<()> {
+//!         self.0 += batch.num_rows();
+//!         out.emit(batch);
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+mod aggregate;
+mod filter;
+mod hash_join;
+mod limit;
+mod map_batches;
+mod project;
+mod sort;
+
+use std::collections::VecDeque;
+
+use arrow::record_batch::RecordBatch;
+
+use crate::Result;
+
+pub use aggregate::{AggregateMode, AggregateOperator};
+pub use filter::FilterOperator;
+pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
+pub use limit::LimitOperator;
+pub use map_batches::MapBatchesOperator;
+pub use project::ProjectOperator;
+pub use sort::SortOperator;
+
+/// Event time, in milliseconds since the Unix epoch, below which no more events are expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Watermark(pub i64);
+
+/// A numbered checkpoint barrier flowing with the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CheckpointBarrier {
+    /// The checkpoint's number.
+    pub id: u64,
+}
+
+/// What flows between operators.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Rows.
+    Batch(RecordBatch),
+    /// Event-time progress.
+    Watermark(Watermark),
+    /// A checkpoint barrier.
+    Barrier(CheckpointBarrier),
+}
+
+/// Where an operator puts what it produces.
+#[derive(Debug, Default)]
+pub struct Output {
+    queue: VecDeque<Message>,
+}
+
+impl Output {
+    /// Emits a batch downstream (empty batches are dropped).
+    pub fn emit(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.queue.push_back(Message::Batch(batch));
+        }
+    }
+
+    /// Emits a watermark downstream.
+    pub fn emit_watermark(&mut self, watermark: Watermark) {
+        self.queue.push_back(Message::Watermark(watermark));
+    }
+
+    /// Forwards a checkpoint barrier downstream.
+    pub fn emit_barrier(&mut self, barrier: CheckpointBarrier) {
+        self.queue.push_back(Message::Barrier(barrier));
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Message> {
+        self.queue.pop_front()
+    }
+}
+
+/// An operator: one instance runs per parallel partition, on one thread at a time.
+pub trait Operator: Send {
+    /// The operator's name, for plans, logs and errors.
+    fn name(&self) -> &str;
+
+    /// Called once before the first message.
+    fn on_start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes one batch of rows.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()>;
+
+    /// Reacts to event-time progress; forwards the watermark by default.
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    /// Snapshots state for a checkpoint; stateless operators just forward the barrier.
+    fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
+        out.emit_barrier(barrier);
+        Ok(())
+    }
+
+    /// Called once after the last message of a bounded input; blocking operators emit here.
+    fn on_close(&mut self, _out: &mut Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// True once the operator needs no more input (e.g. a limit that is full).
+    fn is_finished(&self) -> bool {
+        false
+    }
+}
+
+/// Creates one operator instance per partition.
+pub type OperatorFactory = std::sync::Arc<dyn Fn(usize) -> Result<Box<dyn Operator>> + Send + Sync>;

@@ -1,0 +1,9 @@
+//! Logical plans: what a [`crate::Stream`] computes, independent of how it runs.
+//!
+//! A [`LogicalPlan`] is a tree of relational operators with a known output schema at every
+//! node. [`crate::optimizer`] rewrites it; [`crate::exec`] turns it into physical operators.
+
+mod display;
+mod logical;
+
+pub use logical::{BatchFn, JoinType, LogicalPlan, SortKey};
