@@ -42,7 +42,10 @@ fn expand(input: &Input) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #private::assert_field::<#ty>();)
     });
-    let event_time = input.fields.iter().find(|f| f.is_column() && f.attrs.event_time.is_some());
+    let event_time = input
+        .fields
+        .iter()
+        .find(|f| f.is_column() && f.attrs.event_time.is_some());
     let event_time_check = event_time.map(|f| {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #private::assert_event_time::<#ty>();)
@@ -84,19 +87,23 @@ fn expand(input: &Input) -> TokenStream {
     });
 
     let ident_str = ident.to_string();
-    let view_doc = format!("A borrowed, zero-copy view of one `{ident_str}` row (from `Record::view`).");
-    let arrays_doc = format!("The columns of a `{ident_str}` batch, downcast once (from `Record::arrays`).");
+    let view_doc =
+        format!("A borrowed, zero-copy view of one `{ident_str}` row (from `Record::view`).");
+    let arrays_doc =
+        format!("The columns of a `{ident_str}` batch, downcast once (from `Record::arrays`).");
     let columns_doc = format!("Typed column handles of `{ident_str}` (from `Record::cols`).");
 
     quote! {
         #[doc = #view_doc]
         #[derive(Clone, Copy, Debug, PartialEq)]
+        #[allow(dead_code)]
         #vis struct #view<'a> {
             #(#view_fields)*
             #marker_field
         }
 
         #[doc = #arrays_doc]
+        #[allow(dead_code)]
         #vis struct #arrays<'a> {
             #(#array_fields)*
             #marker_field
@@ -104,6 +111,7 @@ fn expand(input: &Input) -> TokenStream {
 
         #[doc = #columns_doc]
         #[derive(Clone, Copy, Debug)]
+        #[allow(dead_code)]
         #vis struct #columns {
             #(#column_fields)*
         }
@@ -123,7 +131,7 @@ fn expand(input: &Input) -> TokenStream {
                 static SCHEMA: #private::OnceLock<#arrow::datatypes::SchemaRef> = #private::OnceLock::new();
                 SCHEMA
                     .get_or_init(|| {
-                        #private::Arc::new(#arrow::datatypes::Schema::new(#private::Vec::from([
+                        #private::Arc::new(#arrow::datatypes::Schema::new(#private::Vec::<#arrow::datatypes::Field>::from([
                             #(#projections::field(#col_names),)*
                         ])))
                     })
@@ -146,7 +154,7 @@ fn expand(input: &Input) -> TokenStream {
             fn view<'a>(arrays: &Self::Arrays<'a>, row: usize) -> Self::View<'a> {
                 let _ = (&arrays, row);
                 #view {
-                    #(#col_idents: #projections::view(&arrays.#col_idents, row),)*
+                    #(#col_idents: #projections::view_value(&arrays.#col_idents, row),)*
                     #marker_value
                 }
             }
@@ -173,7 +181,7 @@ fn expand(input: &Input) -> TokenStream {
             fn read_row(arrays: &Self::Arrays<'_>, row: usize) -> ::sabot::Result<Self> {
                 let _ = (&arrays, row);
                 #private::Ok(Self {
-                    #(#col_idents: #projections::read(#col_names, &arrays.#col_idents, row)?,)*
+                    #(#col_idents: #projections::read_value(#col_names, &arrays.#col_idents, row)?,)*
                     #(#skipped_values)*
                 })
             }
@@ -233,11 +241,11 @@ fn expand(input: &Input) -> TokenStream {
             }
 
             #[inline]
-            fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+            fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
                 #private::struct_view(array, row)
             }
 
-            fn read(column: &str, array: &Self::Array<'_>, row: usize) -> ::sabot::Result<Self> {
+            fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> ::sabot::Result<Self> {
                 #private::struct_read(column, array, row)
             }
         }

@@ -8,9 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod exec;
 pub mod expr;
 pub mod io;
 pub mod operator;
+pub mod optimizer;
 pub mod plan;
 pub mod record;
 

@@ -291,6 +291,15 @@ impl Expr {
         }
     }
 
+    /// The column this expression reads unchanged (through an alias), if it is one.
+    pub fn as_column(&self) -> Option<&str> {
+        match self {
+            Expr::Column(name) => Some(name),
+            Expr::Alias(inner, _) => inner.as_column(),
+            _ => None,
+        }
+    }
+
     /// The name of the column this expression produces: its alias, its column name, or its text.
     pub fn output_name(&self) -> String {
         match self {

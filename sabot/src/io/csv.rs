@@ -267,9 +267,18 @@ pub(crate) struct TextScan<F: TextFormat> {
     pub(crate) path: PathBuf,
     pub(crate) data: Bytes,
     pub(crate) ranges: Vec<(usize, usize)>,
-    pub(crate) format: F,
+    pub(crate) format: Arc<F>,
     pub(crate) batch_size: usize,
-    pub(crate) rejects: Option<RejectsFile>,
+    pub(crate) rejects: Option<Arc<RejectsFile>>,
+}
+
+/// What a morsel iterator shares with its scan.
+struct MorselContext<F> {
+    path: PathBuf,
+    data: Bytes,
+    format: Arc<F>,
+    batch_size: usize,
+    rejects: Option<Arc<RejectsFile>>,
 }
 
 impl<F: TextFormat> Scan for TextScan<F> {
@@ -281,12 +290,18 @@ impl<F: TextFormat> Scan for TextScan<F> {
         self.ranges.len()
     }
 
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>> {
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let &(start, end) = self.ranges.get(index).ok_or_else(|| {
             SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.ranges.len()))
         })?;
         Ok(Box::new(TextMorsel {
-            scan: self,
+            scan: MorselContext {
+                path: self.path.clone(),
+                data: self.data.clone(),
+                format: self.format.clone(),
+                batch_size: self.batch_size,
+                rejects: self.rejects.clone(),
+            },
             pos: start,
             end,
             decoder: None,
@@ -297,8 +312,8 @@ impl<F: TextFormat> Scan for TextScan<F> {
     }
 }
 
-struct TextMorsel<'a, F: TextFormat> {
-    scan: &'a TextScan<F>,
+struct TextMorsel<F: TextFormat> {
+    scan: MorselContext<F>,
     pos: usize,
     end: usize,
     decoder: Option<F::Decoder>,
@@ -315,7 +330,7 @@ struct Span {
     next: usize,
 }
 
-impl<F: TextFormat> TextMorsel<'_, F> {
+impl<F: TextFormat> TextMorsel<F> {
     /// Decodes the next batch quickly; on any error returns the offset where that batch began.
     fn fast(&mut self) -> std::result::Result<Option<RecordBatch>, usize> {
         let data = &self.scan.data[..];
@@ -344,16 +359,18 @@ impl<F: TextFormat> TextMorsel<'_, F> {
     /// Re-reads up to one batch of records from `batch_start` record by record (bisecting), to
     /// find the bad ones; they become an error or go to the rejects file.
     fn slow(&mut self, batch_start: usize) -> Result<()> {
-        let scan = self.scan;
-        let format = &scan.format;
-        let data = &scan.data[..];
+        let data = self.scan.data.clone();
+        let data = &data[..];
+        let format = self.scan.format.clone();
+        let format = format.as_ref();
+        let batch_size = self.scan.batch_size;
         self.decoder = None;
 
         let mut runs: Vec<Vec<Span>> = vec![Vec::new()];
         let mut problems: Vec<(Span, Problem)> = Vec::new();
         let mut pos = batch_start;
         let mut count = 0;
-        while pos < self.end && count < scan.batch_size {
+        while pos < self.end && count < batch_size {
             let (content_end, next) = format.record_end(data, pos, self.end);
             let span = Span { start: pos, content_end, next };
             let content = &data[pos..content_end];
@@ -379,7 +396,7 @@ impl<F: TextFormat> TextMorsel<'_, F> {
         problems.sort_by_key(|(span, _)| span.start);
 
         if !problems.is_empty() {
-            match &scan.rejects {
+            match &self.scan.rejects {
                 None => {
                     let (span, problem) = &problems[0];
                     let line = self.lines.line_at(data, span.start);
@@ -387,7 +404,7 @@ impl<F: TextFormat> TextMorsel<'_, F> {
                     if let Some(hint) = format.hint(&data[span.start..span.content_end], problem) {
                         message.push_str(hint);
                     }
-                    return Err(SabotError::format(&scan.path, Some(location(line, problem)), message));
+                    return Err(SabotError::format(&self.scan.path, Some(location(line, problem)), message));
                 }
                 Some(rejects) => {
                     let mut chunk = Vec::new();
@@ -424,7 +441,7 @@ impl<F: TextFormat> TextMorsel<'_, F> {
     fn bisect(&self, run: &[Span], pieces: &mut Vec<RecordBatch>, problems: &mut Vec<(Span, Problem)>) {
         let data = &self.scan.data[..];
         let bytes = &data[run[0].start..run[run.len() - 1].next];
-        match decode_all(&self.scan.format, bytes, run.len()) {
+        match decode_all(self.scan.format.as_ref(), bytes, run.len()) {
             Ok(batches) => pieces.extend(batches),
             Err(error) if run.len() == 1 => {
                 let span = run[0];
@@ -465,7 +482,7 @@ fn decode_all<F: TextFormat>(format: &F, bytes: &[u8], rows: usize) -> std::resu
     }
 }
 
-impl<F: TextFormat> Iterator for TextMorsel<'_, F> {
+impl<F: TextFormat> Iterator for TextMorsel<F> {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -677,7 +694,7 @@ impl TextFormat for CsvFormat {
 /// let path = std::env::temp_dir().join(format!("sabot-doc-csv-{}.csv", std::process::id()));
 /// std::fs::write(&path, "id,amount\n1,2.5\n2,7.0\n").unwrap();
 /// let source = CsvSource::new(&path);
-/// assert_eq!(source.schema().field(1).name(), "amount");
+/// assert_eq!(source.try_schema().unwrap().field(1).name(), "amount");
 /// let scan = source.scan(&ScanRequest { batch_size: 1024, ..Default::default() }).unwrap();
 /// let rows: usize = (0..scan.morsel_count())
 ///     .flat_map(|m| scan.read_morsel(m).unwrap())
@@ -790,7 +807,7 @@ impl CsvSource {
     /// use sabot::io::csv::CsvSource;
     /// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
     /// let source = CsvSource::new("ids.csv").schema(schema.clone());
-    /// assert_eq!(source.schema(), schema);
+    /// assert_eq!(Source::schema(&source), schema);
     /// ```
     pub fn schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
@@ -952,19 +969,19 @@ impl Source for CsvSource {
         } else {
             split_at_lines(&data, start, self.morsel_bytes)
         };
-        let rejects = self.rejects.as_deref().map(RejectsFile::create).transpose()?;
+        let rejects = self.rejects.as_deref().map(RejectsFile::create).transpose()?.map(Arc::new);
         Ok(Arc::new(TextScan {
             path: self.path.clone(),
             data,
             ranges,
-            format: CsvFormat {
+            format: Arc::new(CsvFormat {
                 schema,
                 projection: request.projection.clone(),
                 output,
                 delimiter: self.delimiter,
                 quote: self.quote,
                 split: !self.newlines_in_values,
-            },
+            }),
             batch_size: if request.batch_size == 0 { DEFAULT_BATCH_SIZE } else { request.batch_size },
             rejects,
         }))

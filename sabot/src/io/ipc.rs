@@ -322,7 +322,7 @@ impl Scan for IpcScan {
         }
     }
 
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>> {
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let count = self.morsel_count();
         if index >= count {
             return Err(SabotError::Execution(format!("morsel {index} out of range (the scan has {count} morsels)")));

@@ -104,7 +104,7 @@ impl TextFormat for JsonFormat {
 /// let path = std::env::temp_dir().join(format!("sabot-doc-json-{}.jsonl", std::process::id()));
 /// std::fs::write(&path, "{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": null}\n").unwrap();
 /// let source = JsonLinesSource::new(&path);
-/// assert_eq!(source.schema().field(0).name(), "id");
+/// assert_eq!(source.try_schema().unwrap().field(0).name(), "id");
 /// let scan = source.scan(&ScanRequest { batch_size: 1024, ..Default::default() }).unwrap();
 /// let batch = scan.read_morsel(0).unwrap().next().unwrap().unwrap();
 /// assert_eq!(batch.num_rows(), 2);
@@ -282,12 +282,12 @@ impl Source for JsonLinesSource {
         format.decoder(1).map_err(|e| SabotError::format(&self.path, None, arrow_message(&e)))?;
         let start = if data.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 };
         let ranges = split_at_lines(&data, start, self.morsel_bytes);
-        let rejects = self.rejects.as_deref().map(crate::io::csv::RejectsFile::create).transpose()?;
+        let rejects = self.rejects.as_deref().map(crate::io::csv::RejectsFile::create).transpose()?.map(Arc::new);
         Ok(Arc::new(TextScan {
             path: self.path.clone(),
             data,
             ranges,
-            format,
+            format: Arc::new(format),
             batch_size: if request.batch_size == 0 { DEFAULT_BATCH_SIZE } else { request.batch_size },
             rejects,
         }))

@@ -170,7 +170,7 @@ impl Scan for MemoryScan {
         self.batches.len()
     }
 
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>> {
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let batch = self.batches.get(index).ok_or_else(|| morsel_out_of_range(index, self.batches.len()))?;
         let batch = project_batch(batch, self.projection.as_deref())?;
         Ok(Box::new(split_batch(batch, self.batch_size).map(Ok)))
@@ -276,7 +276,7 @@ impl Scan for GenerateScan {
         self.source.batch_count
     }
 
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>> {
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         if index >= self.source.batch_count {
             return Err(morsel_out_of_range(index, self.source.batch_count));
         }

@@ -66,8 +66,9 @@ pub trait Scan: Send + Sync {
     fn schema(&self) -> SchemaRef;
     /// The number of morsels.
     fn morsel_count(&self) -> usize;
-    /// Reads morsel `index` (in `0..morsel_count()`).
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>>;
+    /// Reads morsel `index` (in `0..morsel_count()`). The iterator owns what it needs (clone
+    /// the `Arc`s of the scan into it), so worker threads can keep it across calls.
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>>;
 }
 
 /// A destination for the result of a pipeline.

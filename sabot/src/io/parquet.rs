@@ -30,9 +30,9 @@ use crate::io::{BatchIter, FilterSupport, Scan, ScanRequest, Sink, SinkWriter, S
 use crate::{Result, SabotError};
 
 /// Row groups with fewer rows than this are merged with their neighbours into one morsel.
-const SMALL_ROW_GROUP_ROWS: usize = 64 * 1024;
+const SMALL_ROW_GROUP_ROWS: usize = 8 * 1024;
 /// The most rows a morsel made of merged small row groups holds.
-const MERGED_MORSEL_ROWS: usize = 256 * 1024;
+const MERGED_MORSEL_ROWS: usize = 64 * 1024;
 
 /// Converts a Parquet error about `path` into a [`SabotError`] naming the file.
 fn parquet_error(path: &Path, location: Option<String>, err: ParquetError) -> SabotError {
@@ -319,7 +319,7 @@ impl Scan for ParquetScan {
         self.morsels.len()
     }
 
-    fn read_morsel(&self, index: usize) -> Result<BatchIter<'_>> {
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let morsel = self.morsels.get(index).ok_or_else(|| {
             SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.morsels.len()))
         })?;

@@ -37,6 +37,7 @@ use arrow::record_batch::RecordBatch;
 use crate::Result;
 
 pub use aggregate::{AggregateMode, AggregateOperator};
+pub(crate) use aggregate::supports_two_phase as aggregate_supports_two_phase;
 pub use filter::FilterOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
 pub use limit::LimitOperator;

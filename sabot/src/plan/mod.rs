@@ -6,4 +6,5 @@
 mod display;
 mod logical;
 
-pub use logical::{BatchFn, JoinType, LogicalPlan, SortKey};
+pub(crate) use logical::join_output_columns;
+pub use logical::{join_schema, BatchFn, JoinType, LogicalPlan, SortKey};

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryViewArray, BooleanArray, LargeBinaryArray, LargeStringArray,
-    PrimitiveArray, StringArray, StringViewArray, TimestampMillisecondArray,
+    Array, ArrayRef, BinaryArray, BinaryViewArray, BooleanArray, LargeBinaryArray,
+    LargeStringArray, PrimitiveArray, StringArray, StringViewArray, TimestampMillisecondArray,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{
@@ -37,7 +37,18 @@ use crate::{Result, SabotError};
 ///
 /// let column = <String as RecordField>::from_values(["a".to_string(), "βγ".to_string()].iter());
 /// let strings = <String as RecordField>::downcast("name", column.as_ref()).unwrap();
-/// assert_eq!(<String as RecordField>::view(&strings, 1), "βγ");
+/// assert_eq!(<String as RecordField>::view_value(&strings, 1), "βγ");
+/// ```
+///
+/// A field of any other type is a compile error on that field (the trait is not implemented):
+///
+/// ```compile_fail
+/// struct NotARecord;
+///
+/// #[derive(sabot::Record)]
+/// struct Wrapper {
+///     inner: NotARecord,
+/// }
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a field of a `#[derive(Record)]` struct",
@@ -85,25 +96,38 @@ pub trait RecordField: Sized + Send + Sync + 'static {
     fn is_valid(array: &Self::Array<'_>, row: usize) -> bool;
 
     /// The borrowed value of row `row`; unspecified (but safe) for a null row of a non-`Option` type.
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a>;
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a>;
 
     /// The owned value of row `row` of column `column`; a null row is
     /// [`SabotError::UnexpectedNull`] unless `Self` is an `Option`.
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self>;
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self>;
 }
 
 /// The error for a column of the wrong type.
 pub(crate) fn type_mismatch(column: &str, expected: DataType, found: &DataType) -> SabotError {
-    SabotError::TypeMismatch { column: column.to_string(), expected, found: found.clone() }
+    SabotError::TypeMismatch {
+        column: column.to_string(),
+        expected,
+        found: found.clone(),
+    }
 }
 
 /// The error for a null in a non-optional field.
 pub(crate) fn unexpected_null(column: &str, row: usize) -> SabotError {
-    SabotError::UnexpectedNull { column: column.to_string(), row }
+    SabotError::UnexpectedNull {
+        column: column.to_string(),
+        row,
+    }
 }
 
-fn downcast_ref<'a, F: RecordField, A: Array + 'static>(column: &str, array: &'a dyn Array) -> Result<&'a A> {
-    array.as_any().downcast_ref::<A>().ok_or_else(|| type_mismatch(column, F::data_type(), array.data_type()))
+fn downcast_ref<'a, F: RecordField, A: Array + 'static>(
+    column: &str,
+    array: &'a dyn Array,
+) -> Result<&'a A> {
+    array
+        .as_any()
+        .downcast_ref::<A>()
+        .ok_or_else(|| type_mismatch(column, F::data_type(), array.data_type()))
 }
 
 macro_rules! primitive {
@@ -139,11 +163,11 @@ macro_rules! primitive {
                 array.is_valid(row)
             }
 
-            fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+            fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
                 array.value(row)
             }
 
-            fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+            fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
                 if array.is_valid(row) { Ok(array.value(row)) } else { Err(unexpected_null(column, row)) }
             }
         }
@@ -176,7 +200,10 @@ impl RecordField for bool {
     where
         I: Iterator<Item = &'v Self> + Clone,
     {
-        Arc::new(BooleanArray::new(values.copied().collect::<BooleanBuffer>(), None))
+        Arc::new(BooleanArray::new(
+            values.copied().collect::<BooleanBuffer>(),
+            None,
+        ))
     }
 
     fn from_options<'v, I>(values: I) -> ArrayRef
@@ -194,12 +221,16 @@ impl RecordField for bool {
         array.is_valid(row)
     }
 
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
         array.value(row)
     }
 
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) { Ok(array.value(row)) } else { Err(unexpected_null(column, row)) }
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+        if array.is_valid(row) {
+            Ok(array.value(row))
+        } else {
+            Err(unexpected_null(column, row))
+        }
     }
 }
 
@@ -216,14 +247,20 @@ impl RecordField for Timestamp {
     where
         I: Iterator<Item = &'v Self> + Clone,
     {
-        Arc::new(TimestampMillisecondArray::from_iter_values(values.map(|t| t.millis())))
+        Arc::new(TimestampMillisecondArray::from_iter_values(
+            values.map(|t| t.millis()),
+        ))
     }
 
     fn from_options<'v, I>(values: I) -> ArrayRef
     where
         I: Iterator<Item = Option<&'v Self>> + Clone,
     {
-        Arc::new(values.map(|v| v.map(|t| t.millis())).collect::<TimestampMillisecondArray>())
+        Arc::new(
+            values
+                .map(|v| v.map(|t| t.millis()))
+                .collect::<TimestampMillisecondArray>(),
+        )
     }
 
     /// Accepts millisecond timestamps in any time zone (the values are UTC either way).
@@ -235,11 +272,11 @@ impl RecordField for Timestamp {
         array.is_valid(row)
     }
 
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
         Timestamp::from_millis(array.value(row))
     }
 
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
         if array.is_valid(row) {
             Ok(Timestamp::from_millis(array.value(row)))
         } else {
@@ -343,12 +380,16 @@ impl RecordField for String {
         array.is_valid(row)
     }
 
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
         array.value(row)
     }
 
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) { Ok(array.value(row).to_owned()) } else { Err(unexpected_null(column, row)) }
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+        if array.is_valid(row) {
+            Ok(array.value(row).to_owned())
+        } else {
+            Err(unexpected_null(column, row))
+        }
     }
 }
 
@@ -445,12 +486,16 @@ impl RecordField for Vec<u8> {
         array.is_valid(row)
     }
 
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
         array.value(row)
     }
 
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) { Ok(array.value(row).to_vec()) } else { Err(unexpected_null(column, row)) }
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+        if array.is_valid(row) {
+            Ok(array.value(row).to_vec())
+        } else {
+            Err(unexpected_null(column, row))
+        }
     }
 }
 
@@ -493,12 +538,16 @@ impl<T: RecordField> RecordField for Option<T> {
         T::is_valid(array, row)
     }
 
-    fn view<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
-        T::is_valid(array, row).then(|| T::view(array, row))
+    fn view_value<'a>(array: &Self::Array<'a>, row: usize) -> Self::View<'a> {
+        T::is_valid(array, row).then(|| T::view_value(array, row))
     }
 
-    fn read(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if T::is_valid(array, row) { T::read(column, array, row).map(Some) } else { Ok(None) }
+    fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
+        if T::is_valid(array, row) {
+            T::read_value(column, array, row).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -515,8 +564,8 @@ impl<T: RecordField> RecordField for Option<T> {
 /// let points = vec![Point { x: 1.0, y: 2.0 }];
 /// let column = <Point as RecordField>::from_values(points.iter());
 /// let downcast: StructColumn<'_, Point> = <Point as RecordField>::downcast("p", column.as_ref()).unwrap();
-/// assert_eq!(<Point as RecordField>::view(&downcast, 0).y, 2.0);
-/// assert_eq!(<Point as RecordField>::read("p", &downcast, 0).unwrap(), Point { x: 1.0, y: 2.0 });
+/// assert_eq!(<Point as RecordField>::view_value(&downcast, 0).y, 2.0);
+/// assert_eq!(<Point as RecordField>::read_value("p", &downcast, 0).unwrap(), Point { x: 1.0, y: 2.0 });
 /// ```
 pub struct StructColumn<'a, T: Record> {
     pub(crate) arrays: T::Arrays<'a>,

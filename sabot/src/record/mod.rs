@@ -38,11 +38,11 @@
 //! assert_eq!(Trade::cols().price.gt(100.0).to_string(), "price > 100.0");
 //! ```
 
-mod column;
-mod field;
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+mod column;
+mod field;
 mod timestamp;
 
 pub use column::{Col, Numeric, Operand, TypedExpr};

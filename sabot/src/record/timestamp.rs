@@ -111,9 +111,18 @@ mod tests {
     #[test]
     fn display() {
         assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp::from_millis(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
-        assert_eq!(Timestamp::from_millis(1_709_251_199_999).to_string(), "2024-02-29T23:59:59.999Z");
-        assert_eq!(Timestamp::from_millis(-86_400_000).to_string(), "1969-12-31T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(1_709_251_199_999).to_string(),
+            "2024-02-29T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(-86_400_000).to_string(),
+            "1969-12-31T00:00:00.000Z"
+        );
         // Extreme values must not panic.
         let _ = Timestamp::from_millis(i64::MIN).to_string();
         let _ = Timestamp::from_millis(i64::MAX).to_string();

@@ -1,0 +1,76 @@
+//! Execution settings.
+
+/// Switches for the optimizer's rules (all on by default); turning one off never changes
+/// results, only plans and speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptimizerConfig {
+    /// Read only the columns the plan uses.
+    pub projection_pushdown: bool,
+    /// Move filters towards the sources, below projections and joins, and into scans.
+    pub filter_pushdown: bool,
+    /// Merge adjacent filters and adjacent projections into one operator each.
+    pub fuse_stateless: bool,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig { projection_pushdown: true, filter_pushdown: true, fuse_stateless: true }
+    }
+}
+
+impl OptimizerConfig {
+    /// Every rule off: the plan runs as written.
+    pub fn disabled() -> Self {
+        OptimizerConfig { projection_pushdown: false, filter_pushdown: false, fuse_stateless: false }
+    }
+}
+
+/// How a pipeline runs.
+///
+/// ```
+/// use sabot::exec::ExecConfig;
+/// let config = ExecConfig::default().with_parallelism(2).with_batch_size(8192);
+/// assert_eq!(config.parallelism, 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecConfig {
+    /// Parallel partitions per pipeline (default: the number of cores).
+    pub parallelism: usize,
+    /// Preferred rows per batch (a morsel is read in batches of this size).
+    pub batch_size: usize,
+    /// Batches buffered between two threads; bounds memory and propagates backpressure.
+    pub channel_capacity: usize,
+    /// The optimizer's rules.
+    pub optimizer: OptimizerConfig,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            batch_size: 64 * 1024,
+            channel_capacity: 4,
+            optimizer: OptimizerConfig::default(),
+        }
+    }
+}
+
+impl ExecConfig {
+    /// Sets [`ExecConfig::parallelism`] (at least 1).
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+
+    /// Sets [`ExecConfig::batch_size`] (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Sets [`ExecConfig::optimizer`].
+    pub fn with_optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+}

@@ -1,0 +1,18 @@
+//! Execution: physical planning, parallel partitions, exchanges, and the job graph.
+//!
+//! The engine is morsel-driven: a scan is cut into morsels that the partitions of a pipeline
+//! pull from a shared counter; each partition chains its operators in one thread; threads meet
+//! only at exchanges (gathers, join builds), through bounded channels that propagate
+//! backpressure and bound memory.
+
+mod config;
+mod exchange;
+mod graph;
+mod physical;
+mod stream;
+
+pub use config::{ExecConfig, OptimizerConfig};
+pub use graph::{EdgeKind, JobGraph, JobNode};
+pub use physical::{create_physical_plan, PhysicalPlan};
+pub use stream::{PartitionStream, Sequenced};
+

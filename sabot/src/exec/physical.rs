@@ -1,0 +1,357 @@
+//! Physical plans: operators, partitions and exchanges, and how they run.
+
+use std::fmt::Write;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+
+use super::exchange::{collect_ordered, gather};
+use super::stream::{tag_union_input, OperatorStream, PartitionStream, ScanStream};
+use super::ExecConfig;
+use crate::expr::common_type;
+use crate::io::{ScanRequest, Source};
+use crate::operator::{
+    aggregate_supports_two_phase, AggregateMode, AggregateOperator, FilterOperator, HashJoinProbe, JoinBuild,
+    JoinColumn, JoinTable, LimitOperator, MapBatchesOperator, OperatorFactory, ProjectOperator, SortOperator,
+};
+use crate::plan::{JoinType, LogicalPlan};
+use crate::{Result, SabotError};
+
+/// A node of a physical plan.
+#[derive(Clone)]
+pub enum PhysicalPlan {
+    /// Parallel morsel-driven scan.
+    Scan {
+        /// The table.
+        source: Arc<dyn Source>,
+        /// What to read.
+        request: ScanRequest,
+        /// Output schema.
+        schema: SchemaRef,
+    },
+    /// One operator instance per input partition, chained in the partition's thread.
+    Operator {
+        /// The input.
+        input: Box<PhysicalPlan>,
+        /// Shown by `explain()`.
+        name: String,
+        /// Makes the instance of partition `i`.
+        factory: OperatorFactory,
+        /// Output schema.
+        schema: SchemaRef,
+    },
+    /// All partitions into one; `ordered` restores source order.
+    Gather {
+        /// The input.
+        input: Box<PhysicalPlan>,
+        /// Whether source order is kept.
+        ordered: bool,
+    },
+    /// A hash join: `build` is gathered into one table, `probe` partitions look rows up in it.
+    HashJoin {
+        /// Probe side (its partitioning is kept).
+        probe: Box<PhysicalPlan>,
+        /// Build side.
+        build: Box<PhysicalPlan>,
+        /// Join kind seen from the probe side.
+        join_type: JoinType,
+        /// Key column indices of the probe side.
+        probe_keys: Vec<usize>,
+        /// Key column indices of the build side.
+        build_keys: Vec<usize>,
+        /// The types keys are compared as.
+        key_types: Vec<DataType>,
+        /// Where output columns come from.
+        output: Vec<JoinColumn>,
+        /// Output schema.
+        schema: SchemaRef,
+    },
+    /// The partitions of every input, side by side.
+    Union {
+        /// The inputs.
+        inputs: Vec<PhysicalPlan>,
+    },
+}
+
+impl PhysicalPlan {
+    /// The output schema.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            PhysicalPlan::Scan { schema, .. }
+            | PhysicalPlan::Operator { schema, .. }
+            | PhysicalPlan::HashJoin { schema, .. } => schema.clone(),
+            PhysicalPlan::Gather { input, .. } => input.schema(),
+            PhysicalPlan::Union { inputs } => inputs[0].schema(),
+        }
+    }
+
+    /// The number of output partitions under `config`.
+    pub fn partitions(&self, config: &ExecConfig) -> usize {
+        match self {
+            PhysicalPlan::Scan { .. } => config.parallelism,
+            PhysicalPlan::Operator { input, .. } => input.partitions(config),
+            PhysicalPlan::Gather { .. } => 1,
+            PhysicalPlan::HashJoin { probe, .. } => probe.partitions(config),
+            PhysicalPlan::Union { inputs } => inputs.iter().map(|i| i.partitions(config)).sum(),
+        }
+    }
+
+    /// The children of this node (for a join: probe, then build).
+    pub fn inputs(&self) -> Vec<&PhysicalPlan> {
+        match self {
+            PhysicalPlan::Scan { .. } => vec![],
+            PhysicalPlan::Operator { input, .. } | PhysicalPlan::Gather { input, .. } => vec![input],
+            PhysicalPlan::HashJoin { probe, build, .. } => vec![probe, build],
+            PhysicalPlan::Union { inputs } => inputs.iter().collect(),
+        }
+    }
+
+    /// A one-line description of this node.
+    pub fn describe(&self) -> String {
+        match self {
+            PhysicalPlan::Scan { source, request, schema } => {
+                let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let mut s = format!("ParallelScan: {} {} columns=[{}]", source.name(), source.describe(), cols.join(", "));
+                if !request.filters.is_empty() {
+                    let f: Vec<String> = request.filters.iter().map(|e| e.to_string()).collect();
+                    let _ = write!(s, " pruning=[{}]", f.join(", "));
+                }
+                s
+            }
+            PhysicalPlan::Operator { name, .. } => name.clone(),
+            PhysicalPlan::Gather { ordered, .. } => {
+                format!("Gather: {}", if *ordered { "order-preserving merge" } else { "any order" })
+            }
+            PhysicalPlan::HashJoin { join_type, probe_keys, build_keys, .. } => {
+                format!("HashJoin: {join_type:?} probe keys {probe_keys:?} = build keys {build_keys:?} (build side gathered once)")
+            }
+            PhysicalPlan::Union { .. } => "Union".into(),
+        }
+    }
+
+    /// The plan as an indented tree with partition counts.
+    pub fn display_indent(&self, config: &ExecConfig) -> String {
+        let mut out = String::new();
+        self.write_indent(&mut out, 0, config);
+        out
+    }
+
+    fn write_indent(&self, out: &mut String, depth: usize, config: &ExecConfig) {
+        let _ = writeln!(out, "{:indent$}{} [partitions={}]", "", self.describe(), self.partitions(config), indent = depth * 2);
+        for input in self.inputs() {
+            input.write_indent(out, depth + 1, config);
+        }
+    }
+
+    /// Starts executing: returns one stream per output partition. Threads start at exchanges.
+    pub fn execute(&self, config: &ExecConfig) -> Result<Vec<PartitionStream>> {
+        match self {
+            PhysicalPlan::Scan { source, request, .. } => {
+                let request = ScanRequest { batch_size: config.batch_size, ..request.clone() };
+                let scan = source.scan(&request)?;
+                let next = Arc::new(AtomicUsize::new(0));
+                let partitions = config.parallelism.min(scan.morsel_count().max(1));
+                Ok((0..partitions)
+                    .map(|_| Box::new(ScanStream::new(scan.clone(), next.clone())) as PartitionStream)
+                    .collect())
+            }
+            PhysicalPlan::Operator { input, factory, .. } => input
+                .execute(config)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, stream)| Ok(Box::new(OperatorStream::new(stream, factory(i)?)) as PartitionStream))
+                .collect(),
+            PhysicalPlan::Gather { input, ordered } => {
+                let name = input.describe().split(':').next().unwrap_or("gather").to_lowercase();
+                Ok(vec![gather(&name, input.execute(config)?, *ordered, config.channel_capacity)])
+            }
+            PhysicalPlan::HashJoin { probe, build, join_type, probe_keys, build_keys, key_types, output, schema } => {
+                let probes = probe.execute(config)?;
+                let build_plan = build.as_ref().clone();
+                let build_config = config.clone();
+                let (build_keys, build_types) = (build_keys.clone(), key_types.clone());
+                let bridge = JoinBuild::new(
+                    move || {
+                        let batches = collect_ordered("join-build", build_plan.execute(&build_config)?, build_config.channel_capacity)?;
+                        JoinTable::try_new(build_plan.schema(), &batches, &build_keys, &build_types)
+                    },
+                    probes.len(),
+                );
+                Ok(probes
+                    .into_iter()
+                    .map(|stream| {
+                        let op = HashJoinProbe::new(
+                            *join_type,
+                            probe_keys.clone(),
+                            key_types.clone(),
+                            output.clone(),
+                            schema.clone(),
+                            bridge.clone(),
+                        );
+                        Box::new(OperatorStream::new(stream, Box::new(op))) as PartitionStream
+                    })
+                    .collect())
+            }
+            PhysicalPlan::Union { inputs } => {
+                let mut out = vec![];
+                for (i, input) in inputs.iter().enumerate() {
+                    out.extend(input.execute(config)?.into_iter().map(|s| tag_union_input(s, i)));
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+fn operator(input: PhysicalPlan, name: String, schema: SchemaRef, factory: OperatorFactory) -> PhysicalPlan {
+    PhysicalPlan::Operator { input: Box::new(input), name, factory, schema }
+}
+
+/// Rough row-count estimate used to pick a join's build side.
+fn estimate_rows(plan: &LogicalPlan) -> Option<usize> {
+    match plan {
+        LogicalPlan::Scan { source, filters, .. } => source.num_rows().map(|n| if filters.is_empty() { n } else { n / 2 }),
+        LogicalPlan::Filter { input, .. } => estimate_rows(input).map(|n| n / 2),
+        LogicalPlan::Project { input, .. } | LogicalPlan::Sort { input, fetch: None, .. } => estimate_rows(input),
+        LogicalPlan::Sort { fetch: Some(k), .. } => Some(*k),
+        LogicalPlan::Limit { input, fetch, .. } => match (estimate_rows(input), fetch) {
+            (Some(n), Some(f)) => Some(n.min(*f)),
+            (n, f) => n.or(*f),
+        },
+        _ => None,
+    }
+}
+
+/// Turns an optimized logical plan into a physical plan.
+pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
+    Ok(match plan {
+        LogicalPlan::Scan { source, projection, filters, schema } => PhysicalPlan::Scan {
+            source: source.clone(),
+            request: ScanRequest { projection: projection.clone(), filters: filters.clone(), batch_size: 0 },
+            schema: schema.clone(),
+        },
+        LogicalPlan::Filter { input, predicate } => {
+            let predicate = predicate.clone();
+            let factory: OperatorFactory =
+                Arc::new(move |_| Ok(Box::new(FilterOperator::new(predicate.clone())) as Box<dyn crate::operator::Operator>));
+            operator(create_physical_plan(input)?, plan.describe(), plan.schema(), factory)
+        }
+        LogicalPlan::Project { input, exprs, schema } => {
+            let (exprs, out) = (exprs.clone(), schema.clone());
+            let factory: OperatorFactory =
+                Arc::new(move |_| Ok(Box::new(ProjectOperator::new(exprs.clone(), out.clone())) as _));
+            operator(create_physical_plan(input)?, plan.describe(), schema.clone(), factory)
+        }
+        LogicalPlan::MapBatches { input, name, func, schema } => {
+            let (name, func) = (name.clone(), func.clone());
+            let factory: OperatorFactory =
+                Arc::new(move |_| Ok(Box::new(MapBatchesOperator::new(name.clone(), func.clone())) as _));
+            operator(create_physical_plan(input)?, plan.describe(), schema.clone(), factory)
+        }
+        LogicalPlan::Limit { input, skip, fetch } => {
+            let schema = plan.schema();
+            let local_fetch = fetch.map(|f| f + skip);
+            let local: OperatorFactory = Arc::new(move |_| Ok(Box::new(LimitOperator::new(0, local_fetch)) as _));
+            let (skip, fetch) = (*skip, *fetch);
+            let global: OperatorFactory = Arc::new(move |_| Ok(Box::new(LimitOperator::new(skip, fetch)) as _));
+            let partial = operator(create_physical_plan(input)?, "LocalLimit".into(), schema.clone(), local);
+            let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: true };
+            operator(gathered, plan.describe(), schema, global)
+        }
+        LogicalPlan::Sort { input, keys, fetch } => {
+            let schema = plan.schema();
+            let mut child = create_physical_plan(input)?;
+            if fetch.is_some() {
+                let (s, k, f) = (schema.clone(), keys.clone(), *fetch);
+                let local: OperatorFactory = Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
+                child = operator(child, format!("LocalTopK: fetch={}", fetch.unwrap_or(0)), schema.clone(), local);
+            }
+            let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered: false };
+            let (s, k, f) = (schema.clone(), keys.clone(), *fetch);
+            let global: OperatorFactory = Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
+            operator(gathered, plan.describe(), schema, global)
+        }
+        LogicalPlan::Aggregate { input, group_by, aggregates, schema } => {
+            let child = create_physical_plan(input)?;
+            let in_schema = input.schema();
+            let two_phase = aggregates.iter().all(|a| aggregate_supports_two_phase(a.func));
+            let make = |mode: AggregateMode| -> Result<OperatorFactory> {
+                // Validate once while planning, so type errors surface before execution.
+                let probe = AggregateOperator::try_new(mode, &in_schema, group_by.clone(), aggregates.clone())?;
+                let _ = probe.output_schema();
+                let (s, g, a) = (in_schema.clone(), group_by.clone(), aggregates.clone());
+                Ok(Arc::new(move |_| Ok(Box::new(AggregateOperator::try_new(mode, &s, g.clone(), a.clone())?) as _)))
+            };
+            if two_phase {
+                let partial_schema = AggregateOperator::try_new(AggregateMode::Partial, &in_schema, group_by.clone(), aggregates.clone())?.output_schema();
+                let partial = operator(child, "PartialAggregate".into(), partial_schema, make(AggregateMode::Partial)?);
+                let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: false };
+                operator(gathered, format!("Final{}", plan.describe()), schema.clone(), make(AggregateMode::Final)?)
+            } else {
+                let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered: true };
+                operator(gathered, plan.describe(), schema.clone(), make(AggregateMode::Single)?)
+            }
+        }
+        LogicalPlan::Join { left, right, on, join_type, schema } => plan_join(left, right, on, *join_type, schema)?,
+        LogicalPlan::Union { inputs, .. } => {
+            PhysicalPlan::Union { inputs: inputs.iter().map(|i| create_physical_plan(i)).collect::<Result<_>>()? }
+        }
+    })
+}
+
+fn plan_join(
+    left: &Arc<LogicalPlan>,
+    right: &Arc<LogicalPlan>,
+    on: &[(String, String)],
+    join_type: JoinType,
+    schema: &SchemaRef,
+) -> Result<PhysicalPlan> {
+    let (ls, rs) = (left.schema(), right.schema());
+    let index = |s: &arrow::datatypes::Schema, name: &str| {
+        s.index_of(name).map_err(|_| SabotError::plan(format!("join key {name} not found")))
+    };
+    let left_keys = on.iter().map(|(l, _)| index(&ls, l)).collect::<Result<Vec<_>>>()?;
+    let right_keys = on.iter().map(|(_, r)| index(&rs, r)).collect::<Result<Vec<_>>>()?;
+    let key_types = left_keys
+        .iter()
+        .zip(&right_keys)
+        .map(|(&l, &r)| {
+            common_type(ls.field(l).data_type(), rs.field(r).data_type())
+                .ok_or_else(|| SabotError::plan("join keys cannot be compared"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Build on the smaller side when it is known; only inner joins are symmetric.
+    let swap = join_type == JoinType::Inner
+        && matches!((estimate_rows(left), estimate_rows(right)), (Some(l), Some(r)) if l < r);
+    let (left_cols, right_cols) = crate::plan::join_output_columns(&ls, &rs, on, join_type);
+    let coalesce_keys = matches!(join_type, JoinType::Right | JoinType::Full);
+    let mut output = vec![];
+    for &c in &left_cols {
+        let name = ls.field(c).name();
+        let same_named_key = on.iter().position(|(l, r)| l == name && l == r);
+        output.push(match (same_named_key, swap) {
+            (Some(k), false) if coalesce_keys => JoinColumn::Key { probe: c, build: right_keys[k] },
+            (_, false) => JoinColumn::Probe(c),
+            (_, true) => JoinColumn::Build(c),
+        });
+    }
+    for &c in &right_cols {
+        output.push(if swap { JoinColumn::Probe(c) } else { JoinColumn::Build(c) });
+    }
+    let (probe, build, probe_keys, build_keys) = if swap {
+        (right, left, right_keys, left_keys)
+    } else {
+        (left, right, left_keys, right_keys)
+    };
+    Ok(PhysicalPlan::HashJoin {
+        probe: Box::new(create_physical_plan(probe)?),
+        build: Box::new(create_physical_plan(build)?),
+        join_type,
+        probe_keys,
+        build_keys,
+        key_types,
+        output,
+        schema: schema.clone(),
+    })
+}

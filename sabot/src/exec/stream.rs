@@ -1,0 +1,161 @@
+//! Partition streams: the pull side of a pipeline, one per parallel partition.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::io::{BatchIter, Scan};
+use crate::operator::{Message, Operator, Output};
+use crate::Result;
+
+/// A message with its position in the data: sources number batches by morsel, so that an
+/// order-preserving exchange can restore the source order after parallel processing.
+#[derive(Debug, Clone)]
+pub struct Sequenced {
+    /// Position: `morsel << 24 | batch << 8 | sub-batch` (see [`seq`]).
+    pub seq: u64,
+    /// The payload.
+    pub msg: Message,
+}
+
+/// One partition of an executing plan.
+pub type PartitionStream = Box<dyn Iterator<Item = Result<Sequenced>> + Send>;
+
+/// The sequence number of batch `batch` of morsel `morsel`.
+pub(crate) fn seq(morsel: usize, batch: usize) -> u64 {
+    ((morsel as u64) << 24) | ((batch as u64 & 0xFFFF) << 8)
+}
+
+/// Reads morsels of a shared scan; all partitions of a scan pull from one counter, so faster
+/// threads take more morsels (morsel-driven scheduling).
+pub(crate) struct ScanStream {
+    scan: Arc<dyn Scan>,
+    next_morsel: Arc<AtomicUsize>,
+    current: Option<(usize, usize, BatchIter<'static>)>,
+}
+
+impl ScanStream {
+    pub(crate) fn new(scan: Arc<dyn Scan>, next_morsel: Arc<AtomicUsize>) -> Self {
+        ScanStream { scan, next_morsel, current: None }
+    }
+}
+
+impl Iterator for ScanStream {
+    type Item = Result<Sequenced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((morsel, batch_no, iter)) = self.current.as_mut() {
+                match iter.next() {
+                    Some(Ok(batch)) => {
+                        let s = seq(*morsel, *batch_no);
+                        *batch_no += 1;
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        return Some(Ok(Sequenced { seq: s, msg: Message::Batch(batch) }));
+                    }
+                    Some(Err(e)) => {
+                        self.current = None;
+                        self.next_morsel.store(usize::MAX / 2, Ordering::Relaxed);
+                        return Some(Err(e));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let morsel = self.next_morsel.fetch_add(1, Ordering::Relaxed);
+            if morsel >= self.scan.morsel_count() {
+                return None;
+            }
+            match self.scan.read_morsel(morsel) {
+                Ok(iter) => self.current = Some((morsel, 0, iter)),
+                Err(e) => {
+                    self.next_morsel.store(usize::MAX / 2, Ordering::Relaxed);
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Drives one operator instance over its input partition.
+pub(crate) struct OperatorStream {
+    input: Option<PartitionStream>,
+    operator: Box<dyn Operator>,
+    output: Output,
+    started: bool,
+    closed: bool,
+    /// Sequence of the input message being processed; outputs get `current + k`.
+    current: u64,
+    emitted: u64,
+}
+
+impl OperatorStream {
+    pub(crate) fn new(input: PartitionStream, operator: Box<dyn Operator>) -> Self {
+        OperatorStream {
+            input: Some(input),
+            operator,
+            output: Output::default(),
+            started: false,
+            closed: false,
+            current: 0,
+            emitted: 0,
+        }
+    }
+
+    fn step(&mut self) -> Result<bool> {
+        if !self.started {
+            self.started = true;
+            self.operator.on_start()?;
+        }
+        let next = if self.operator.is_finished() { None } else { self.input.as_mut().and_then(|i| i.next()) };
+        match next {
+            Some(item) => {
+                let Sequenced { seq, msg } = item?;
+                self.current = seq;
+                self.emitted = 0;
+                match msg {
+                    Message::Batch(batch) => self.operator.process_batch(batch, &mut self.output)?,
+                    Message::Watermark(w) => self.operator.handle_watermark(w, &mut self.output)?,
+                    Message::Barrier(b) => self.operator.handle_checkpoint(b, &mut self.output)?,
+                }
+            }
+            None => {
+                // Dropping the input stops upstream threads early (e.g. a full limit).
+                self.input = None;
+                self.closed = true;
+                self.current = self.current.saturating_add(256);
+                self.emitted = 0;
+                self.operator.on_close(&mut self.output)?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Iterator for OperatorStream {
+    type Item = Result<Sequenced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(msg) = self.output.pop() {
+                let seq = self.current.saturating_add(self.emitted.min(255));
+                self.emitted += 1;
+                return Some(Ok(Sequenced { seq, msg }));
+            }
+            if self.closed {
+                return None;
+            }
+            if let Err(e) = self.step() {
+                self.closed = true;
+                self.input = None;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// Tags the sequence numbers of one union input so inputs stay in order after a merge.
+pub(crate) fn tag_union_input(stream: PartitionStream, input: usize) -> PartitionStream {
+    let tag = (input as u64) << 56;
+    Box::new(stream.map(move |item| item.map(|s| Sequenced { seq: (s.seq & ((1 << 56) - 1)) | tag, msg: s.msg })))
+}

@@ -1,0 +1,9 @@
+use sabot::Record;
+
+#[derive(Record)]
+enum Side {
+    Buy,
+    Sell,
+}
+
+fn main() {}
