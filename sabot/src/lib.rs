@@ -15,9 +15,11 @@ pub mod operator;
 pub mod optimizer;
 pub mod plan;
 pub mod record;
+pub mod stream;
 
 pub use error::{Result, SabotError};
 pub use record::Record;
+pub use stream::{GroupedStream, Stream, Untyped};
 pub use sabot_macros::Record;
 
 // Lets `#[derive(Record)]` refer to `::sabot` from inside this crate's own tests too.
@@ -27,4 +29,16 @@ extern crate self as sabot;
 pub mod deps {
     pub use arrow;
     pub use parquet;
+}
+
+/// The names most pipelines need: `use sabot::prelude::*;`.
+pub mod prelude {
+    pub use crate::exec::ExecConfig;
+    pub use crate::expr::{
+        avg, coalesce, col, concat, count, count_all, count_distinct, first, last, lit, max, min, sum, when, Expr,
+    };
+    pub use crate::plan::{JoinType, SortKey};
+    pub use crate::record::{Col, Timestamp};
+    pub use crate::stream::{GroupedStream, Stream, Untyped};
+    pub use crate::{Record, Result, SabotError};
 }

@@ -16,3 +16,8 @@ pub use graph::{EdgeKind, JobGraph, JobNode};
 pub use physical::{create_physical_plan, PhysicalPlan};
 pub use stream::{PartitionStream, Sequenced};
 
+
+/// Merges partitions into one stream in source order (threads start here).
+pub(crate) fn gather_ordered(streams: Vec<PartitionStream>, capacity: usize) -> PartitionStream {
+    exchange::gather("sink", streams, true, capacity)
+}
