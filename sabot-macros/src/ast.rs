@@ -37,10 +37,7 @@ impl<'a> Field<'a> {
 
     /// The span that best names the column: its `rename` literal, or the field's name.
     pub fn column_span(&self) -> Span {
-        self.attrs
-            .rename
-            .as_ref()
-            .map_or_else(|| self.ident.span(), LitStr::span)
+        self.attrs.rename.as_ref().map_or_else(|| self.ident.span(), LitStr::span)
     }
 }
 
@@ -97,23 +94,11 @@ impl<'a> Input<'a> {
                     Attrs::default()
                 }
             };
-            let column = attrs
-                .rename
-                .as_ref()
-                .map_or_else(|| ident.unraw().to_string(), LitStr::value);
-            fields.push(Field {
-                ident,
-                ty: &field.ty,
-                attrs,
-                column,
-            });
+            let column = attrs.rename.as_ref().map_or_else(|| ident.unraw().to_string(), LitStr::value);
+            fields.push(Field { ident, ty: &field.ty, attrs, column });
         }
         errors.finish()?;
-        Ok(Input {
-            ident: &input.ident,
-            vis: &input.vis,
-            fields,
-        })
+        Ok(Input { ident: &input.ident, vis: &input.vis, fields })
     }
 }
 

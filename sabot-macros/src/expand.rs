@@ -42,10 +42,7 @@ fn expand(input: &Input) -> TokenStream {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #private::assert_field::<#ty>();)
     });
-    let event_time = input
-        .fields
-        .iter()
-        .find(|f| f.is_column() && f.attrs.event_time.is_some());
+    let event_time = input.fields.iter().find(|f| f.is_column() && f.attrs.event_time.is_some());
     let event_time_check = event_time.map(|f| {
         let ty = f.ty;
         quote_spanned!(ty.span()=> #private::assert_event_time::<#ty>();)
@@ -74,10 +71,7 @@ fn expand(input: &Input) -> TokenStream {
     });
     // A struct without columns still needs to use its lifetime.
     let (marker_field, marker_value) = if cols.is_empty() {
-        (
-            quote!(_lifetime: ::core::marker::PhantomData<&'a ()>,),
-            quote!(_lifetime: ::core::marker::PhantomData,),
-        )
+        (quote!(_lifetime: ::core::marker::PhantomData<&'a ()>,), quote!(_lifetime: ::core::marker::PhantomData,))
     } else {
         (quote!(), quote!())
     };
@@ -87,10 +81,8 @@ fn expand(input: &Input) -> TokenStream {
     });
 
     let ident_str = ident.to_string();
-    let view_doc =
-        format!("A borrowed, zero-copy view of one `{ident_str}` row (from `Record::view`).");
-    let arrays_doc =
-        format!("The columns of a `{ident_str}` batch, downcast once (from `Record::arrays`).");
+    let view_doc = format!("A borrowed, zero-copy view of one `{ident_str}` row (from `Record::view`).");
+    let arrays_doc = format!("The columns of a `{ident_str}` batch, downcast once (from `Record::arrays`).");
     let columns_doc = format!("Typed column handles of `{ident_str}` (from `Record::cols`).");
 
     quote! {

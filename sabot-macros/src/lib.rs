@@ -40,7 +40,5 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Record, attributes(record))]
 pub fn derive_record(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive(&input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand::derive(&input).unwrap_or_else(syn::Error::into_compile_error).into()
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, LargeStringArray, RecordBatch,
-    StringArray, StringViewArray, StructArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, LargeStringArray, RecordBatch, StringArray,
+    StringViewArray, StructArray,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
 use sabot::expr::Expr;
@@ -50,10 +50,7 @@ fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
 }
 
 fn quote_fields() -> Fields {
-    Fields::from(vec![
-        field("bid", DataType::Float64, false),
-        field("ask", DataType::Float64, true),
-    ])
+    Fields::from(vec![field("bid", DataType::Float64, false), field("ask", DataType::Float64, true)])
 }
 
 #[test]
@@ -72,11 +69,7 @@ fn schema_of_all_supported_types() {
         field("flag", DataType::Boolean, false),
         field("name", DataType::Utf8, false),
         field("bytes", DataType::Binary, false),
-        field(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            false,
-        ),
+        field("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
         field("maybe", DataType::Int64, true),
         field("maybe_name", DataType::Utf8, true),
         field("px", DataType::Float64, false),
@@ -87,10 +80,7 @@ fn schema_of_all_supported_types() {
     assert_eq!(*AllTypes::schema(), expected);
     assert_eq!(AllTypes::event_time_column(), Some("ts"));
     assert_eq!(Quote::event_time_column(), None);
-    assert_eq!(
-        <Quote as RecordField>::data_type(),
-        DataType::Struct(quote_fields())
-    );
+    assert_eq!(<Quote as RecordField>::data_type(), DataType::Struct(quote_fields()));
     assert!(<Option<Quote> as RecordField>::nullable());
 }
 
@@ -113,14 +103,8 @@ fn row(i: i64) -> AllTypes {
         maybe: (i % 2 == 0).then_some(i),
         maybe_name: (i % 3 != 1).then(|| format!("#{i}")),
         price: 100.0 + i as f64 / 8.0,
-        quote: Quote {
-            bid: i as f64,
-            ask: (i % 4 != 0).then_some(i as f64 + 0.5),
-        },
-        maybe_quote: (i % 5 != 2).then(|| Quote {
-            bid: -(i as f64),
-            ask: None,
-        }),
+        quote: Quote { bid: i as f64, ask: (i % 4 != 0).then_some(i as f64 + 0.5) },
+        maybe_quote: (i % 5 != 2).then(|| Quote { bid: -(i as f64), ask: None }),
         cache: Vec::new(),
         r#type: (i % 256) as u8,
     }
@@ -145,10 +129,7 @@ fn edge_row() -> AllTypes {
         maybe: Some(i64::MAX),
         maybe_name: Some("日本語 ✓ 🦀 'quoted'".to_string()),
         price: -0.0,
-        quote: Quote {
-            bid: f64::MIN_POSITIVE,
-            ask: None,
-        },
+        quote: Quote { bid: f64::MIN_POSITIVE, ask: None },
         maybe_quote: None,
         cache: Vec::new(),
         r#type: 0,
@@ -169,10 +150,7 @@ fn round_trip_values() {
     assert_eq!(batch.column_by_name("maybe").unwrap().null_count(), 128);
     assert_eq!(batch.column_by_name("a_i64").unwrap().null_count(), 0);
     let maybe_quote = batch.column_by_name("maybe_quote").unwrap();
-    assert_eq!(
-        maybe_quote.null_count(),
-        rows.iter().filter(|r| r.maybe_quote.is_none()).count()
-    );
+    assert_eq!(maybe_quote.null_count(), rows.iter().filter(|r| r.maybe_quote.is_none()).count());
 }
 
 #[test]
@@ -180,10 +158,7 @@ fn round_trip_empty_slice() {
     let batch = AllTypes::to_batch(&[]);
     assert_eq!(batch.num_rows(), 0);
     assert_eq!(batch.schema(), AllTypes::schema());
-    assert_eq!(
-        AllTypes::from_batch(&batch).unwrap(),
-        Vec::<AllTypes>::new()
-    );
+    assert_eq!(AllTypes::from_batch(&batch).unwrap(), Vec::<AllTypes>::new());
 }
 
 #[test]
@@ -203,26 +178,11 @@ struct Floats {
 
 #[test]
 fn nan_round_trips() {
-    let rows = [
-        Floats {
-            x: f64::NAN,
-            y: Some(f32::NAN),
-        },
-        Floats {
-            x: f64::INFINITY,
-            y: None,
-        },
-    ];
+    let rows = [Floats { x: f64::NAN, y: Some(f32::NAN) }, Floats { x: f64::INFINITY, y: None }];
     let back = Floats::from_batch(&Floats::to_batch(&rows)).unwrap();
     assert!(back[0].x.is_nan());
     assert!(back[0].y.unwrap().is_nan());
-    assert_eq!(
-        back[1],
-        Floats {
-            x: f64::INFINITY,
-            y: None
-        }
-    );
+    assert_eq!(back[1], Floats { x: f64::INFINITY, y: None });
 }
 
 #[test]
@@ -245,38 +205,19 @@ fn views_equal_owned_values() {
         assert_eq!(v.maybe, r.maybe);
         assert_eq!(v.maybe_name, r.maybe_name.as_deref());
         assert_eq!(v.price, r.price);
-        assert_eq!(
-            v.quote,
-            QuoteView {
-                bid: r.quote.bid,
-                ask: r.quote.ask
-            }
-        );
-        assert_eq!(
-            v.maybe_quote,
-            r.maybe_quote.as_ref().map(|q| QuoteView {
-                bid: q.bid,
-                ask: q.ask
-            })
-        );
+        assert_eq!(v.quote, QuoteView { bid: r.quote.bid, ask: r.quote.ask });
+        assert_eq!(v.maybe_quote, r.maybe_quote.as_ref().map(|q| QuoteView { bid: q.bid, ask: q.ask }));
         assert_eq!(v.r#type, r.r#type);
     }
 }
 
 #[test]
 fn views_borrow_from_the_batch() {
-    let rows = vec![Named {
-        name: "zero-copy".to_string(),
-    }];
+    let rows = vec![Named { name: "zero-copy".to_string() }];
     let batch = Named::to_batch(&rows);
     let arrays = Named::arrays(&batch).unwrap();
     let s: &str = Named::view(&arrays, 0).name;
-    let values = batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap()
-        .values();
+    let values = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap().values();
     assert!(values.as_ptr_range().contains(&s.as_ptr()));
 }
 
@@ -287,25 +228,15 @@ struct Named {
 
 #[test]
 fn reads_other_string_encodings_and_ignores_extra_columns() {
-    let schema = Arc::new(Schema::new(vec![
-        field("extra", DataType::Int32, false),
-        field("name", DataType::LargeUtf8, false),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from(vec![1, 2])),
-        Arc::new(LargeStringArray::from(vec!["a", "ü"])),
-    ];
+    let schema =
+        Arc::new(Schema::new(vec![field("extra", DataType::Int32, false), field("name", DataType::LargeUtf8, false)]));
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(LargeStringArray::from(vec!["a", "ü"]))];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
-    assert_eq!(
-        Named::from_batch(&batch).unwrap(),
-        vec![Named { name: "a".into() }, Named { name: "ü".into() }]
-    );
+    assert_eq!(Named::from_batch(&batch).unwrap(), vec![Named { name: "a".into() }, Named { name: "ü".into() }]);
 
     let schema = Arc::new(Schema::new(vec![field("name", DataType::Utf8View, false)]));
-    let view: ArrayRef = Arc::new(StringViewArray::from(vec![
-        "a rather long string, not inlined",
-        "x",
-    ]));
+    let view: ArrayRef = Arc::new(StringViewArray::from(vec!["a rather long string, not inlined", "x"]));
     let batch = RecordBatch::try_new(schema, vec![view]).unwrap();
     let back = Named::from_batch(&batch).unwrap();
     assert_eq!(back[0].name, "a rather long string, not inlined");
@@ -315,8 +246,7 @@ fn reads_other_string_encodings_and_ignores_extra_columns() {
 #[test]
 fn missing_column_is_column_not_found() {
     let schema = Arc::new(Schema::new(vec![field("bid", DataType::Float64, false)]));
-    let batch =
-        RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0]))]).unwrap();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0]))]).unwrap();
     match Quote::from_batch(&batch) {
         Err(SabotError::ColumnNotFound { column, available }) => {
             assert_eq!(column, "ask");
@@ -325,29 +255,18 @@ fn missing_column_is_column_not_found() {
         other => panic!("expected ColumnNotFound, got {other:?}"),
     }
     let err = Quote::arrays(&batch).err().unwrap();
-    assert_eq!(
-        err.to_string(),
-        "column 'ask' not found; available columns: [bid]"
-    );
+    assert_eq!(err.to_string(), "column 'ask' not found; available columns: [bid]");
 }
 
 #[test]
 fn wrong_type_is_type_mismatch() {
-    let schema = Arc::new(Schema::new(vec![
-        field("bid", DataType::Utf8, false),
-        field("ask", DataType::Float64, true),
-    ]));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec!["1.0"])),
-        Arc::new(Float64Array::from(vec![Some(1.0)])),
-    ];
+    let schema =
+        Arc::new(Schema::new(vec![field("bid", DataType::Utf8, false), field("ask", DataType::Float64, true)]));
+    let columns: Vec<ArrayRef> =
+        vec![Arc::new(StringArray::from(vec!["1.0"])), Arc::new(Float64Array::from(vec![Some(1.0)]))];
     let batch = RecordBatch::try_new(schema, columns).unwrap();
     match Quote::from_batch(&batch) {
-        Err(SabotError::TypeMismatch {
-            column,
-            expected,
-            found,
-        }) => {
+        Err(SabotError::TypeMismatch { column, expected, found }) => {
             assert_eq!(column, "bid");
             assert_eq!(expected, DataType::Float64);
             assert_eq!(found, DataType::Utf8);
@@ -355,18 +274,13 @@ fn wrong_type_is_type_mismatch() {
         other => panic!("expected TypeMismatch, got {other:?}"),
     }
     let err = Quote::from_batch(&batch).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "column 'bid' has type Utf8, expected Float64"
-    );
+    assert_eq!(err.to_string(), "column 'bid' has type Utf8, expected Float64");
 }
 
 #[test]
 fn null_in_required_field_is_unexpected_null() {
-    let schema = Arc::new(Schema::new(vec![
-        field("bid", DataType::Float64, true),
-        field("ask", DataType::Float64, true),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![field("bid", DataType::Float64, true), field("ask", DataType::Float64, true)]));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Float64Array::from(vec![Some(1.0), Some(2.0), None])),
         Arc::new(Float64Array::from(vec![None, None, None])),
@@ -381,19 +295,7 @@ fn null_in_required_field_is_unexpected_null() {
     }
     // The first two rows alone are fine: `ask` is optional.
     let ok = Quote::from_batch(&batch.slice(0, 2)).unwrap();
-    assert_eq!(
-        ok,
-        vec![
-            Quote {
-                bid: 1.0,
-                ask: None
-            },
-            Quote {
-                bid: 2.0,
-                ask: None
-            }
-        ]
-    );
+    assert_eq!(ok, vec![Quote { bid: 1.0, ask: None }, Quote { bid: 2.0, ask: None }]);
 }
 
 #[derive(Record, Debug, PartialEq)]
@@ -409,15 +311,8 @@ fn errors_inside_nested_records_name_the_path() {
         Arc::new(field("bid", DataType::Float64, true)),
         Arc::new(Float64Array::from(vec![Some(1.0)])) as ArrayRef,
     )]);
-    let schema = Arc::new(Schema::new(vec![
-        field("id", DataType::Int32, false),
-        field("quote", quote_type, false),
-    ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int32Array::from(vec![1])), Arc::new(quote)],
-    )
-    .unwrap();
+    let schema = Arc::new(Schema::new(vec![field("id", DataType::Int32, false), field("quote", quote_type, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![1])), Arc::new(quote)]).unwrap();
     match Outer::from_batch(&batch) {
         Err(SabotError::ColumnNotFound { column, available }) => {
             assert_eq!(column, "quote.ask");
@@ -432,20 +327,13 @@ fn errors_inside_nested_records_name_the_path() {
             Arc::new(field("bid", DataType::Float64, true)),
             Arc::new(Float64Array::from(vec![Some(1.0), None])) as ArrayRef,
         ),
-        (
-            Arc::new(field("ask", DataType::Float64, true)),
-            Arc::new(Float64Array::from(vec![None, None])) as ArrayRef,
-        ),
+        (Arc::new(field("ask", DataType::Float64, true)), Arc::new(Float64Array::from(vec![None, None])) as ArrayRef),
     ]);
     let schema = Arc::new(Schema::new(vec![
         field("id", DataType::Int32, false),
         field("quote", quote.data_type().clone(), false),
     ]));
-    let batch = RecordBatch::try_new(
-        schema,
-        vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(quote)],
-    )
-    .unwrap();
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![1, 2])), Arc::new(quote)]).unwrap();
     match Outer::from_batch(&batch) {
         Err(SabotError::UnexpectedNull { column, row }) => {
             assert_eq!(column, "quote.bid");
@@ -455,24 +343,15 @@ fn errors_inside_nested_records_name_the_path() {
     }
 
     // A struct column of the wrong type.
-    let schema = Arc::new(Schema::new(vec![
-        field("id", DataType::Int32, false),
-        field("quote", DataType::Boolean, false),
-    ]));
+    let schema =
+        Arc::new(Schema::new(vec![field("id", DataType::Int32, false), field("quote", DataType::Boolean, false)]));
     let batch = RecordBatch::try_new(
         schema,
-        vec![
-            Arc::new(Int32Array::from(vec![1])),
-            Arc::new(BooleanArray::from(vec![true])),
-        ],
+        vec![Arc::new(Int32Array::from(vec![1])), Arc::new(BooleanArray::from(vec![true]))],
     )
     .unwrap();
     match Outer::from_batch(&batch) {
-        Err(SabotError::TypeMismatch {
-            column,
-            expected,
-            found,
-        }) => {
+        Err(SabotError::TypeMismatch { column, expected, found }) => {
             assert_eq!(column, "quote");
             assert_eq!(expected, DataType::Struct(quote_fields()));
             assert_eq!(found, DataType::Boolean);
@@ -489,22 +368,11 @@ fn timestamps_accept_a_time_zone() {
         at: Timestamp,
     }
     let array = arrow::array::TimestampMillisecondArray::from(vec![5, -5]).with_timezone("+02:00");
-    let schema = Arc::new(Schema::new(vec![field(
-        "at",
-        array.data_type().clone(),
-        false,
-    )]));
+    let schema = Arc::new(Schema::new(vec![field("at", array.data_type().clone(), false)]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(array)]).unwrap();
     assert_eq!(
         Event::from_batch(&batch).unwrap(),
-        vec![
-            Event {
-                at: Timestamp::from_millis(5)
-            },
-            Event {
-                at: Timestamp::from_millis(-5)
-            }
-        ]
+        vec![Event { at: Timestamp::from_millis(5) }, Event { at: Timestamp::from_millis(-5) }]
     );
 }
 
@@ -524,10 +392,7 @@ fn i64_event_time_and_all_skipped() {
     }
     let batch = Nothing::to_batch(&[Nothing { x: 1 }, Nothing { x: 2 }]);
     assert_eq!((batch.num_rows(), batch.num_columns()), (2, 0));
-    assert_eq!(
-        Nothing::from_batch(&batch).unwrap(),
-        vec![Nothing { x: 0 }, Nothing { x: 0 }]
-    );
+    assert_eq!(Nothing::from_batch(&batch).unwrap(), vec![Nothing { x: 0 }, Nothing { x: 0 }]);
 }
 
 #[test]
@@ -537,44 +402,20 @@ fn typed_expressions_display() {
     assert_eq!(c.price.gt(100.0).to_string(), "px > 100.0");
     assert_eq!(c.a_i64.lt_eq(c.maybe).to_string(), "a_i64 <= maybe");
     assert_eq!(c.name.eq("it's").to_string(), "name = 'it''s'");
-    assert_eq!(
-        c.maybe_name.not_eq(String::from("x")).to_string(),
-        "maybe_name != 'x'"
-    );
-    assert_eq!(
-        c.flag
-            .and(c.a_i32.gt_eq(3))
-            .or(c.maybe.is_null())
-            .to_string(),
-        "flag AND a_i32 >= 3 OR maybe IS NULL"
-    );
+    assert_eq!(c.maybe_name.not_eq(String::from("x")).to_string(), "maybe_name != 'x'");
+    assert_eq!(c.flag.and(c.a_i32.gt_eq(3)).or(c.maybe.is_null()).to_string(), "flag AND a_i32 >= 3 OR maybe IS NULL");
     assert_eq!(c.flag.not().to_string(), "NOT (flag)");
     assert_eq!((!c.a_u8.lt(3u8)).to_string(), "NOT (a_u8 < 3)");
-    assert_eq!(
-        ((c.a_f64 + c.price) * 2.0).to_string(),
-        "(a_f64 + px) * 2.0"
-    );
+    assert_eq!(((c.a_f64 + c.price) * 2.0).to_string(), "(a_f64 + px) * 2.0");
     assert_eq!((c.a_i64 - 1).to_string(), "a_i64 - 1");
-    assert_eq!(
-        (c.a_i64 / c.a_i64).gt(c.maybe).to_string(),
-        "a_i64 / a_i64 > maybe"
-    );
+    assert_eq!((c.a_i64 / c.a_i64).gt(c.maybe).to_string(), "a_i64 / a_i64 > maybe");
     assert_eq!((-c.a_f32).to_string(), "-(a_f32)");
+    assert_eq!(c.ts.gt(Timestamp::from_millis(1000)).to_string(), "ts > 1000ms");
     assert_eq!(
-        c.ts.gt(Timestamp::from_millis(1000)).to_string(),
-        "ts > 1000ms"
-    );
-    assert_eq!(
-        c.name
-            .starts_with("ab")
-            .and(c.name.contains("c"))
-            .to_string(),
+        c.name.starts_with("ab").and(c.name.contains("c")).to_string(),
         "starts_with(name, 'ab') AND contains(name, 'c')"
     );
-    assert_eq!(
-        c.maybe.is_not_null().alias("has").to_string(),
-        "maybe IS NOT NULL AS has"
-    );
+    assert_eq!(c.maybe.is_not_null().alias("has").to_string(), "maybe IS NOT NULL AS has");
     assert_eq!(c.maybe_quote.is_null().to_string(), "maybe_quote IS NULL");
 
     let typed: TypedExpr<bool> = c.price.gt(100.0) & c.flag | c.a_i8.eq(0);

@@ -101,14 +101,12 @@ fn global_aggregate_over_no_rows_yields_one_row() {
 
 #[test]
 fn sort_multi_key_and_top_k() {
-    let top = orders()
-        .top_k(3, [SortKey::desc(col("amount")), SortKey::asc(col("id"))])
-        .unwrap()
-        .collect_batch()
-        .unwrap();
+    let top =
+        orders().top_k(3, [SortKey::desc(col("amount")), SortKey::asc(col("id"))]).unwrap().collect_batch().unwrap();
     // amount 599 for ids 499 and 999; then 598 for 498.
     assert_eq!(i64s(&top, "id"), vec![499, 999, 498]);
-    let all = orders().sort([SortKey::asc(col("category")), SortKey::desc(col("id"))]).unwrap().collect_batch().unwrap();
+    let all =
+        orders().sort([SortKey::asc(col("category")), SortKey::desc(col("id"))]).unwrap().collect_batch().unwrap();
     assert_eq!(all.num_rows(), 1000);
     assert_eq!(i64s(&all, "id")[..3], [998, 996, 994]);
 }
@@ -166,10 +164,7 @@ fn joins_of_every_kind_never_match_nulls() {
     assert_eq!(j(JoinType::Inner), ["2,b,w", "2,b,x", "2,c,w", "2,c,x"]);
     assert_eq!(j(JoinType::Left), ["1,a,∅", "2,b,w", "2,b,x", "2,c,w", "2,c,x", "5,e,∅", "∅,d,∅"]);
     assert_eq!(j(JoinType::Right), ["2,b,w", "2,b,x", "2,c,w", "2,c,x", "3,∅,y", "∅,∅,z"]);
-    assert_eq!(
-        j(JoinType::Full),
-        ["1,a,∅", "2,b,w", "2,b,x", "2,c,w", "2,c,x", "3,∅,y", "5,e,∅", "∅,d,∅", "∅,∅,z"]
-    );
+    assert_eq!(j(JoinType::Full), ["1,a,∅", "2,b,w", "2,b,x", "2,c,w", "2,c,x", "3,∅,y", "5,e,∅", "∅,d,∅", "∅,∅,z"]);
     assert_eq!(j(JoinType::Semi), ["2,b", "2,c"]);
     assert_eq!(j(JoinType::Anti), ["1,a", "5,e", "∅,d"]);
 }

@@ -1,7 +1,7 @@
 //! Exchanges: where partitions meet, across threads and bounded channels.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 use arrow::record_batch::RecordBatch;
@@ -155,7 +155,13 @@ struct OrderedMerge {
 impl OrderedMerge {
     fn new(inputs: Vec<Receiver<(usize, Result<Sequenced>)>>) -> Self {
         let n = inputs.len();
-        OrderedMerge { inputs, heads: vec![None; n], live: vec![true; n], watermarks: WatermarkMerge::new(n), failed: false }
+        OrderedMerge {
+            inputs,
+            heads: vec![None; n],
+            live: vec![true; n],
+            watermarks: WatermarkMerge::new(n),
+            failed: false,
+        }
     }
 }
 
@@ -190,9 +196,9 @@ impl Iterator for OrderedMerge {
                     }
                 }
             }
-            let best = (0..self.heads.len()).filter(|&i| self.heads[i].is_some()).min_by_key(|&i| {
-                self.heads[i].as_ref().map(|h| h.seq).expect("filtered")
-            })?;
+            let best = (0..self.heads.len())
+                .filter(|&i| self.heads[i].is_some())
+                .min_by_key(|&i| self.heads[i].as_ref().map(|h| h.seq).expect("filtered"))?;
             return self.heads[best].take().map(Ok);
         }
     }

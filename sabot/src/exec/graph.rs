@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 
-use super::physical::PhysicalPlan;
 use super::ExecConfig;
+use super::physical::PhysicalPlan;
 
 /// How data crosses an edge of the job graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

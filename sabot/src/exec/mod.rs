@@ -13,9 +13,8 @@ mod stream;
 
 pub use config::{ExecConfig, OptimizerConfig};
 pub use graph::{EdgeKind, JobGraph, JobNode};
-pub use physical::{create_physical_plan, PhysicalPlan};
+pub use physical::{PhysicalPlan, create_physical_plan};
 pub use stream::{PartitionStream, Sequenced};
-
 
 /// Merges partitions into one stream in source order (threads start here).
 pub(crate) fn gather_ordered(streams: Vec<PartitionStream>, capacity: usize) -> PartitionStream {

@@ -1,19 +1,19 @@
 //! Physical plans: operators, partitions and exchanges, and how they run.
 
 use std::fmt::Write;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use arrow::datatypes::{DataType, SchemaRef};
 
-use super::exchange::{collect_ordered, gather};
-use super::stream::{tag_union_input, OperatorStream, PartitionStream, ScanStream};
 use super::ExecConfig;
+use super::exchange::{collect_ordered, gather};
+use super::stream::{OperatorStream, PartitionStream, ScanStream, tag_union_input};
 use crate::expr::common_type;
 use crate::io::{ScanRequest, Source};
 use crate::operator::{
-    aggregate_supports_two_phase, AggregateMode, AggregateOperator, FilterOperator, HashJoinProbe, JoinBuild,
-    JoinColumn, JoinTable, LimitOperator, MapBatchesOperator, OperatorFactory, ProjectOperator, SortOperator,
+    AggregateMode, AggregateOperator, FilterOperator, HashJoinProbe, JoinBuild, JoinColumn, JoinTable, LimitOperator,
+    MapBatchesOperator, OperatorFactory, ProjectOperator, SortOperator, aggregate_supports_two_phase,
 };
 use crate::plan::{JoinType, LogicalPlan};
 use crate::{Result, SabotError};
@@ -112,7 +112,8 @@ impl PhysicalPlan {
         match self {
             PhysicalPlan::Scan { source, request, schema } => {
                 let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let mut s = format!("ParallelScan: {} {} columns=[{}]", source.name(), source.describe(), cols.join(", "));
+                let mut s =
+                    format!("ParallelScan: {} {} columns=[{}]", source.name(), source.describe(), cols.join(", "));
                 if !request.filters.is_empty() {
                     let f: Vec<String> = request.filters.iter().map(|e| e.to_string()).collect();
                     let _ = write!(s, " pruning=[{}]", f.join(", "));
@@ -124,7 +125,9 @@ impl PhysicalPlan {
                 format!("Gather: {}", if *ordered { "order-preserving merge" } else { "any order" })
             }
             PhysicalPlan::HashJoin { join_type, probe_keys, build_keys, .. } => {
-                format!("HashJoin: {join_type:?} probe keys {probe_keys:?} = build keys {build_keys:?} (build side gathered once)")
+                format!(
+                    "HashJoin: {join_type:?} probe keys {probe_keys:?} = build keys {build_keys:?} (build side gathered once)"
+                )
             }
             PhysicalPlan::Union { .. } => "Union".into(),
         }
@@ -138,7 +141,14 @@ impl PhysicalPlan {
     }
 
     fn write_indent(&self, out: &mut String, depth: usize, config: &ExecConfig) {
-        let _ = writeln!(out, "{:indent$}{} [partitions={}]", "", self.describe(), self.partitions(config), indent = depth * 2);
+        let _ = writeln!(
+            out,
+            "{:indent$}{} [partitions={}]",
+            "",
+            self.describe(),
+            self.partitions(config),
+            indent = depth * 2
+        );
         for input in self.inputs() {
             input.write_indent(out, depth + 1, config);
         }
@@ -173,7 +183,11 @@ impl PhysicalPlan {
                 let (build_keys, build_types) = (build_keys.clone(), key_types.clone());
                 let bridge = JoinBuild::new(
                     move || {
-                        let batches = collect_ordered("join-build", build_plan.execute(&build_config)?, build_config.channel_capacity)?;
+                        let batches = collect_ordered(
+                            "join-build",
+                            build_plan.execute(&build_config)?,
+                            build_config.channel_capacity,
+                        )?;
                         JoinTable::try_new(build_plan.schema(), &batches, &build_keys, &build_types)
                     },
                     probes.len(),
@@ -211,7 +225,9 @@ fn operator(input: PhysicalPlan, name: String, schema: SchemaRef, factory: Opera
 /// Rough row-count estimate used to pick a join's build side.
 fn estimate_rows(plan: &LogicalPlan) -> Option<usize> {
     match plan {
-        LogicalPlan::Scan { source, filters, .. } => source.num_rows().map(|n| if filters.is_empty() { n } else { n / 2 }),
+        LogicalPlan::Scan { source, filters, .. } => {
+            source.num_rows().map(|n| if filters.is_empty() { n } else { n / 2 })
+        }
         LogicalPlan::Filter { input, .. } => estimate_rows(input).map(|n| n / 2),
         LogicalPlan::Project { input, .. } | LogicalPlan::Sort { input, fetch: None, .. } => estimate_rows(input),
         LogicalPlan::Sort { fetch: Some(k), .. } => Some(*k),
@@ -233,8 +249,9 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
         },
         LogicalPlan::Filter { input, predicate } => {
             let predicate = predicate.clone();
-            let factory: OperatorFactory =
-                Arc::new(move |_| Ok(Box::new(FilterOperator::new(predicate.clone())) as Box<dyn crate::operator::Operator>));
+            let factory: OperatorFactory = Arc::new(move |_| {
+                Ok(Box::new(FilterOperator::new(predicate.clone())) as Box<dyn crate::operator::Operator>)
+            });
             operator(create_physical_plan(input)?, plan.describe(), plan.schema(), factory)
         }
         LogicalPlan::Project { input, exprs, schema } => {
@@ -264,12 +281,14 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
             let mut child = create_physical_plan(input)?;
             if fetch.is_some() {
                 let (s, k, f) = (schema.clone(), keys.clone(), *fetch);
-                let local: OperatorFactory = Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
+                let local: OperatorFactory =
+                    Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
                 child = operator(child, format!("LocalTopK: fetch={}", fetch.unwrap_or(0)), schema.clone(), local);
             }
             let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered: false };
             let (s, k, f) = (schema.clone(), keys.clone(), *fetch);
-            let global: OperatorFactory = Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
+            let global: OperatorFactory =
+                Arc::new(move |_| Ok(Box::new(SortOperator::new(s.clone(), k.clone(), f)) as _));
             operator(gathered, plan.describe(), schema, global)
         }
         LogicalPlan::Aggregate { input, group_by, aggregates, schema } => {
@@ -284,7 +303,13 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
                 Ok(Arc::new(move |_| Ok(Box::new(AggregateOperator::try_new(mode, &s, g.clone(), a.clone())?) as _)))
             };
             if two_phase {
-                let partial_schema = AggregateOperator::try_new(AggregateMode::Partial, &in_schema, group_by.clone(), aggregates.clone())?.output_schema();
+                let partial_schema = AggregateOperator::try_new(
+                    AggregateMode::Partial,
+                    &in_schema,
+                    group_by.clone(),
+                    aggregates.clone(),
+                )?
+                .output_schema();
                 let partial = operator(child, "PartialAggregate".into(), partial_schema, make(AggregateMode::Partial)?);
                 let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: false };
                 operator(gathered, format!("Final{}", plan.describe()), schema.clone(), make(AggregateMode::Final)?)
@@ -339,11 +364,8 @@ fn plan_join(
     for &c in &right_cols {
         output.push(if swap { JoinColumn::Probe(c) } else { JoinColumn::Build(c) });
     }
-    let (probe, build, probe_keys, build_keys) = if swap {
-        (right, left, right_keys, left_keys)
-    } else {
-        (left, right, left_keys, right_keys)
-    };
+    let (probe, build, probe_keys, build_keys) =
+        if swap { (right, left, right_keys, left_keys) } else { (left, right, left_keys, right_keys) };
     Ok(PhysicalPlan::HashJoin {
         probe: Box::new(create_physical_plan(probe)?),
         build: Box::new(create_physical_plan(build)?),

@@ -1,11 +1,11 @@
 //! Partition streams: the pull side of a pipeline, one per parallel partition.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::Result;
 use crate::io::{BatchIter, Scan};
 use crate::operator::{Message, Operator, Output};
-use crate::Result;
 
 /// A message with its position in the data: sources number batches by morsel, so that an
 /// order-preserving exchange can restore the source order after parallel processing.

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Datum, Scalar};
+use arrow::array::{Array, ArrayRef, BooleanArray, Datum, Scalar, new_null_array};
 use arrow::compute::kernels::{boolean, cmp, numeric, zip::zip};
-use arrow::compute::{cast_with_options, prep_null_mask_filter, CastOptions};
+use arrow::compute::{CastOptions, cast_with_options, prep_null_mask_filter};
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -141,7 +141,12 @@ impl Expr {
         })
     }
 
-    fn eval_case(&self, batch: &RecordBatch, branches: &[(Expr, Expr)], otherwise: Option<&Expr>) -> Result<ColumnarValue> {
+    fn eval_case(
+        &self,
+        batch: &RecordBatch,
+        branches: &[(Expr, Expr)],
+        otherwise: Option<&Expr>,
+    ) -> Result<ColumnarValue> {
         let eval_err = |source: ArrowError| SabotError::Eval { expr: self.to_string(), source };
         let out_type = self.data_type(batch.schema_ref())?;
         let rows = batch.num_rows();

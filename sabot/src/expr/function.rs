@@ -9,8 +9,8 @@ use arrow::compute::{cast, is_not_null};
 use arrow::datatypes::{DataType, Float64Type};
 use arrow::error::ArrowError;
 
-use super::types::common_type;
 use super::Expr;
+use super::types::common_type;
 use crate::{Result, SabotError};
 
 /// A built-in scalar function; build calls with the methods on [`Expr`] (`col("x").sqrt()`).
@@ -112,11 +112,7 @@ impl ScalarFunction {
             }
         };
         let string = |t: &DataType| -> Result<()> {
-            if is_string(t) {
-                Ok(())
-            } else {
-                Err(SabotError::plan(format!("{self} needs a string, found {t}")))
-            }
+            if is_string(t) { Ok(()) } else { Err(SabotError::plan(format!("{self} needs a string, found {t}"))) }
         };
         match self {
             Abs => {
@@ -241,8 +237,10 @@ impl ScalarFunction {
                 let input = cast(&args[0], &DataType::Utf8)?;
                 let start = cast(&args[1], &DataType::Int64)?;
                 let len = cast(&args[2], &DataType::Int64)?;
-                let (start, len) =
-                    (start.as_primitive::<arrow::datatypes::Int64Type>(), len.as_primitive::<arrow::datatypes::Int64Type>());
+                let (start, len) = (
+                    start.as_primitive::<arrow::datatypes::Int64Type>(),
+                    len.as_primitive::<arrow::datatypes::Int64Type>(),
+                );
                 if start.null_count() == 0 && len.null_count() == 0 && start.len() > 0 {
                     let (s0, l0) = (start.value(0), len.value(0));
                     let uniform = start.values().iter().all(|&s| s == s0) && len.values().iter().all(|&l| l == l0);

@@ -23,11 +23,9 @@ use std::ops;
 
 use arrow::datatypes::DataType;
 
-pub use aggregate::{
-    avg, count, count_all, count_distinct, first, last, max, min, sum, AggExpr, AggFunc,
-};
+pub use aggregate::{AggExpr, AggFunc, avg, count, count_all, count_distinct, first, last, max, min, sum};
 pub use eval::ColumnarValue;
-pub use function::{coalesce, concat, ScalarFunction};
+pub use function::{ScalarFunction, coalesce, concat};
 pub use scalar::ScalarValue;
 pub(crate) use types::common_type;
 

@@ -4,9 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array,
-    Int64Array, Int8Array, StringArray, TimestampMillisecondArray, UInt16Array, UInt32Array, UInt64Array,
-    UInt8Array,
+    ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array,
+    StringArray, TimestampMillisecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array, new_null_array,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 
@@ -132,9 +131,7 @@ impl ScalarValue {
             ScalarValue::Float32(v) => Arc::new(Float32Array::from(repeat(v, len))),
             ScalarValue::Float64(v) => Arc::new(Float64Array::from(repeat(v, len))),
             ScalarValue::Utf8(v) => Arc::new(StringArray::from(repeat(v, len))),
-            ScalarValue::Binary(v) => {
-                Arc::new(BinaryArray::from_iter(std::iter::repeat_n(v.as_deref(), len)))
-            }
+            ScalarValue::Binary(v) => Arc::new(BinaryArray::from_iter(std::iter::repeat_n(v.as_deref(), len))),
             ScalarValue::TimestampMillis(v) => Arc::new(TimestampMillisecondArray::from(repeat(v, len))),
         }
     }

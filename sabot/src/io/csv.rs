@@ -58,7 +58,10 @@ pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).map_err(|e| SabotError::io(path, e))?;
     let meta = file.metadata().map_err(|e| SabotError::io(path, e))?;
     if meta.is_dir() {
-        return Err(SabotError::io(path, std::io::Error::other("is a directory")));
+        return Err(SabotError::io(
+            path,
+            std::io::Error::other("is a directory"),
+        ));
     }
     if meta.len() == 0 {
         return Ok(Bytes::new());
@@ -84,10 +87,20 @@ pub(crate) struct PendingFile {
 impl PendingFile {
     /// Creates the temporary file next to `path`.
     pub(crate) fn create(path: &Path) -> Result<(File, PendingFile)> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.sabot-{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(|e| SabotError::io(path, e))?;
-        Ok((file, PendingFile { path: path.to_path_buf(), tmp, committed: false }))
+        Ok((
+            file,
+            PendingFile {
+                path: path.to_path_buf(),
+                tmp,
+                committed: false,
+            },
+        ))
     }
 
     /// The final path.
@@ -163,7 +176,10 @@ impl LineCursor {
 
 /// Quotes a field for a CSV file if needed.
 fn csv_field(out: &mut Vec<u8>, value: &[u8]) {
-    if value.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+    if value
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
         out.push(b'"');
         for &b in value {
             if b == b'"' {
@@ -252,13 +268,18 @@ pub(crate) struct RejectsFile {
 impl RejectsFile {
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let mut file = File::create(path).map_err(|e| SabotError::io(path, e))?;
-        file.write_all(b"line,reason,record\n").map_err(|e| SabotError::io(path, e))?;
-        Ok(RejectsFile { path: path.to_path_buf(), file: Mutex::new(file) })
+        file.write_all(b"line,reason,record\n")
+            .map_err(|e| SabotError::io(path, e))?;
+        Ok(RejectsFile {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+        })
     }
 
     fn append(&self, chunk: &[u8]) -> Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(chunk).map_err(|e| SabotError::io(&self.path, e))
+        file.write_all(chunk)
+            .map_err(|e| SabotError::io(&self.path, e))
     }
 }
 
@@ -292,7 +313,10 @@ impl<F: TextFormat> Scan for TextScan<F> {
 
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let &(start, end) = self.ranges.get(index).ok_or_else(|| {
-            SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.ranges.len()))
+            SabotError::Execution(format!(
+                "morsel {index} out of range (the scan has {} morsels)",
+                self.ranges.len()
+            ))
         })?;
         Ok(Box::new(TextMorsel {
             scan: MorselContext {
@@ -372,7 +396,11 @@ impl<F: TextFormat> TextMorsel<F> {
         let mut count = 0;
         while pos < self.end && count < batch_size {
             let (content_end, next) = format.record_end(data, pos, self.end);
-            let span = Span { start: pos, content_end, next };
+            let span = Span {
+                start: pos,
+                content_end,
+                next,
+            };
             let content = &data[pos..content_end];
             pos = next;
             if format.is_blank(content) {
@@ -404,7 +432,11 @@ impl<F: TextFormat> TextMorsel<F> {
                     if let Some(hint) = format.hint(&data[span.start..span.content_end], problem) {
                         message.push_str(hint);
                     }
-                    return Err(SabotError::format(&self.scan.path, Some(location(line, problem)), message));
+                    return Err(SabotError::format(
+                        &self.scan.path,
+                        Some(location(line, problem)),
+                        message,
+                    ));
                 }
                 Some(rejects) => {
                     let mut chunk = Vec::new();
@@ -438,14 +470,24 @@ impl<F: TextFormat> TextMorsel<F> {
 
     /// Decodes consecutive records `run`; on failure splits it in halves until single bad
     /// records are isolated and diagnosed.
-    fn bisect(&self, run: &[Span], pieces: &mut Vec<RecordBatch>, problems: &mut Vec<(Span, Problem)>) {
+    fn bisect(
+        &self,
+        run: &[Span],
+        pieces: &mut Vec<RecordBatch>,
+        problems: &mut Vec<(Span, Problem)>,
+    ) {
         let data = &self.scan.data[..];
         let bytes = &data[run[0].start..run[run.len() - 1].next];
         match decode_all(self.scan.format.as_ref(), bytes, run.len()) {
             Ok(batches) => pieces.extend(batches),
             Err(error) if run.len() == 1 => {
                 let span = run[0];
-                problems.push((span, self.scan.format.diagnose(&data[span.start..span.next], &error)));
+                problems.push((
+                    span,
+                    self.scan
+                        .format
+                        .diagnose(&data[span.start..span.next], &error),
+                ));
             }
             Err(_) => {
                 let mid = run.len() / 2;
@@ -464,7 +506,11 @@ fn location(line: usize, problem: &Problem) -> String {
 }
 
 /// Decodes all records of `bytes` (ending at a record boundary or the end of the file).
-fn decode_all<F: TextFormat>(format: &F, bytes: &[u8], rows: usize) -> std::result::Result<Vec<RecordBatch>, ArrowError> {
+fn decode_all<F: TextFormat>(
+    format: &F,
+    bytes: &[u8],
+    rows: usize,
+) -> std::result::Result<Vec<RecordBatch>, ArrowError> {
     let mut decoder = format.decoder(rows.max(1))?;
     let mut pos = 0;
     let mut out = Vec::new();
@@ -558,7 +604,11 @@ fn scan_csv_record(
             field_start = i + 1;
             at_field_start = true;
         } else if b == b'\n' {
-            let content_end = if i > start && data[i - 1] == b'\r' { i - 1 } else { i };
+            let content_end = if i > start && data[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
             if let Some(f) = fields.as_deref_mut() {
                 f.push((field_start, content_end.max(field_start)));
             }
@@ -566,8 +616,12 @@ fn scan_csv_record(
         }
         i += 1;
     }
-    let content_end = if end > start && data[end - 1] == b'\r' && !in_quotes { end - 1 } else { end };
-    if let Some(f) = fields.as_deref_mut() {
+    let content_end = if end > start && data[end - 1] == b'\r' && !in_quotes {
+        end - 1
+    } else {
+        end
+    };
+    if let Some(f) = fields {
         f.push((field_start, content_end.max(field_start)));
     }
     (content_end, end)
@@ -642,10 +696,20 @@ impl TextFormat for CsvFormat {
 
     fn precheck(&self, content: &[u8]) -> Option<Problem> {
         if let Err(e) = std::str::from_utf8(content) {
-            return Some(Problem { column: None, message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()) });
+            return Some(Problem {
+                column: None,
+                message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+            });
         }
         let mut fields = Vec::new();
-        scan_csv_record(content, 0, content.len(), self.delimiter, self.quote, Some(&mut fields));
+        scan_csv_record(
+            content,
+            0,
+            content.len(),
+            self.delimiter,
+            self.quote,
+            Some(&mut fields),
+        );
         let expected = self.schema.fields().len();
         (fields.len() != expected).then(|| Problem {
             column: None,
@@ -655,29 +719,51 @@ impl TextFormat for CsvFormat {
 
     fn diagnose(&self, record: &[u8], error: &ArrowError) -> Problem {
         let mut fields = Vec::new();
-        scan_csv_record(record, 0, record.len(), self.delimiter, self.quote, Some(&mut fields));
+        scan_csv_record(
+            record,
+            0,
+            record.len(),
+            self.delimiter,
+            self.quote,
+            Some(&mut fields),
+        );
         let columns: Vec<usize> = match &self.projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
         for c in columns {
             let mut decoder = self.builder(1).with_projection(vec![c]).build_decoder();
-            let failed = decoder.decode(record).and_then(|_| decoder.decode(&[])).and_then(|_| decoder.flush()).is_err();
+            let failed = decoder
+                .decode(record)
+                .and_then(|_| decoder.decode(&[]))
+                .and_then(|_| decoder.flush())
+                .is_err();
             if failed {
                 let field = self.schema.field(c);
-                let value = fields.get(c).map(|&(s, e)| unquote(&record[s..e], self.quote)).unwrap_or_default();
+                let value = fields
+                    .get(c)
+                    .map(|&(s, e)| unquote(&record[s..e], self.quote))
+                    .unwrap_or_default();
                 return Problem {
                     column: Some(field.name().clone()),
-                    message: format!("cannot parse '{}' as {}", shorten(&value), field.data_type()),
+                    message: format!(
+                        "cannot parse '{}' as {}",
+                        shorten(&value),
+                        field.data_type()
+                    ),
                 };
             }
         }
-        Problem { column: None, message: arrow_message(error) }
+        Problem {
+            column: None,
+            message: arrow_message(error),
+        }
     }
 
     fn hint(&self, content: &[u8], problem: &Problem) -> Option<&'static str> {
-        (self.split && problem.column.is_none() && content.contains(&self.quote))
-            .then_some(" (if quoted values contain newlines, read the file with .newlines_in_values(true))")
+        (self.split && problem.column.is_none() && content.contains(&self.quote)).then_some(
+            " (if quoted values contain newlines, read the file with .newlines_in_values(true))",
+        )
     }
 }
 
@@ -890,7 +976,13 @@ impl CsvSource {
             .with_truncated_rows(true);
         let (schema, _) = format
             .infer_schema(Cursor::new(body), Some(self.infer_rows))
-            .map_err(|e| SabotError::format(&self.path, None, format!("cannot infer the schema: {}", arrow_message(&e))))?;
+            .map_err(|e| {
+                SabotError::format(
+                    &self.path,
+                    None,
+                    format!("cannot infer the schema: {}", arrow_message(&e)),
+                )
+            })?;
         Ok(Arc::new(schema))
     }
 
@@ -900,7 +992,8 @@ impl CsvSource {
         if self.has_header {
             // Skip blank lines, then the header record.
             while pos < data.len() {
-                let (content_end, next) = scan_csv_record(data, pos, data.len(), self.delimiter, self.quote, None);
+                let (content_end, next) =
+                    scan_csv_record(data, pos, data.len(), self.delimiter, self.quote, None);
                 let blank = content_end == pos;
                 pos = next;
                 if !blank {
@@ -913,7 +1006,11 @@ impl CsvSource {
 }
 
 fn bom_len(data: &[u8]) -> usize {
-    if data.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 }
+    if data.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        3
+    } else {
+        0
+    }
 }
 
 impl fmt::Debug for CsvSource {
@@ -969,7 +1066,12 @@ impl Source for CsvSource {
         } else {
             split_at_lines(&data, start, self.morsel_bytes)
         };
-        let rejects = self.rejects.as_deref().map(RejectsFile::create).transpose()?.map(Arc::new);
+        let rejects = self
+            .rejects
+            .as_deref()
+            .map(RejectsFile::create)
+            .transpose()?
+            .map(Arc::new);
         Ok(Arc::new(TextScan {
             path: self.path.clone(),
             data,
@@ -982,7 +1084,11 @@ impl Source for CsvSource {
                 quote: self.quote,
                 split: !self.newlines_in_values,
             }),
-            batch_size: if request.batch_size == 0 { DEFAULT_BATCH_SIZE } else { request.batch_size },
+            batch_size: if request.batch_size == 0 {
+                DEFAULT_BATCH_SIZE
+            } else {
+                request.batch_size
+            },
             rejects,
         }))
     }
@@ -1034,7 +1140,11 @@ impl CsvSink {
     /// let sink = CsvSink::new("out.csv");
     /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        CsvSink { path: path.into(), header: true, delimiter: b',' }
+        CsvSink {
+            path: path.into(),
+            header: true,
+            delimiter: b',',
+        }
     }
 
     /// Whether to write a header row (default `true`).
@@ -1071,7 +1181,14 @@ impl Sink for CsvSink {
             .with_header(self.header)
             .with_delimiter(self.delimiter)
             .build(BufWriter::with_capacity(1 << 20, file));
-        Ok(Box::new(CsvSinkWriter { writer, pending, schema, header: self.header, delimiter: self.delimiter, rows_written: false }))
+        Ok(Box::new(CsvSinkWriter {
+            writer,
+            pending,
+            schema,
+            header: self.header,
+            delimiter: self.delimiter,
+            rows_written: false,
+        }))
     }
 }
 
@@ -1094,7 +1211,14 @@ impl SinkWriter for CsvSinkWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let CsvSinkWriter { writer, pending, schema, header, delimiter, rows_written } = *self;
+        let CsvSinkWriter {
+            writer,
+            pending,
+            schema,
+            header,
+            delimiter,
+            rows_written,
+        } = *self;
         let mut out = writer.into_inner();
         if header && !rows_written {
             // Arrow writes the header with the first batch; an empty result still gets one.
@@ -1106,9 +1230,12 @@ impl SinkWriter for CsvSinkWriter {
                 csv_field(&mut line, field.name().as_bytes());
             }
             line.push(b'\n');
-            out.write_all(&line).map_err(|e| SabotError::io(pending.path(), e))?;
+            out.write_all(&line)
+                .map_err(|e| SabotError::io(pending.path(), e))?;
         }
-        let file = out.into_inner().map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
+        let file = out
+            .into_inner()
+            .map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
         pending.commit(file)
     }
 }

@@ -17,7 +17,9 @@ use arrow::compute::kernels::cmp;
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
@@ -44,7 +46,10 @@ fn parquet_error(path: &Path, location: Option<String>, err: ParquetError) -> Sa
         ParquetError::ArrowError(message) => SabotError::format(path, location, message),
         other => {
             let message = other.to_string();
-            let message = message.strip_prefix("Parquet error: ").unwrap_or(&message).to_string();
+            let message = message
+                .strip_prefix("Parquet error: ")
+                .unwrap_or(&message)
+                .to_string();
             SabotError::format(path, location, message)
         }
     }
@@ -69,7 +74,10 @@ impl ParquetFile {
         }
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(|e| parquet_error(path, Some("footer".into()), e))?;
-        Ok(ParquetFile { path: path.to_path_buf(), metadata })
+        Ok(ParquetFile {
+            path: path.to_path_buf(),
+            metadata,
+        })
     }
 
     fn num_rows(&self) -> usize {
@@ -115,17 +123,28 @@ impl ParquetSource {
                 let p = entry.path();
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet") && p.is_file() {
+                if !name.starts_with('.')
+                    && !name.starts_with('_')
+                    && name.ends_with(".parquet")
+                    && p.is_file()
+                {
                     paths.push(p);
                 }
             }
             if paths.is_empty() {
-                return Err(SabotError::format(path, None, "directory contains no *.parquet files"));
+                return Err(SabotError::format(
+                    path,
+                    None,
+                    "directory contains no *.parquet files",
+                ));
             }
             paths.sort();
             Self::build(paths, format!("parquet: {} ({} files)", path.display(), 0))
         } else {
-            Self::build(vec![path.to_path_buf()], format!("parquet: {}", path.display()))
+            Self::build(
+                vec![path.to_path_buf()],
+                format!("parquet: {}", path.display()),
+            )
         }
     }
 
@@ -137,20 +156,32 @@ impl ParquetSource {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn from_paths<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<Self> {
-        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let paths: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|p| p.as_ref().to_path_buf())
+            .collect();
         if paths.is_empty() {
-            return Err(SabotError::plan("ParquetSource::from_paths needs at least one file"));
+            return Err(SabotError::plan(
+                "ParquetSource::from_paths needs at least one file",
+            ));
         }
         let description = match paths.as_slice() {
             [one] => format!("parquet: {}", one.display()),
-            [first, ..] => format!("parquet: {} and {} more files", first.display(), paths.len() - 1),
+            [first, ..] => format!(
+                "parquet: {} and {} more files",
+                first.display(),
+                paths.len() - 1
+            ),
             [] => unreachable!(),
         };
         Self::build(paths, description)
     }
 
     fn build(paths: Vec<PathBuf>, mut description: String) -> Result<Self> {
-        let files = paths.iter().map(|p| ParquetFile::open(p)).collect::<Result<Vec<_>>>()?;
+        let files = paths
+            .iter()
+            .map(|p| ParquetFile::open(p))
+            .collect::<Result<Vec<_>>>()?;
         let schema = files[0].metadata.schema().clone();
         for file in &files[1..] {
             let other = file.metadata.schema();
@@ -164,14 +195,21 @@ impl ParquetSource {
                 return Err(SabotError::format(
                     &file.path,
                     None,
-                    format!("schema {other} differs from the schema {schema} of {}", files[0].path.display()),
+                    format!(
+                        "schema {other} differs from the schema {schema} of {}",
+                        files[0].path.display()
+                    ),
                 ));
             }
         }
         if description.ends_with("(0 files)") {
             description = description.replace("(0 files)", &format!("({} files)", files.len()));
         }
-        Ok(ParquetSource { files: files.into(), schema, description })
+        Ok(ParquetSource {
+            files: files.into(),
+            schema,
+            description,
+        })
     }
 
     /// The number of row groups over all files.
@@ -182,14 +220,20 @@ impl ParquetSource {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn num_row_groups(&self) -> usize {
-        self.files.iter().map(|f| f.metadata.metadata().num_row_groups()).sum()
+        self.files
+            .iter()
+            .map(|f| f.metadata.metadata().num_row_groups())
+            .sum()
     }
 }
 
 impl fmt::Debug for ParquetSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParquetSource")
-            .field("files", &self.files.iter().map(|f| &f.path).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            )
             .field("num_rows", &self.num_rows())
             .finish()
     }
@@ -213,7 +257,10 @@ impl Source for ParquetSource {
     }
 
     fn filter_support(&self, filter: &Expr) -> FilterSupport {
-        if conjuncts(filter).iter().any(|c| Predicate::parse(c, &self.schema).is_some()) {
+        if conjuncts(filter)
+            .iter()
+            .any(|c| Predicate::parse(c, &self.schema).is_some())
+        {
             FilterSupport::Inexact
         } else {
             FilterSupport::Unsupported
@@ -230,8 +277,10 @@ impl Source for ParquetSource {
                 let mut roots = p.clone();
                 roots.sort_unstable();
                 roots.dedup();
-                let reorder: Vec<usize> = p.iter().map(|i| roots.binary_search(i).unwrap()).collect();
-                let identity = reorder.iter().enumerate().all(|(i, &j)| i == j) && reorder.len() == roots.len();
+                let reorder: Vec<usize> =
+                    p.iter().map(|i| roots.binary_search(i).unwrap()).collect();
+                let identity = reorder.iter().enumerate().all(|(i, &j)| i == j)
+                    && reorder.len() == roots.len();
                 (Some(roots), (!identity).then_some(reorder))
             }
         };
@@ -265,18 +314,27 @@ impl Source for ParquetSource {
                     && current_rows + rows <= MERGED_MORSEL_ROWS
                     && *current.last().unwrap() + 1 == rg;
                 if !mergeable && !current.is_empty() {
-                    morsels.push(Morsel { file: file_index, row_groups: std::mem::take(&mut current) });
+                    morsels.push(Morsel {
+                        file: file_index,
+                        row_groups: std::mem::take(&mut current),
+                    });
                     current_rows = 0;
                 }
                 current.push(rg);
                 current_rows += rows;
                 if !small {
-                    morsels.push(Morsel { file: file_index, row_groups: std::mem::take(&mut current) });
+                    morsels.push(Morsel {
+                        file: file_index,
+                        row_groups: std::mem::take(&mut current),
+                    });
                     current_rows = 0;
                 }
             }
             if !current.is_empty() {
-                morsels.push(Morsel { file: file_index, row_groups: current });
+                morsels.push(Morsel {
+                    file: file_index,
+                    row_groups: current,
+                });
             }
         }
         tracing::debug!(
@@ -291,7 +349,11 @@ impl Source for ParquetSource {
             roots,
             reorder,
             morsels,
-            batch_size: if request.batch_size == 0 { 8192 } else { request.batch_size },
+            batch_size: if request.batch_size == 0 {
+                8192
+            } else {
+                request.batch_size
+            },
         }))
     }
 }
@@ -321,7 +383,10 @@ impl Scan for ParquetScan {
 
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let morsel = self.morsels.get(index).ok_or_else(|| {
-            SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.morsels.len()))
+            SabotError::Execution(format!(
+                "morsel {index} out of range (the scan has {} morsels)",
+                self.morsels.len()
+            ))
         })?;
         let file = &self.files[morsel.file];
         let path = file.path.clone();
@@ -331,17 +396,24 @@ impl Scan for ParquetScan {
             [] => String::new(),
         };
         let handle = File::open(&path).map_err(|e| SabotError::io(&path, e))?;
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
-            .with_row_groups(morsel.row_groups.clone())
-            .with_batch_size(self.batch_size);
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+                .with_row_groups(morsel.row_groups.clone())
+                .with_batch_size(self.batch_size);
         if let Some(roots) = &self.roots {
-            builder = builder.with_projection(ProjectionMask::roots(file.metadata.parquet_schema(), roots.iter().copied()));
+            builder = builder.with_projection(ProjectionMask::roots(
+                file.metadata.parquet_schema(),
+                roots.iter().copied(),
+            ));
         }
-        let reader = builder.build().map_err(|e| parquet_error(&path, Some(location.clone()), e))?;
+        let reader = builder
+            .build()
+            .map_err(|e| parquet_error(&path, Some(location.clone()), e))?;
         let schema = self.schema.clone();
         let reorder = self.reorder.clone();
         Ok(Box::new(reader.map(move |batch| {
-            let batch = batch.map_err(|e| SabotError::format(&path, Some(location.clone()), e.to_string()))?;
+            let batch = batch
+                .map_err(|e| SabotError::format(&path, Some(location.clone()), e.to_string()))?;
             let columns: Vec<ArrayRef> = match &reorder {
                 None => batch.columns().to_vec(),
                 Some(order) => order.iter().map(|&i| batch.column(i).clone()).collect(),
@@ -358,7 +430,11 @@ impl Scan for ParquetScan {
 /// Splits nested `AND`s into their conjuncts.
 fn conjuncts(expr: &Expr) -> Vec<&Expr> {
     match expr {
-        Expr::Binary { left, op: BinaryOp::And, right } => {
+        Expr::Binary {
+            left,
+            op: BinaryOp::And,
+            right,
+        } => {
             let mut v = conjuncts(left);
             v.extend(conjuncts(right));
             v
@@ -371,7 +447,11 @@ fn conjuncts(expr: &Expr) -> Vec<&Expr> {
 #[derive(Debug, Clone)]
 enum Predicate {
     /// `column op literal`, with `op` one of `=`, `<`, `<=`, `>`, `>=`.
-    Compare { column: String, op: BinaryOp, value: ScalarValue },
+    Compare {
+        column: String,
+        op: BinaryOp,
+        value: ScalarValue,
+    },
     IsNull(String),
     IsNotNull(String),
 }
@@ -386,19 +466,33 @@ fn column_name(expr: &Expr) -> Option<&str> {
 
 impl Predicate {
     fn parse(expr: &Expr, schema: &Schema) -> Option<Predicate> {
-        let known = |name: &str| schema.field_with_name(name).ok().filter(|f| prunable_type(f.data_type())).is_some();
+        let known = |name: &str| {
+            schema
+                .field_with_name(name)
+                .ok()
+                .filter(|f| prunable_type(f.data_type()))
+                .is_some()
+        };
         match expr {
             Expr::Binary { left, op, right } => {
-                if !matches!(op, BinaryOp::Eq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq) {
+                if !matches!(
+                    op,
+                    BinaryOp::Eq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
+                ) {
                     return None;
                 }
                 let (column, op, value) = match (left.as_ref(), right.as_ref()) {
                     (l, Expr::Literal(v)) if column_name(l).is_some() => (column_name(l)?, *op, v),
-                    (Expr::Literal(v), r) if column_name(r).is_some() => (column_name(r)?, op.swap()?, v),
+                    (Expr::Literal(v), r) if column_name(r).is_some() => {
+                        (column_name(r)?, op.swap()?, v)
+                    }
                     _ => return None,
                 };
                 let field = schema.field_with_name(column).ok()?;
-                if !known(column) || value.is_null() || common_type(field.data_type(), &value.data_type()).is_none() {
+                if !known(column)
+                    || value.is_null()
+                    || common_type(field.data_type(), &value.data_type()).is_none()
+                {
                     return None;
                 }
                 if matches!(value, ScalarValue::Float32(Some(f)) if f.is_nan())
@@ -406,19 +500,27 @@ impl Predicate {
                 {
                     return None;
                 }
-                Some(Predicate::Compare { column: column.to_string(), op, value: value.clone() })
+                Some(Predicate::Compare {
+                    column: column.to_string(),
+                    op,
+                    value: value.clone(),
+                })
             }
-            Expr::IsNull(inner) => column_name(inner).filter(|c| schema.field_with_name(c).is_ok()).map(|c| Predicate::IsNull(c.into())),
-            Expr::IsNotNull(inner) => {
-                column_name(inner).filter(|c| schema.field_with_name(c).is_ok()).map(|c| Predicate::IsNotNull(c.into()))
-            }
+            Expr::IsNull(inner) => column_name(inner)
+                .filter(|c| schema.field_with_name(c).is_ok())
+                .map(|c| Predicate::IsNull(c.into())),
+            Expr::IsNotNull(inner) => column_name(inner)
+                .filter(|c| schema.field_with_name(c).is_ok())
+                .map(|c| Predicate::IsNotNull(c.into())),
             _ => None,
         }
     }
 
     fn column(&self) -> &str {
         match self {
-            Predicate::Compare { column, .. } | Predicate::IsNull(column) | Predicate::IsNotNull(column) => column,
+            Predicate::Compare { column, .. }
+            | Predicate::IsNull(column)
+            | Predicate::IsNotNull(column) => column,
         }
     }
 }
@@ -439,7 +541,10 @@ fn prunable_type(t: &DataType) -> bool {
     is_integer(t)
         || is_float(t)
         || is_string(t)
-        || matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean)
+        || matches!(
+            t,
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean
+        )
 }
 
 /// The type in which statistics of a `column` and a literal are compared, chosen so that the
@@ -453,7 +558,9 @@ fn common_type(column: &DataType, literal: &DataType) -> Option<DataType> {
     }
     match (column, literal) {
         (c, l) if is_integer(c) && is_integer(l) => Some(DataType::Int64),
-        (c, l) if (is_integer(c) || is_float(c)) && (is_integer(l) || is_float(l)) => Some(DataType::Float64),
+        (c, l) if (is_integer(c) || is_float(c)) && (is_integer(l) || is_float(l)) => {
+            Some(DataType::Float64)
+        }
         (c, l) if is_string(c) && is_string(l) => Some(DataType::Utf8),
         (DataType::Timestamp(..), DataType::Timestamp(..)) => Some(DataType::Int64),
         _ => None,
@@ -472,12 +579,20 @@ fn unit_rank(unit: &TimeUnit) -> u8 {
 /// Converts `array` (statistics or a one-element literal) to `target`; timestamps are converted
 /// to raw `Int64` counts of `unit`. `None` if the conversion is not exact.
 fn to_common(array: &ArrayRef, target: &DataType, unit: Option<&TimeUnit>) -> Option<ArrayRef> {
-    let options = arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     if let (DataType::Timestamp(from, tz), Some(unit)) = (array.data_type(), unit) {
         let scaled = if from == unit {
             array.clone()
         } else {
-            arrow::compute::cast_with_options(array, &DataType::Timestamp(*unit, tz.clone()), &options).ok()?
+            arrow::compute::cast_with_options(
+                array,
+                &DataType::Timestamp(*unit, tz.clone()),
+                &options,
+            )
+            .ok()?
         };
         return arrow::compute::cast_with_options(&scaled, &DataType::Int64, &options).ok();
     }
@@ -497,8 +612,11 @@ fn prune_row_groups(file: &ParquetFile, predicates: &[Predicate]) -> Vec<bool> {
     }
     let schema = file.metadata.schema();
     for predicate in predicates {
-        let Ok(converter) = StatisticsConverter::try_new(predicate.column(), schema, file.metadata.parquet_schema())
-        else {
+        let Ok(converter) = StatisticsConverter::try_new(
+            predicate.column(),
+            schema,
+            file.metadata.parquet_schema(),
+        ) else {
             continue;
         };
         let converter = converter.with_missing_null_counts_as_zero(false);
@@ -539,8 +657,16 @@ fn may_match(
                 }
                 _ => None,
             };
-            let mins = to_common(&converter.row_group_mins(row_groups.iter()).ok()?, &target, unit.as_ref())?;
-            let maxes = to_common(&converter.row_group_maxes(row_groups.iter()).ok()?, &target, unit.as_ref())?;
+            let mins = to_common(
+                &converter.row_group_mins(row_groups.iter()).ok()?,
+                &target,
+                unit.as_ref(),
+            )?;
+            let maxes = to_common(
+                &converter.row_group_maxes(row_groups.iter()).ok()?,
+                &target,
+                unit.as_ref(),
+            )?;
             let literal = to_common(&value.to_array(1), &target, unit.as_ref())?;
             if literal.is_null(0) {
                 return None;
@@ -549,21 +675,34 @@ fn may_match(
             // NaNs out of min/max. Range comparisons are only trusted with a zero NaN count.
             let floats = is_float(column_type);
             let nan_free: Vec<bool> = if floats {
-                converter.row_group_nan_counts(row_groups.iter()).ok()?.iter().map(|c| c == Some(0)).collect()
+                converter
+                    .row_group_nan_counts(row_groups.iter())
+                    .ok()?
+                    .iter()
+                    .map(|c| c == Some(0))
+                    .collect()
             } else {
                 vec![true; row_groups.len()]
             };
             let lit = Scalar::new(literal);
             // `cannot[i]` is true when the statistics prove that no row of group i matches.
-            let cmp_stat = |stats: &ArrayRef, f: fn(&dyn Datum, &dyn Datum) -> std::result::Result<BooleanArray, arrow::error::ArrowError>| {
-                f(stats, &lit).ok()
-            };
+            let cmp_stat = |stats: &ArrayRef,
+                            f: fn(
+                &dyn Datum,
+                &dyn Datum,
+            ) -> std::result::Result<
+                BooleanArray,
+                arrow::error::ArrowError,
+            >| { f(stats, &lit).ok() };
             let cannot: Vec<bool> = match op {
                 BinaryOp::Eq => {
                     let above = cmp_stat(&mins, cmp::gt)?;
                     let below = cmp_stat(&maxes, cmp::lt)?;
                     (0..row_groups.len())
-                        .map(|i| above.is_valid(i) && above.value(i) || below.is_valid(i) && below.value(i))
+                        .map(|i| {
+                            above.is_valid(i) && above.value(i)
+                                || below.is_valid(i) && below.value(i)
+                        })
                         .collect()
                 }
                 BinaryOp::Lt => definite(&cmp_stat(&mins, cmp::gt_eq)?, &nan_free),
@@ -574,8 +713,12 @@ fn may_match(
             };
             // A NaN bound (from an old writer) proves nothing.
             let nan_bound = |a: &ArrayRef, i: usize| {
-                a.as_any().downcast_ref::<arrow::array::Float64Array>().is_some_and(|f| f.is_valid(i) && f.value(i).is_nan())
-                    || a.as_any().downcast_ref::<arrow::array::Float32Array>().is_some_and(|f| f.is_valid(i) && f.value(i).is_nan())
+                a.as_any()
+                    .downcast_ref::<arrow::array::Float64Array>()
+                    .is_some_and(|f| f.is_valid(i) && f.value(i).is_nan())
+                    || a.as_any()
+                        .downcast_ref::<arrow::array::Float32Array>()
+                        .is_some_and(|f| f.is_valid(i) && f.value(i).is_nan())
             };
             Some(
                 cannot
@@ -589,7 +732,9 @@ fn may_match(
 }
 
 fn definite(result: &BooleanArray, trusted: &[bool]) -> Vec<bool> {
-    (0..result.len()).map(|i| trusted[i] && result.is_valid(i) && result.value(i)).collect()
+    (0..result.len())
+        .map(|i| trusted[i] && result.is_valid(i) && result.value(i))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,7 +781,12 @@ impl ParquetSink {
     /// let sink = ParquetSink::new("out.parquet");
     /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        ParquetSink { path: path.into(), compression: Compression::SNAPPY, row_group_size: 1024 * 1024, row_group_bytes: 128 << 20 }
+        ParquetSink {
+            path: path.into(),
+            compression: Compression::SNAPPY,
+            row_group_size: 1024 * 1024,
+            row_group_bytes: 128 << 20,
+        }
     }
 
     /// Sets the compression codec (default Snappy).
@@ -687,7 +837,8 @@ impl Sink for ParquetSink {
             .set_max_row_group_row_count(Some(self.row_group_size))
             .set_max_row_group_bytes(Some(self.row_group_bytes))
             .build();
-        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_error(&self.path, None, e))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|e| parquet_error(&self.path, None, e))?;
         Ok(Box::new(ParquetSinkWriter { writer, pending }))
     }
 }
@@ -699,12 +850,16 @@ struct ParquetSinkWriter {
 
 impl SinkWriter for ParquetSinkWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|e| parquet_error(self.pending.path(), None, e))
+        self.writer
+            .write(batch)
+            .map_err(|e| parquet_error(self.pending.path(), None, e))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let ParquetSinkWriter { writer, pending } = *self;
-        let file = writer.into_inner().map_err(|e| parquet_error(pending.path(), None, e))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| parquet_error(pending.path(), None, e))?;
         pending.commit(file)
     }
 }

@@ -182,7 +182,7 @@ impl JoinTable {
     }
 
     fn mark_matched(&self, build_rows: &[u32]) {
-        for &row in build_rows {
+        for &row in build_rows.iter().filter(|&&r| r != NONE) {
             self.matched[row as usize / 64].fetch_or(1 << (row % 64), Ordering::Relaxed);
         }
     }
@@ -359,7 +359,12 @@ impl Operator for HashJoinProbe {
                     probe_rows.truncate(first);
                     build_rows.truncate(first);
                 }
-                JoinType::Anti | JoinType::Left | JoinType::Full if !found => unmatched_probe.push(row),
+                // Unmatched rows keep their place among the matches: the output follows the probe order.
+                JoinType::Left | JoinType::Full if !found => {
+                    probe_rows.push(row);
+                    build_rows.push(NONE);
+                }
+                JoinType::Anti if !found => unmatched_probe.push(row),
                 _ => {}
             }
         })?;
@@ -369,7 +374,12 @@ impl Operator for HashJoinProbe {
         let emit_pairs = !matches!(self.join_type, JoinType::Anti);
         if emit_pairs && !self.probe_rows.is_empty() {
             let probe_idx = UInt32Array::from(std::mem::take(&mut self.probe_rows));
-            let build_idx = UInt32Array::from(std::mem::take(&mut self.build_rows));
+            let build_rows = std::mem::take(&mut self.build_rows);
+            let build_idx = if build_rows.contains(&NONE) {
+                build_rows.iter().map(|&r| (r != NONE).then_some(r)).collect()
+            } else {
+                UInt32Array::from(build_rows)
+            };
             out.emit(self.assemble(Some(&batch), &table, &probe_idx, &build_idx)?);
         }
         if !unmatched_probe.is_empty() {

@@ -1,12 +1,12 @@
 //! Orders rows by sort keys, optionally keeping only the first `fetch` (top-k).
 
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn, SortOptions};
+use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::{Operator, Output};
-use crate::plan::SortKey;
 use crate::Result;
+use crate::plan::SortKey;
 
 /// Buffers its input and emits it sorted when the input ends. With `fetch`, memory stays
 /// bounded: the buffer is cut back to the best `fetch` rows whenever it grows past a threshold.
@@ -93,4 +93,3 @@ impl Operator for SortOperator {
         Ok(())
     }
 }
-

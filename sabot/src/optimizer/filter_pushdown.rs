@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{map_children, OptimizerRule};
+use super::{OptimizerRule, map_children};
+use crate::Result;
 use crate::expr::Expr;
 use crate::io::FilterSupport;
 use crate::plan::{JoinType, LogicalPlan};
-use crate::Result;
 
 /// Pushes each conjunct of a filter as deep as it can go without changing results:
 /// below sorts, unions and projections (when it reads only plain columns of the projection),
@@ -69,7 +69,9 @@ fn push(plan: &Arc<LogicalPlan>, mut predicates: Vec<Expr>) -> Result<Arc<Logica
             let input = push(input, below)?;
             apply(Arc::new(plan.with_new_inputs(vec![input])), above)
         }
-        LogicalPlan::Join { left, right, on, join_type, .. } => push_join(plan, left, right, on, *join_type, predicates),
+        LogicalPlan::Join { left, right, on, join_type, .. } => {
+            push_join(plan, left, right, on, *join_type, predicates)
+        }
         LogicalPlan::Scan { source, projection, filters, schema } => {
             let mut filters = filters.clone();
             for p in &predicates {

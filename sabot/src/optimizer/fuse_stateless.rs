@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{map_children, OptimizerRule};
+use super::{OptimizerRule, map_children};
+use crate::Result;
 use crate::expr::Expr;
 use crate::plan::LogicalPlan;
-use crate::Result;
 
 /// `Filter(Filter(x, a), b)` becomes `Filter(x, a AND b)`: one mask, one copy of the rows.
 /// `Project(Project(x, inner), outer)` becomes one projection when no computed inner column
@@ -31,7 +31,10 @@ impl OptimizerRule for FuseStateless {
             }
             LogicalPlan::Project { input, exprs, schema } => {
                 let is_identity = input.schema().fields() == schema.fields()
-                    && exprs.iter().zip(input.schema().fields()).all(|(e, f)| matches!(e, Expr::Column(c) if c == f.name()));
+                    && exprs
+                        .iter()
+                        .zip(input.schema().fields())
+                        .all(|(e, f)| matches!(e, Expr::Column(c) if c == f.name()));
                 if is_identity {
                     return Ok(input.clone());
                 }

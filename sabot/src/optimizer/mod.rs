@@ -8,9 +8,9 @@ mod projection_pushdown;
 
 use std::sync::Arc;
 
+use crate::Result;
 use crate::exec::OptimizerConfig;
 use crate::plan::LogicalPlan;
-use crate::Result;
 
 pub use filter_pushdown::FilterPushdown;
 pub use fuse_stateless::FuseStateless;

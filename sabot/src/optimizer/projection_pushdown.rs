@@ -3,10 +3,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::{map_children, OptimizerRule};
-use crate::expr::{col, Expr};
-use crate::plan::LogicalPlan;
+use super::{OptimizerRule, map_children};
 use crate::Result;
+use crate::expr::{Expr, col};
+use crate::plan::LogicalPlan;
 
 /// Computes, top-down, the columns each node must produce, drops unused projection outputs,
 /// and tells scans which columns to read (Parquet and IPC then skip the others entirely).
@@ -44,8 +44,7 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
                 Some(p) => p.clone(),
                 None => (0..full.fields().len()).collect(),
             };
-            let kept: Vec<usize> =
-                current.into_iter().filter(|&i| required.contains(full.field(i).name())).collect();
+            let kept: Vec<usize> = current.into_iter().filter(|&i| required.contains(full.field(i).name())).collect();
             if kept.len() == schema.fields().len() {
                 return Ok(plan.clone());
             }
@@ -107,7 +106,10 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
             let new_right = prune(right, Some(right_needed))?;
             let join = Arc::new(LogicalPlan::join(new_left, new_right, on.clone(), *join_type)?);
             // Renamed clashes (`x_right`) depend on which columns exist: keep the names stable.
-            let renamed = out.fields().iter().any(|f| join.schema().field_with_name(f.name()).is_err() && wanted_name(&required, f.name()));
+            let renamed = out
+                .fields()
+                .iter()
+                .any(|f| join.schema().field_with_name(f.name()).is_err() && wanted_name(&required, f.name()));
             if renamed {
                 let left = prune(left, None)?;
                 let right = prune(right, None)?;

@@ -31,7 +31,8 @@ impl LogicalPlan {
 
     /// The plan as a Graphviz `digraph`, data flowing from the sources up to the root.
     pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph logical_plan {\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut out =
+            String::from("digraph logical_plan {\n  rankdir=BT;\n  node [shape=box, fontname=\"monospace\"];\n");
         let mut next_id = 0;
         self.write_dot(&mut out, &mut next_id);
         out.push_str("}\n");

@@ -221,7 +221,9 @@ impl LogicalPlan {
         let mut next = || new.remove(0);
         match self {
             LogicalPlan::Scan { .. } => self.clone(),
-            LogicalPlan::Filter { predicate, .. } => LogicalPlan::Filter { input: next(), predicate: predicate.clone() },
+            LogicalPlan::Filter { predicate, .. } => {
+                LogicalPlan::Filter { input: next(), predicate: predicate.clone() }
+            }
             LogicalPlan::Project { exprs, schema, .. } => {
                 LogicalPlan::Project { input: next(), exprs: exprs.clone(), schema: schema.clone() }
             }
@@ -232,7 +234,9 @@ impl LogicalPlan {
                 schema: schema.clone(),
             },
             LogicalPlan::Limit { skip, fetch, .. } => LogicalPlan::Limit { input: next(), skip: *skip, fetch: *fetch },
-            LogicalPlan::Sort { keys, fetch, .. } => LogicalPlan::Sort { input: next(), keys: keys.clone(), fetch: *fetch },
+            LogicalPlan::Sort { keys, fetch, .. } => {
+                LogicalPlan::Sort { input: next(), keys: keys.clone(), fetch: *fetch }
+            }
             LogicalPlan::Aggregate { group_by, aggregates, schema, .. } => LogicalPlan::Aggregate {
                 input: next(),
                 group_by: group_by.clone(),
@@ -310,7 +314,10 @@ impl LogicalPlan {
         for other in &inputs[1..] {
             let s = other.schema();
             let same = s.fields().len() == first.fields().len()
-                && s.fields().iter().zip(first.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+                && s.fields()
+                    .iter()
+                    .zip(first.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
             if !same {
                 return Err(SabotError::plan(format!("union inputs differ: {first:?} vs {s:?}")));
             }

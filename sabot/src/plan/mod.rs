@@ -7,4 +7,4 @@ mod display;
 mod logical;
 
 pub(crate) use logical::join_output_columns;
-pub use logical::{join_schema, BatchFn, JoinType, LogicalPlan, SortKey};
+pub use logical::{BatchFn, JoinType, LogicalPlan, SortKey, join_schema};

@@ -6,7 +6,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::{IntoExpr, Stream, Untyped};
-use crate::expr::{col, AggExpr, Expr};
+use crate::expr::{AggExpr, Expr, col};
 use crate::plan::{JoinType, LogicalPlan, SortKey};
 use crate::{Result, SabotError};
 
@@ -158,7 +158,9 @@ impl<T> Stream<T> {
 
     /// Joins with `right` where each `(left column, right column)` pair is equal; nulls never
     /// match. The output has every left column, then the right columns except right keys named
-    /// like their left key; other clashing names get the suffix `_right`.
+    /// like their left key; other clashing names get the suffix `_right`. Outer, semi and anti
+    /// joins keep the left side's order; an inner join may build on the left side when it is
+    /// known to be smaller, and then follows the right side's order.
     ///
     /// ```
     /// use sabot::prelude::*;

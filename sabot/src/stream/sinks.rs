@@ -9,13 +9,13 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 
 use super::Stream;
-use crate::exec::{create_physical_plan, JobGraph, PhysicalPlan};
+use crate::exec::{JobGraph, PhysicalPlan, create_physical_plan};
 use crate::expr::count_all;
+use crate::io::Sink;
 use crate::io::csv::CsvSink;
 use crate::io::ipc::IpcSink;
 use crate::io::json::JsonLinesSink;
 use crate::io::parquet::ParquetSink;
-use crate::io::Sink;
 use crate::operator::Message;
 use crate::optimizer::optimize;
 use crate::plan::LogicalPlan;

@@ -8,12 +8,12 @@ use arrow::record_batch::RecordBatch;
 
 use super::{Stream, Untyped};
 use crate::exec::ExecConfig;
+use crate::io::Source;
 use crate::io::csv::CsvSource;
 use crate::io::ipc::IpcSource;
 use crate::io::json::JsonLinesSource;
 use crate::io::memory::{GenerateSource, MemorySource};
 use crate::io::parquet::ParquetSource;
-use crate::io::Source;
 use crate::plan::LogicalPlan;
 use crate::{Record, Result, SabotError};
 
