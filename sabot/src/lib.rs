@@ -19,8 +19,8 @@ pub mod stream;
 
 pub use error::{Result, SabotError};
 pub use record::Record;
-pub use stream::{GroupedStream, Stream, Untyped};
 pub use sabot_macros::Record;
+pub use stream::{GroupedStream, Stream, Untyped};
 
 // Lets `#[derive(Record)]` refer to `::sabot` from inside this crate's own tests too.
 extern crate self as sabot;
@@ -35,10 +35,15 @@ pub mod deps {
 pub mod prelude {
     pub use crate::exec::ExecConfig;
     pub use crate::expr::{
-        avg, coalesce, col, concat, count, count_all, count_distinct, first, last, lit, max, min, sum, when, Expr,
+        Expr, avg, coalesce, col, concat, count, count_all, count_distinct, first, last, lit, max, min, sum, when,
     };
     pub use crate::plan::{JoinType, SortKey};
     pub use crate::record::{Col, Timestamp};
     pub use crate::stream::{GroupedStream, Stream, Untyped};
     pub use crate::{Record, Result, SabotError};
 }
+
+/// Compiles the README's code blocks, so the tour stays true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -321,3 +321,37 @@ fn sink_compression_and_atomic_write() {
     assert!(!p2.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+#[ignore]
+fn print_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.parquet");
+    std::fs::write(&p, "this is not parquet at all, just text\n").unwrap();
+    println!("{}", ParquetSource::new(&p).unwrap_err());
+    let good = dir.path().join("good.parquet");
+    write_file(&good);
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    println!("{}", ParquetSource::new(&p).unwrap_err());
+    let mut b = bytes.clone();
+    let n = b.len();
+    for x in &mut b[n - 200..n - 8] {
+        *x = 0xAB;
+    }
+    std::fs::write(&p, &b).unwrap();
+    println!("{}", ParquetSource::new(&p).unwrap_err());
+    // Corrupt data pages (footer intact).
+    let mut b = bytes.clone();
+    for x in &mut b[100..2000] {
+        *x = 0x11;
+    }
+    std::fs::write(&p, &b).unwrap();
+    let s = ParquetSource::new(&p).unwrap();
+    let scan = s.scan(&ScanRequest::default()).unwrap();
+    match scan.read_morsel(0) {
+        Err(e) => println!("{e}"),
+        Ok(mut it) => println!("{:?}", it.next().map(|r| r.map(|b| b.num_rows()).map_err(|e| e.to_string()))),
+    }
+    println!("{}", ParquetSource::new(dir.path().join("nope.parquet")).unwrap_err());
+}

@@ -58,10 +58,7 @@ pub(crate) fn map_file(path: &Path) -> Result<Bytes> {
     let file = File::open(path).map_err(|e| SabotError::io(path, e))?;
     let meta = file.metadata().map_err(|e| SabotError::io(path, e))?;
     if meta.is_dir() {
-        return Err(SabotError::io(
-            path,
-            std::io::Error::other("is a directory"),
-        ));
+        return Err(SabotError::io(path, std::io::Error::other("is a directory")));
     }
     if meta.len() == 0 {
         return Ok(Bytes::new());
@@ -87,20 +84,10 @@ pub(crate) struct PendingFile {
 impl PendingFile {
     /// Creates the temporary file next to `path`.
     pub(crate) fn create(path: &Path) -> Result<(File, PendingFile)> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.sabot-{}.tmp", std::process::id()));
         let file = File::create(&tmp).map_err(|e| SabotError::io(path, e))?;
-        Ok((
-            file,
-            PendingFile {
-                path: path.to_path_buf(),
-                tmp,
-                committed: false,
-            },
-        ))
+        Ok((file, PendingFile { path: path.to_path_buf(), tmp, committed: false }))
     }
 
     /// The final path.
@@ -176,10 +163,7 @@ impl LineCursor {
 
 /// Quotes a field for a CSV file if needed.
 fn csv_field(out: &mut Vec<u8>, value: &[u8]) {
-    if value
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-    {
+    if value.iter().any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         out.push(b'"');
         for &b in value {
             if b == b'"' {
@@ -268,18 +252,13 @@ pub(crate) struct RejectsFile {
 impl RejectsFile {
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let mut file = File::create(path).map_err(|e| SabotError::io(path, e))?;
-        file.write_all(b"line,reason,record\n")
-            .map_err(|e| SabotError::io(path, e))?;
-        Ok(RejectsFile {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-        })
+        file.write_all(b"line,reason,record\n").map_err(|e| SabotError::io(path, e))?;
+        Ok(RejectsFile { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 
     fn append(&self, chunk: &[u8]) -> Result<()> {
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(chunk)
-            .map_err(|e| SabotError::io(&self.path, e))
+        file.write_all(chunk).map_err(|e| SabotError::io(&self.path, e))
     }
 }
 
@@ -313,10 +292,7 @@ impl<F: TextFormat> Scan for TextScan<F> {
 
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let &(start, end) = self.ranges.get(index).ok_or_else(|| {
-            SabotError::Execution(format!(
-                "morsel {index} out of range (the scan has {} morsels)",
-                self.ranges.len()
-            ))
+            SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.ranges.len()))
         })?;
         Ok(Box::new(TextMorsel {
             scan: MorselContext {
@@ -396,11 +372,7 @@ impl<F: TextFormat> TextMorsel<F> {
         let mut count = 0;
         while pos < self.end && count < batch_size {
             let (content_end, next) = format.record_end(data, pos, self.end);
-            let span = Span {
-                start: pos,
-                content_end,
-                next,
-            };
+            let span = Span { start: pos, content_end, next };
             let content = &data[pos..content_end];
             pos = next;
             if format.is_blank(content) {
@@ -432,11 +404,7 @@ impl<F: TextFormat> TextMorsel<F> {
                     if let Some(hint) = format.hint(&data[span.start..span.content_end], problem) {
                         message.push_str(hint);
                     }
-                    return Err(SabotError::format(
-                        &self.scan.path,
-                        Some(location(line, problem)),
-                        message,
-                    ));
+                    return Err(SabotError::format(&self.scan.path, Some(location(line, problem)), message));
                 }
                 Some(rejects) => {
                     let mut chunk = Vec::new();
@@ -470,24 +438,14 @@ impl<F: TextFormat> TextMorsel<F> {
 
     /// Decodes consecutive records `run`; on failure splits it in halves until single bad
     /// records are isolated and diagnosed.
-    fn bisect(
-        &self,
-        run: &[Span],
-        pieces: &mut Vec<RecordBatch>,
-        problems: &mut Vec<(Span, Problem)>,
-    ) {
+    fn bisect(&self, run: &[Span], pieces: &mut Vec<RecordBatch>, problems: &mut Vec<(Span, Problem)>) {
         let data = &self.scan.data[..];
         let bytes = &data[run[0].start..run[run.len() - 1].next];
         match decode_all(self.scan.format.as_ref(), bytes, run.len()) {
             Ok(batches) => pieces.extend(batches),
             Err(error) if run.len() == 1 => {
                 let span = run[0];
-                problems.push((
-                    span,
-                    self.scan
-                        .format
-                        .diagnose(&data[span.start..span.next], &error),
-                ));
+                problems.push((span, self.scan.format.diagnose(&data[span.start..span.next], &error)));
             }
             Err(_) => {
                 let mid = run.len() / 2;
@@ -604,11 +562,7 @@ fn scan_csv_record(
             field_start = i + 1;
             at_field_start = true;
         } else if b == b'\n' {
-            let content_end = if i > start && data[i - 1] == b'\r' {
-                i - 1
-            } else {
-                i
-            };
+            let content_end = if i > start && data[i - 1] == b'\r' { i - 1 } else { i };
             if let Some(f) = fields.as_deref_mut() {
                 f.push((field_start, content_end.max(field_start)));
             }
@@ -616,11 +570,7 @@ fn scan_csv_record(
         }
         i += 1;
     }
-    let content_end = if end > start && data[end - 1] == b'\r' && !in_quotes {
-        end - 1
-    } else {
-        end
-    };
+    let content_end = if end > start && data[end - 1] == b'\r' && !in_quotes { end - 1 } else { end };
     if let Some(f) = fields {
         f.push((field_start, content_end.max(field_start)));
     }
@@ -702,68 +652,38 @@ impl TextFormat for CsvFormat {
             });
         }
         let mut fields = Vec::new();
-        scan_csv_record(
-            content,
-            0,
-            content.len(),
-            self.delimiter,
-            self.quote,
-            Some(&mut fields),
-        );
+        scan_csv_record(content, 0, content.len(), self.delimiter, self.quote, Some(&mut fields));
         let expected = self.schema.fields().len();
-        (fields.len() != expected).then(|| Problem {
-            column: None,
-            message: format!("expected {expected} fields, found {}", fields.len()),
-        })
+        (fields.len() != expected)
+            .then(|| Problem { column: None, message: format!("expected {expected} fields, found {}", fields.len()) })
     }
 
     fn diagnose(&self, record: &[u8], error: &ArrowError) -> Problem {
         let mut fields = Vec::new();
-        scan_csv_record(
-            record,
-            0,
-            record.len(),
-            self.delimiter,
-            self.quote,
-            Some(&mut fields),
-        );
+        scan_csv_record(record, 0, record.len(), self.delimiter, self.quote, Some(&mut fields));
         let columns: Vec<usize> = match &self.projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
         for c in columns {
             let mut decoder = self.builder(1).with_projection(vec![c]).build_decoder();
-            let failed = decoder
-                .decode(record)
-                .and_then(|_| decoder.decode(&[]))
-                .and_then(|_| decoder.flush())
-                .is_err();
+            let failed =
+                decoder.decode(record).and_then(|_| decoder.decode(&[])).and_then(|_| decoder.flush()).is_err();
             if failed {
                 let field = self.schema.field(c);
-                let value = fields
-                    .get(c)
-                    .map(|&(s, e)| unquote(&record[s..e], self.quote))
-                    .unwrap_or_default();
+                let value = fields.get(c).map(|&(s, e)| unquote(&record[s..e], self.quote)).unwrap_or_default();
                 return Problem {
                     column: Some(field.name().clone()),
-                    message: format!(
-                        "cannot parse '{}' as {}",
-                        shorten(&value),
-                        field.data_type()
-                    ),
+                    message: format!("cannot parse '{}' as {}", shorten(&value), field.data_type()),
                 };
             }
         }
-        Problem {
-            column: None,
-            message: arrow_message(error),
-        }
+        Problem { column: None, message: arrow_message(error) }
     }
 
     fn hint(&self, content: &[u8], problem: &Problem) -> Option<&'static str> {
-        (self.split && problem.column.is_none() && content.contains(&self.quote)).then_some(
-            " (if quoted values contain newlines, read the file with .newlines_in_values(true))",
-        )
+        (self.split && problem.column.is_none() && content.contains(&self.quote))
+            .then_some(" (if quoted values contain newlines, read the file with .newlines_in_values(true))")
     }
 }
 
@@ -974,15 +894,9 @@ impl CsvSource {
             .with_delimiter(self.delimiter)
             .with_quote(self.quote)
             .with_truncated_rows(true);
-        let (schema, _) = format
-            .infer_schema(Cursor::new(body), Some(self.infer_rows))
-            .map_err(|e| {
-                SabotError::format(
-                    &self.path,
-                    None,
-                    format!("cannot infer the schema: {}", arrow_message(&e)),
-                )
-            })?;
+        let (schema, _) = format.infer_schema(Cursor::new(body), Some(self.infer_rows)).map_err(|e| {
+            SabotError::format(&self.path, None, format!("cannot infer the schema: {}", arrow_message(&e)))
+        })?;
         Ok(Arc::new(schema))
     }
 
@@ -992,8 +906,7 @@ impl CsvSource {
         if self.has_header {
             // Skip blank lines, then the header record.
             while pos < data.len() {
-                let (content_end, next) =
-                    scan_csv_record(data, pos, data.len(), self.delimiter, self.quote, None);
+                let (content_end, next) = scan_csv_record(data, pos, data.len(), self.delimiter, self.quote, None);
                 let blank = content_end == pos;
                 pos = next;
                 if !blank {
@@ -1006,11 +919,7 @@ impl CsvSource {
 }
 
 fn bom_len(data: &[u8]) -> usize {
-    if data.starts_with(&[0xEF, 0xBB, 0xBF]) {
-        3
-    } else {
-        0
-    }
+    if data.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 }
 }
 
 impl fmt::Debug for CsvSource {
@@ -1066,12 +975,7 @@ impl Source for CsvSource {
         } else {
             split_at_lines(&data, start, self.morsel_bytes)
         };
-        let rejects = self
-            .rejects
-            .as_deref()
-            .map(RejectsFile::create)
-            .transpose()?
-            .map(Arc::new);
+        let rejects = self.rejects.as_deref().map(RejectsFile::create).transpose()?.map(Arc::new);
         Ok(Arc::new(TextScan {
             path: self.path.clone(),
             data,
@@ -1084,11 +988,7 @@ impl Source for CsvSource {
                 quote: self.quote,
                 split: !self.newlines_in_values,
             }),
-            batch_size: if request.batch_size == 0 {
-                DEFAULT_BATCH_SIZE
-            } else {
-                request.batch_size
-            },
+            batch_size: if request.batch_size == 0 { DEFAULT_BATCH_SIZE } else { request.batch_size },
             rejects,
         }))
     }
@@ -1140,11 +1040,7 @@ impl CsvSink {
     /// let sink = CsvSink::new("out.csv");
     /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        CsvSink {
-            path: path.into(),
-            header: true,
-            delimiter: b',',
-        }
+        CsvSink { path: path.into(), header: true, delimiter: b',' }
     }
 
     /// Whether to write a header row (default `true`).
@@ -1211,14 +1107,7 @@ impl SinkWriter for CsvSinkWriter {
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let CsvSinkWriter {
-            writer,
-            pending,
-            schema,
-            header,
-            delimiter,
-            rows_written,
-        } = *self;
+        let CsvSinkWriter { writer, pending, schema, header, delimiter, rows_written } = *self;
         let mut out = writer.into_inner();
         if header && !rows_written {
             // Arrow writes the header with the first batch; an empty result still gets one.
@@ -1230,12 +1119,9 @@ impl SinkWriter for CsvSinkWriter {
                 csv_field(&mut line, field.name().as_bytes());
             }
             line.push(b'\n');
-            out.write_all(&line)
-                .map_err(|e| SabotError::io(pending.path(), e))?;
+            out.write_all(&line).map_err(|e| SabotError::io(pending.path(), e))?;
         }
-        let file = out
-            .into_inner()
-            .map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
+        let file = out.into_inner().map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
         pending.commit(file)
     }
 }

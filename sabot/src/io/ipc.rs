@@ -33,11 +33,7 @@ const CONTINUATION: [u8; 4] = [0xFF; 4];
 
 enum Layout {
     /// The file format: the footer's blocks, decoded on demand.
-    File {
-        version: MetadataVersion,
-        dictionaries: Vec<Block>,
-        batches: Vec<Block>,
-    },
+    File { version: MetadataVersion, dictionaries: Vec<Block>, batches: Vec<Block> },
     /// The stream format: batches decoded when opening.
     Stream { batches: Vec<RecordBatch> },
 }
@@ -81,51 +77,30 @@ fn format_err(path: &Path, location: Option<String>, message: impl Into<String>)
 
 /// Runs an Arrow decoding step, turning both errors and panics (on corrupt input) into a
 /// [`SabotError::Format`].
-fn guarded<T>(
-    path: &Path,
-    location: &str,
-    f: impl FnOnce() -> std::result::Result<T, ArrowError>,
-) -> Result<T> {
+fn guarded<T>(path: &Path, location: &str, f: impl FnOnce() -> std::result::Result<T, ArrowError>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format_err(
-            path,
-            Some(location.to_string()),
-            arrow_message(&e),
-        )),
+        Ok(Err(e)) => Err(format_err(path, Some(location.to_string()), arrow_message(&e))),
         Err(panic) => {
             let what = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "corrupt data".into());
-            Err(format_err(
-                path,
-                Some(location.to_string()),
-                format!("corrupt IPC data: {what}"),
-            ))
+            Err(format_err(path, Some(location.to_string()), format!("corrupt IPC data: {what}")))
         }
     }
 }
 
 /// The flatbuffer message of a block, after checking that the block and every buffer it
 /// references lie inside the file.
-fn checked_message<'a>(
-    path: &Path,
-    data: &'a [u8],
-    block: &Block,
-    what: &str,
-) -> Result<arrow::ipc::Message<'a>> {
+fn checked_message<'a>(path: &Path, data: &'a [u8], block: &Block, what: &str) -> Result<arrow::ipc::Message<'a>> {
     let location = Some(what.to_string());
     let offset = usize::try_from(block.offset()).ok();
     let meta = usize::try_from(block.metaDataLength()).ok();
     let body = usize::try_from(block.bodyLength()).ok();
     let (Some(offset), Some(meta), Some(body)) = (offset, meta, body) else {
-        return Err(format_err(
-            path,
-            location,
-            "negative offset or length in the footer",
-        ));
+        return Err(format_err(path, location, "negative offset or length in the footer"));
     };
     let end = offset.checked_add(meta).and_then(|x| x.checked_add(body));
     if end.is_none_or(|end| end > data.len()) || meta < 8 {
@@ -141,21 +116,13 @@ fn checked_message<'a>(
     }
     let header = &data[offset..offset + meta];
     let skip = if header[..4] == CONTINUATION { 8 } else { 4 };
-    let message = arrow::ipc::root_as_message(&header[skip..]).map_err(|e| {
-        format_err(
-            path,
-            location.clone(),
-            format!("invalid message header: {e}"),
-        )
-    })?;
+    let message = arrow::ipc::root_as_message(&header[skip..])
+        .map_err(|e| format_err(path, location.clone(), format!("invalid message header: {e}")))?;
     let buffers = match message.header_type() {
-        arrow::ipc::MessageHeader::RecordBatch => {
-            message.header_as_record_batch().and_then(|b| b.buffers())
+        arrow::ipc::MessageHeader::RecordBatch => message.header_as_record_batch().and_then(|b| b.buffers()),
+        arrow::ipc::MessageHeader::DictionaryBatch => {
+            message.header_as_dictionary_batch().and_then(|d| d.data()).and_then(|b| b.buffers())
         }
-        arrow::ipc::MessageHeader::DictionaryBatch => message
-            .header_as_dictionary_batch()
-            .and_then(|d| d.data())
-            .and_then(|b| b.buffers()),
         _ => None,
     };
     for b in buffers.iter().flatten() {
@@ -165,11 +132,7 @@ fn checked_message<'a>(
             .and_then(|(o, l)| o.checked_add(l))
             .is_some_and(|e| e <= body);
         if !ok {
-            return Err(format_err(
-                path,
-                location,
-                "a buffer lies outside its message body: the file is corrupt",
-            ));
+            return Err(format_err(path, location, "a buffer lies outside its message body: the file is corrupt"));
         }
     }
     Ok(message)
@@ -218,52 +181,26 @@ impl IpcSource {
         }
         let footer = arrow::ipc::root_as_footer(&data[len - 10 - footer_len..len - 10])
             .map_err(|e| format_err(path, Some("footer".into()), format!("invalid footer: {e}")))?;
-        let ipc_schema = footer
-            .schema()
-            .ok_or_else(|| format_err(path, Some("footer".into()), "the footer has no schema"))?;
-        let schema = guarded(path, "footer", || {
-            arrow::ipc::convert::try_fb_to_schema(ipc_schema)
-        })?;
+        let ipc_schema =
+            footer.schema().ok_or_else(|| format_err(path, Some("footer".into()), "the footer has no schema"))?;
+        let schema = guarded(path, "footer", || arrow::ipc::convert::try_fb_to_schema(ipc_schema))?;
         let schema = Arc::new(schema);
         let version = footer.version();
-        let dictionaries: Vec<Block> = footer
-            .dictionaries()
-            .map(|d| d.iter().copied().collect())
-            .unwrap_or_default();
-        let batches: Vec<Block> = footer
-            .recordBatches()
-            .map(|d| d.iter().copied().collect())
-            .unwrap_or_default();
+        let dictionaries: Vec<Block> = footer.dictionaries().map(|d| d.iter().copied().collect()).unwrap_or_default();
+        let batches: Vec<Block> = footer.recordBatches().map(|d| d.iter().copied().collect()).unwrap_or_default();
         let mut num_rows = 0usize;
         for (i, block) in dictionaries.iter().enumerate() {
             checked_message(path, data, block, &format!("dictionary batch {i}"))?;
         }
         for (i, block) in batches.iter().enumerate() {
             let message = checked_message(path, data, block, &format!("record batch {i}"))?;
-            let rows = message
-                .header_as_record_batch()
-                .map(|b| b.length())
-                .ok_or_else(|| {
-                    format_err(
-                        path,
-                        Some(format!("record batch {i}")),
-                        "the block is not a record batch",
-                    )
-                })?;
+            let rows = message.header_as_record_batch().map(|b| b.length()).ok_or_else(|| {
+                format_err(path, Some(format!("record batch {i}")), "the block is not a record batch")
+            })?;
             num_rows += usize::try_from(rows).unwrap_or(0);
         }
-        let layout = Layout::File {
-            version,
-            dictionaries,
-            batches,
-        };
-        Ok(IpcSource {
-            path: path.to_path_buf(),
-            buffer,
-            schema,
-            layout: Arc::new(layout),
-            num_rows,
-        })
+        let layout = Layout::File { version, dictionaries, batches };
+        Ok(IpcSource { path: path.to_path_buf(), buffer, schema, layout: Arc::new(layout), num_rows })
     }
 
     fn open_stream(path: &Path, buffer: Buffer) -> Result<Self> {
@@ -282,24 +219,16 @@ impl IpcSource {
             }
         }
         guarded(path, &format!("byte {total}"), || decoder.finish()).map_err(|e| match e {
-            SabotError::Format {
-                path,
-                location,
-                message,
-            } => SabotError::Format {
+            SabotError::Format { path, location, message } => SabotError::Format {
                 path,
                 location,
                 message: format!("{message} (not an Arrow IPC file or stream, or truncated)"),
             },
             other => other,
         })?;
-        let schema = decoder.schema().ok_or_else(|| {
-            format_err(
-                path,
-                None,
-                "not an Arrow IPC file or stream: no schema message",
-            )
-        })?;
+        let schema = decoder
+            .schema()
+            .ok_or_else(|| format_err(path, None, "not an Arrow IPC file or stream: no schema message"))?;
         let num_rows = batches.iter().map(|b| b.num_rows()).sum();
         Ok(IpcSource {
             path: path.to_path_buf(),
@@ -355,11 +284,7 @@ impl Source for IpcSource {
     fn scan(&self, request: &ScanRequest) -> Result<Arc<dyn Scan>> {
         let output = project_schema(&self.schema, request.projection.as_deref())?;
         let decoder = match self.layout.as_ref() {
-            Layout::File {
-                version,
-                dictionaries,
-                ..
-            } => {
+            Layout::File { version, dictionaries, .. } => {
                 let mut decoder = FileDecoder::new(self.schema.clone(), *version);
                 if let Some(p) = &request.projection {
                     decoder = decoder.with_projection(p.clone());
@@ -367,9 +292,7 @@ impl Source for IpcSource {
                 for (i, block) in dictionaries.iter().enumerate() {
                     let len = block.metaDataLength() as usize + block.bodyLength() as usize;
                     let data = self.buffer.slice_with_length(block.offset() as usize, len);
-                    guarded(&self.path, &format!("dictionary batch {i}"), || {
-                        decoder.read_dictionary(block, &data)
-                    })?;
+                    guarded(&self.path, &format!("dictionary batch {i}"), || decoder.read_dictionary(block, &data))?;
                 }
                 Some(decoder)
             }
@@ -412,9 +335,7 @@ impl Scan for IpcScan {
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let count = self.morsel_count();
         if index >= count {
-            return Err(SabotError::Execution(format!(
-                "morsel {index} out of range (the scan has {count} morsels)"
-            )));
+            return Err(SabotError::Execution(format!("morsel {index} out of range (the scan has {count} morsels)")));
         }
         let batch = match (self.layout.as_ref(), &self.decoder) {
             (Layout::File { batches, .. }, Some(decoder)) => {
@@ -422,10 +343,8 @@ impl Scan for IpcScan {
                 let len = block.metaDataLength() as usize + block.bodyLength() as usize;
                 let data = self.buffer.slice_with_length(block.offset() as usize, len);
                 let location = format!("record batch {index}");
-                let batch = guarded(&self.path, &location, || {
-                    decoder.read_record_batch(block, &data)
-                })?
-                .ok_or_else(|| format_err(&self.path, Some(location), "empty message"))?;
+                let batch = guarded(&self.path, &location, || decoder.read_record_batch(block, &data))?
+                    .ok_or_else(|| format_err(&self.path, Some(location), "empty message"))?;
                 RecordBatch::try_new(self.output.clone(), batch.columns().to_vec())?
             }
             (Layout::Stream { batches }, _) => {
@@ -438,17 +357,11 @@ impl Scan for IpcScan {
             (Layout::File { .. }, None) => unreachable!("file scans always have a decoder"),
         };
         let rows = batch.num_rows();
-        let size = if self.batch_size == 0 {
-            rows.max(1)
-        } else {
-            self.batch_size
-        };
+        let size = if self.batch_size == 0 { rows.max(1) } else { self.batch_size };
         if rows <= size {
             return Ok(Box::new(std::iter::once(Ok(batch))));
         }
-        Ok(Box::new((0..rows.div_ceil(size)).map(move |i| {
-            Ok(batch.slice(i * size, size.min(rows - i * size)))
-        })))
+        Ok(Box::new((0..rows.div_ceil(size)).map(move |i| Ok(batch.slice(i * size, size.min(rows - i * size))))))
     }
 }
 
@@ -485,11 +398,8 @@ impl Sink for IpcSink {
 
     fn open(&self, schema: SchemaRef) -> Result<Box<dyn SinkWriter>> {
         let (file, pending) = PendingFile::create(&self.path)?;
-        let writer = arrow::ipc::writer::FileWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
-            &schema,
-        )
-        .map_err(|e| write_error(&self.path, e))?;
+        let writer = arrow::ipc::writer::FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), &schema)
+            .map_err(|e| write_error(&self.path, e))?;
         Ok(Box::new(IpcSinkWriter { writer, pending }))
     }
 }
@@ -508,25 +418,14 @@ struct IpcSinkWriter {
 
 impl SinkWriter for IpcSinkWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer
-            .write(batch)
-            .map_err(|e| write_error(self.pending.path(), e))
+        self.writer.write(batch).map_err(|e| write_error(self.pending.path(), e))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let IpcSinkWriter {
-            mut writer,
-            pending,
-        } = *self;
-        writer
-            .finish()
-            .map_err(|e| write_error(pending.path(), e))?;
-        let out = writer
-            .into_inner()
-            .map_err(|e| write_error(pending.path(), e))?;
-        let file = out
-            .into_inner()
-            .map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
+        let IpcSinkWriter { mut writer, pending } = *self;
+        writer.finish().map_err(|e| write_error(pending.path(), e))?;
+        let out = writer.into_inner().map_err(|e| write_error(pending.path(), e))?;
+        let file = out.into_inner().map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
         pending.commit(file)
     }
 }

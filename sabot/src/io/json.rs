@@ -17,8 +17,8 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::io::csv::{
-    DEFAULT_BATCH_SIZE, DEFAULT_MORSEL_BYTES, PendingFile, Problem, RowDecoder, TextFormat,
-    TextScan, arrow_message, map_file, split_at_lines,
+    DEFAULT_BATCH_SIZE, DEFAULT_MORSEL_BYTES, PendingFile, Problem, RowDecoder, TextFormat, TextScan, arrow_message,
+    map_file, split_at_lines,
 };
 use crate::io::memory::project_schema;
 use crate::io::{Scan, ScanRequest, Sink, SinkWriter, Source};
@@ -51,10 +51,7 @@ fn error_field(message: &str) -> Option<(String, String)> {
     let start = message.find(marker)? + marker.len();
     let len = message[start..].find('\'')?;
     let field = message[start..start + len].to_string();
-    let rest = message[start + len + 1..]
-        .trim_start_matches(':')
-        .trim()
-        .to_string();
+    let rest = message[start + len + 1..].trim_start_matches(':').trim().to_string();
     Some((field, rest))
 }
 
@@ -62,13 +59,9 @@ impl TextFormat for JsonFormat {
     type Decoder = JsonDecoder;
 
     fn decoder(&self, batch_size: usize) -> std::result::Result<JsonDecoder, ArrowError> {
-        let decoder = arrow::json::ReaderBuilder::new(self.output.clone())
-            .with_batch_size(batch_size)
-            .build_decoder()?;
-        Ok(JsonDecoder {
-            decoder,
-            batch_size,
-        })
+        let decoder =
+            arrow::json::ReaderBuilder::new(self.output.clone()).with_batch_size(batch_size).build_decoder()?;
+        Ok(JsonDecoder { decoder, batch_size })
     }
 
     fn output_schema(&self) -> &SchemaRef {
@@ -79,11 +72,7 @@ impl TextFormat for JsonFormat {
         match memchr::memchr(b'\n', &data[start..end]) {
             Some(i) => {
                 let nl = start + i;
-                let content_end = if nl > start && data[nl - 1] == b'\r' {
-                    nl - 1
-                } else {
-                    nl
-                };
+                let content_end = if nl > start && data[nl - 1] == b'\r' { nl - 1 } else { nl };
                 (content_end, nl + 1)
             }
             None => (end, end),
@@ -101,14 +90,8 @@ impl TextFormat for JsonFormat {
     fn diagnose(&self, _record: &[u8], error: &ArrowError) -> Problem {
         let message = arrow_message(error);
         match error_field(&message) {
-            Some((field, rest)) => Problem {
-                column: Some(field),
-                message: rest,
-            },
-            None => Problem {
-                column: None,
-                message,
-            },
+            Some((field, rest)) => Problem { column: Some(field), message: rest },
+            None => Problem { column: None, message },
         }
     }
 }
@@ -250,21 +233,14 @@ fn infer(path: &Path, data: &[u8], rows: usize) -> Result<SchemaRef> {
                     break;
                 }
             }
-            Err(SabotError::format(
-                path,
-                None,
-                format!("cannot infer the schema: {}", arrow_message(&error)),
-            ))
+            Err(SabotError::format(path, None, format!("cannot infer the schema: {}", arrow_message(&error))))
         }
     }
 }
 
 impl fmt::Debug for JsonLinesSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonLinesSource")
-            .field("path", &self.path)
-            .field("rejects", &self.rejects)
-            .finish()
+        f.debug_struct("JsonLinesSource").field("path", &self.path).field("rejects", &self.rejects).finish()
     }
 }
 
@@ -304,31 +280,16 @@ impl Source for JsonLinesSource {
         let output = project_schema(&schema, request.projection.as_deref())?;
         let format = JsonFormat { output };
         // Check that Arrow can decode this schema before any morsel runs.
-        format
-            .decoder(1)
-            .map_err(|e| SabotError::format(&self.path, None, arrow_message(&e)))?;
-        let start = if data.starts_with(&[0xEF, 0xBB, 0xBF]) {
-            3
-        } else {
-            0
-        };
+        format.decoder(1).map_err(|e| SabotError::format(&self.path, None, arrow_message(&e)))?;
+        let start = if data.starts_with(&[0xEF, 0xBB, 0xBF]) { 3 } else { 0 };
         let ranges = split_at_lines(&data, start, self.morsel_bytes);
-        let rejects = self
-            .rejects
-            .as_deref()
-            .map(crate::io::csv::RejectsFile::create)
-            .transpose()?
-            .map(Arc::new);
+        let rejects = self.rejects.as_deref().map(crate::io::csv::RejectsFile::create).transpose()?.map(Arc::new);
         Ok(Arc::new(TextScan {
             path: self.path.clone(),
             data,
             ranges,
             format: Arc::new(format),
-            batch_size: if request.batch_size == 0 {
-                DEFAULT_BATCH_SIZE
-            } else {
-                request.batch_size
-            },
+            batch_size: if request.batch_size == 0 { DEFAULT_BATCH_SIZE } else { request.batch_size },
             rejects,
         }))
     }
@@ -396,23 +357,13 @@ fn write_error(path: &Path, e: ArrowError) -> SabotError {
 
 impl SinkWriter for JsonSinkWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer
-            .write(batch)
-            .map_err(|e| write_error(self.pending.path(), e))
+        self.writer.write(batch).map_err(|e| write_error(self.pending.path(), e))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
-        let JsonSinkWriter {
-            mut writer,
-            pending,
-        } = *self;
-        writer
-            .finish()
-            .map_err(|e| write_error(pending.path(), e))?;
-        let file = writer
-            .into_inner()
-            .into_inner()
-            .map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
+        let JsonSinkWriter { mut writer, pending } = *self;
+        writer.finish().map_err(|e| write_error(pending.path(), e))?;
+        let file = writer.into_inner().into_inner().map_err(|e| SabotError::io(pending.path(), e.into_error()))?;
         pending.commit(file)
     }
 }

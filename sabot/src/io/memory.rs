@@ -14,10 +14,7 @@ use crate::io::{BatchIter, Scan, ScanRequest, Source};
 use crate::{Result, SabotError};
 
 /// Checks a projection against a schema and returns the projected schema.
-pub(crate) fn project_schema(
-    schema: &SchemaRef,
-    projection: Option<&[usize]>,
-) -> Result<SchemaRef> {
+pub(crate) fn project_schema(schema: &SchemaRef, projection: Option<&[usize]>) -> Result<SchemaRef> {
     match projection {
         None => Ok(schema.clone()),
         Some(indices) => {
@@ -43,11 +40,7 @@ fn project_batch(batch: &RecordBatch, projection: Option<&[usize]>) -> Result<Re
 /// Splits `batch` into slices of at most `batch_size` rows (zero-copy).
 fn split_batch(batch: RecordBatch, batch_size: usize) -> impl Iterator<Item = RecordBatch> + Send {
     let rows = batch.num_rows();
-    let size = if batch_size == 0 {
-        rows.max(1)
-    } else {
-        batch_size
-    };
+    let size = if batch_size == 0 { rows.max(1) } else { batch_size };
     let chunks = if rows == 0 { 1 } else { rows.div_ceil(size) };
     (0..chunks).map(move |i| {
         let offset = i * size;
@@ -98,15 +91,10 @@ impl MemorySource {
                     .zip(schema.fields())
                     .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
             if !same {
-                return Err(SabotError::plan(format!(
-                    "MemorySource: batch {i} has schema {found}, expected {schema}"
-                )));
+                return Err(SabotError::plan(format!("MemorySource: batch {i} has schema {found}, expected {schema}")));
             }
         }
-        Ok(MemorySource {
-            schema,
-            batches: batches.into(),
-        })
+        Ok(MemorySource { schema, batches: batches.into() })
     }
 
     /// The batches of this source.
@@ -172,9 +160,7 @@ struct MemoryScan {
 }
 
 fn morsel_out_of_range(index: usize, count: usize) -> SabotError {
-    SabotError::Execution(format!(
-        "morsel {index} out of range (the scan has {count} morsels)"
-    ))
+    SabotError::Execution(format!("morsel {index} out of range (the scan has {count} morsels)"))
 }
 
 impl Scan for MemoryScan {
@@ -187,10 +173,7 @@ impl Scan for MemoryScan {
     }
 
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
-        let batch = self
-            .batches
-            .get(index)
-            .ok_or_else(|| morsel_out_of_range(index, self.batches.len()))?;
+        let batch = self.batches.get(index).ok_or_else(|| morsel_out_of_range(index, self.batches.len()))?;
         let batch = project_batch(batch, self.projection.as_deref())?;
         Ok(Box::new(split_batch(batch, self.batch_size).map(Ok)))
     }
@@ -242,11 +225,7 @@ impl GenerateSource {
     /// let source = GenerateSource::new(schema, 0, Arc::new(move |_| Ok(RecordBatch::new_empty(s.clone()))));
     /// ```
     pub fn new(schema: SchemaRef, batch_count: usize, generate: GenerateFn) -> Self {
-        GenerateSource {
-            schema,
-            batch_count,
-            generate,
-        }
+        GenerateSource { schema, batch_count, generate }
     }
 }
 
@@ -306,12 +285,7 @@ impl Scan for GenerateScan {
         let batch = (self.source.generate)(index)?;
         let expected = &self.source.schema;
         if batch.num_columns() != expected.fields().len()
-            || batch
-                .schema()
-                .fields()
-                .iter()
-                .zip(expected.fields())
-                .any(|(a, b)| a.data_type() != b.data_type())
+            || batch.schema().fields().iter().zip(expected.fields()).any(|(a, b)| a.data_type() != b.data_type())
         {
             return Err(SabotError::Execution(format!(
                 "GenerateSource: batch {index} has schema {}, expected {expected}",

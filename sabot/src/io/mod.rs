@@ -13,8 +13,8 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use crate::expr::Expr;
 use crate::Result;
+use crate::expr::Expr;
 
 /// How much of a pushed-down filter a source applies itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,7 @@ use arrow::compute::kernels::cmp;
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
-};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
@@ -46,10 +44,7 @@ fn parquet_error(path: &Path, location: Option<String>, err: ParquetError) -> Sa
         ParquetError::ArrowError(message) => SabotError::format(path, location, message),
         other => {
             let message = other.to_string();
-            let message = message
-                .strip_prefix("Parquet error: ")
-                .unwrap_or(&message)
-                .to_string();
+            let message = message.strip_prefix("Parquet error: ").unwrap_or(&message).to_string();
             SabotError::format(path, location, message)
         }
     }
@@ -74,10 +69,7 @@ impl ParquetFile {
         }
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(|e| parquet_error(path, Some("footer".into()), e))?;
-        Ok(ParquetFile {
-            path: path.to_path_buf(),
-            metadata,
-        })
+        Ok(ParquetFile { path: path.to_path_buf(), metadata })
     }
 
     fn num_rows(&self) -> usize {
@@ -123,28 +115,18 @@ impl ParquetSource {
                 let p = entry.path();
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
-                if !name.starts_with('.')
-                    && !name.starts_with('_')
-                    && name.ends_with(".parquet")
-                    && p.is_file()
-                {
+                if !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet") && p.is_file() {
                     paths.push(p);
                 }
             }
             if paths.is_empty() {
-                return Err(SabotError::format(
-                    path,
-                    None,
-                    "directory contains no *.parquet files",
-                ));
+                return Err(SabotError::format(path, None, "directory contains no *.parquet files"));
             }
             paths.sort();
-            Self::build(paths, format!("parquet: {} ({} files)", path.display(), 0))
+            let description = format!("parquet: {} ({} files)", path.display(), paths.len());
+            Self::build(paths, description)
         } else {
-            Self::build(
-                vec![path.to_path_buf()],
-                format!("parquet: {}", path.display()),
-            )
+            Self::build(vec![path.to_path_buf()], format!("parquet: {}", path.display()))
         }
     }
 
@@ -156,32 +138,20 @@ impl ParquetSource {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn from_paths<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<Self> {
-        let paths: Vec<PathBuf> = paths
-            .into_iter()
-            .map(|p| p.as_ref().to_path_buf())
-            .collect();
+        let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_path_buf()).collect();
         if paths.is_empty() {
-            return Err(SabotError::plan(
-                "ParquetSource::from_paths needs at least one file",
-            ));
+            return Err(SabotError::plan("ParquetSource::from_paths needs at least one file"));
         }
         let description = match paths.as_slice() {
             [one] => format!("parquet: {}", one.display()),
-            [first, ..] => format!(
-                "parquet: {} and {} more files",
-                first.display(),
-                paths.len() - 1
-            ),
+            [first, ..] => format!("parquet: {} and {} more files", first.display(), paths.len() - 1),
             [] => unreachable!(),
         };
         Self::build(paths, description)
     }
 
-    fn build(paths: Vec<PathBuf>, mut description: String) -> Result<Self> {
-        let files = paths
-            .iter()
-            .map(|p| ParquetFile::open(p))
-            .collect::<Result<Vec<_>>>()?;
+    fn build(paths: Vec<PathBuf>, description: String) -> Result<Self> {
+        let files = paths.iter().map(|p| ParquetFile::open(p)).collect::<Result<Vec<_>>>()?;
         let schema = files[0].metadata.schema().clone();
         for file in &files[1..] {
             let other = file.metadata.schema();
@@ -195,21 +165,11 @@ impl ParquetSource {
                 return Err(SabotError::format(
                     &file.path,
                     None,
-                    format!(
-                        "schema {other} differs from the schema {schema} of {}",
-                        files[0].path.display()
-                    ),
+                    format!("schema {other} differs from the schema {schema} of {}", files[0].path.display()),
                 ));
             }
         }
-        if description.ends_with("(0 files)") {
-            description = description.replace("(0 files)", &format!("({} files)", files.len()));
-        }
-        Ok(ParquetSource {
-            files: files.into(),
-            schema,
-            description,
-        })
+        Ok(ParquetSource { files: files.into(), schema, description })
     }
 
     /// The number of row groups over all files.
@@ -220,20 +180,14 @@ impl ParquetSource {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn num_row_groups(&self) -> usize {
-        self.files
-            .iter()
-            .map(|f| f.metadata.metadata().num_row_groups())
-            .sum()
+        self.files.iter().map(|f| f.metadata.metadata().num_row_groups()).sum()
     }
 }
 
 impl fmt::Debug for ParquetSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParquetSource")
-            .field(
-                "files",
-                &self.files.iter().map(|f| &f.path).collect::<Vec<_>>(),
-            )
+            .field("files", &self.files.iter().map(|f| &f.path).collect::<Vec<_>>())
             .field("num_rows", &self.num_rows())
             .finish()
     }
@@ -257,10 +211,7 @@ impl Source for ParquetSource {
     }
 
     fn filter_support(&self, filter: &Expr) -> FilterSupport {
-        if conjuncts(filter)
-            .iter()
-            .any(|c| Predicate::parse(c, &self.schema).is_some())
-        {
+        if conjuncts(filter).iter().any(|c| Predicate::parse(c, &self.schema).is_some()) {
             FilterSupport::Inexact
         } else {
             FilterSupport::Unsupported
@@ -277,19 +228,13 @@ impl Source for ParquetSource {
                 let mut roots = p.clone();
                 roots.sort_unstable();
                 roots.dedup();
-                let reorder: Vec<usize> =
-                    p.iter().map(|i| roots.binary_search(i).unwrap()).collect();
-                let identity = reorder.iter().enumerate().all(|(i, &j)| i == j)
-                    && reorder.len() == roots.len();
+                let reorder: Vec<usize> = p.iter().map(|i| roots.binary_search(i).unwrap()).collect();
+                let identity = reorder.iter().enumerate().all(|(i, &j)| i == j) && reorder.len() == roots.len();
                 (Some(roots), (!identity).then_some(reorder))
             }
         };
-        let predicates: Vec<Predicate> = request
-            .filters
-            .iter()
-            .flat_map(conjuncts)
-            .filter_map(|c| Predicate::parse(c, &self.schema))
-            .collect();
+        let predicates: Vec<Predicate> =
+            request.filters.iter().flat_map(conjuncts).filter_map(|c| Predicate::parse(c, &self.schema)).collect();
 
         let mut morsels = Vec::new();
         let mut pruned_row_groups = 0;
@@ -314,46 +259,28 @@ impl Source for ParquetSource {
                     && current_rows + rows <= MERGED_MORSEL_ROWS
                     && *current.last().unwrap() + 1 == rg;
                 if !mergeable && !current.is_empty() {
-                    morsels.push(Morsel {
-                        file: file_index,
-                        row_groups: std::mem::take(&mut current),
-                    });
+                    morsels.push(Morsel { file: file_index, row_groups: std::mem::take(&mut current) });
                     current_rows = 0;
                 }
                 current.push(rg);
                 current_rows += rows;
                 if !small {
-                    morsels.push(Morsel {
-                        file: file_index,
-                        row_groups: std::mem::take(&mut current),
-                    });
+                    morsels.push(Morsel { file: file_index, row_groups: std::mem::take(&mut current) });
                     current_rows = 0;
                 }
             }
             if !current.is_empty() {
-                morsels.push(Morsel {
-                    file: file_index,
-                    row_groups: current,
-                });
+                morsels.push(Morsel { file: file_index, row_groups: current });
             }
         }
-        tracing::debug!(
-            files = self.files.len(),
-            morsels = morsels.len(),
-            pruned_row_groups,
-            "planned parquet scan"
-        );
+        tracing::debug!(files = self.files.len(), morsels = morsels.len(), pruned_row_groups, "planned parquet scan");
         Ok(Arc::new(ParquetScan {
             files: self.files.clone(),
             schema: out_schema,
             roots,
             reorder,
             morsels,
-            batch_size: if request.batch_size == 0 {
-                8192
-            } else {
-                request.batch_size
-            },
+            batch_size: if request.batch_size == 0 { 8192 } else { request.batch_size },
         }))
     }
 }
@@ -383,10 +310,7 @@ impl Scan for ParquetScan {
 
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
         let morsel = self.morsels.get(index).ok_or_else(|| {
-            SabotError::Execution(format!(
-                "morsel {index} out of range (the scan has {} morsels)",
-                self.morsels.len()
-            ))
+            SabotError::Execution(format!("morsel {index} out of range (the scan has {} morsels)", self.morsels.len()))
         })?;
         let file = &self.files[morsel.file];
         let path = file.path.clone();
@@ -396,24 +320,18 @@ impl Scan for ParquetScan {
             [] => String::new(),
         };
         let handle = File::open(&path).map_err(|e| SabotError::io(&path, e))?;
-        let mut builder =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
-                .with_row_groups(morsel.row_groups.clone())
-                .with_batch_size(self.batch_size);
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(handle, file.metadata.clone())
+            .with_row_groups(morsel.row_groups.clone())
+            .with_batch_size(self.batch_size);
         if let Some(roots) = &self.roots {
-            builder = builder.with_projection(ProjectionMask::roots(
-                file.metadata.parquet_schema(),
-                roots.iter().copied(),
-            ));
+            builder =
+                builder.with_projection(ProjectionMask::roots(file.metadata.parquet_schema(), roots.iter().copied()));
         }
-        let reader = builder
-            .build()
-            .map_err(|e| parquet_error(&path, Some(location.clone()), e))?;
+        let reader = builder.build().map_err(|e| parquet_error(&path, Some(location.clone()), e))?;
         let schema = self.schema.clone();
         let reorder = self.reorder.clone();
         Ok(Box::new(reader.map(move |batch| {
-            let batch = batch
-                .map_err(|e| SabotError::format(&path, Some(location.clone()), e.to_string()))?;
+            let batch = batch.map_err(|e| SabotError::format(&path, Some(location.clone()), e.to_string()))?;
             let columns: Vec<ArrayRef> = match &reorder {
                 None => batch.columns().to_vec(),
                 Some(order) => order.iter().map(|&i| batch.column(i).clone()).collect(),
@@ -430,11 +348,7 @@ impl Scan for ParquetScan {
 /// Splits nested `AND`s into their conjuncts.
 fn conjuncts(expr: &Expr) -> Vec<&Expr> {
     match expr {
-        Expr::Binary {
-            left,
-            op: BinaryOp::And,
-            right,
-        } => {
+        Expr::Binary { left, op: BinaryOp::And, right } => {
             let mut v = conjuncts(left);
             v.extend(conjuncts(right));
             v
@@ -466,33 +380,19 @@ fn column_name(expr: &Expr) -> Option<&str> {
 
 impl Predicate {
     fn parse(expr: &Expr, schema: &Schema) -> Option<Predicate> {
-        let known = |name: &str| {
-            schema
-                .field_with_name(name)
-                .ok()
-                .filter(|f| prunable_type(f.data_type()))
-                .is_some()
-        };
+        let known = |name: &str| schema.field_with_name(name).ok().filter(|f| prunable_type(f.data_type())).is_some();
         match expr {
             Expr::Binary { left, op, right } => {
-                if !matches!(
-                    op,
-                    BinaryOp::Eq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq
-                ) {
+                if !matches!(op, BinaryOp::Eq | BinaryOp::Lt | BinaryOp::LtEq | BinaryOp::Gt | BinaryOp::GtEq) {
                     return None;
                 }
                 let (column, op, value) = match (left.as_ref(), right.as_ref()) {
                     (l, Expr::Literal(v)) if column_name(l).is_some() => (column_name(l)?, *op, v),
-                    (Expr::Literal(v), r) if column_name(r).is_some() => {
-                        (column_name(r)?, op.swap()?, v)
-                    }
+                    (Expr::Literal(v), r) if column_name(r).is_some() => (column_name(r)?, op.swap()?, v),
                     _ => return None,
                 };
                 let field = schema.field_with_name(column).ok()?;
-                if !known(column)
-                    || value.is_null()
-                    || common_type(field.data_type(), &value.data_type()).is_none()
-                {
+                if !known(column) || value.is_null() || common_type(field.data_type(), &value.data_type()).is_none() {
                     return None;
                 }
                 if matches!(value, ScalarValue::Float32(Some(f)) if f.is_nan())
@@ -500,27 +400,21 @@ impl Predicate {
                 {
                     return None;
                 }
-                Some(Predicate::Compare {
-                    column: column.to_string(),
-                    op,
-                    value: value.clone(),
-                })
+                Some(Predicate::Compare { column: column.to_string(), op, value: value.clone() })
             }
-            Expr::IsNull(inner) => column_name(inner)
-                .filter(|c| schema.field_with_name(c).is_ok())
-                .map(|c| Predicate::IsNull(c.into())),
-            Expr::IsNotNull(inner) => column_name(inner)
-                .filter(|c| schema.field_with_name(c).is_ok())
-                .map(|c| Predicate::IsNotNull(c.into())),
+            Expr::IsNull(inner) => {
+                column_name(inner).filter(|c| schema.field_with_name(c).is_ok()).map(|c| Predicate::IsNull(c.into()))
+            }
+            Expr::IsNotNull(inner) => {
+                column_name(inner).filter(|c| schema.field_with_name(c).is_ok()).map(|c| Predicate::IsNotNull(c.into()))
+            }
             _ => None,
         }
     }
 
     fn column(&self) -> &str {
         match self {
-            Predicate::Compare { column, .. }
-            | Predicate::IsNull(column)
-            | Predicate::IsNotNull(column) => column,
+            Predicate::Compare { column, .. } | Predicate::IsNull(column) | Predicate::IsNotNull(column) => column,
         }
     }
 }
@@ -541,10 +435,7 @@ fn prunable_type(t: &DataType) -> bool {
     is_integer(t)
         || is_float(t)
         || is_string(t)
-        || matches!(
-            t,
-            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean
-        )
+        || matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Boolean)
 }
 
 /// The type in which statistics of a `column` and a literal are compared, chosen so that the
@@ -558,9 +449,7 @@ fn common_type(column: &DataType, literal: &DataType) -> Option<DataType> {
     }
     match (column, literal) {
         (c, l) if is_integer(c) && is_integer(l) => Some(DataType::Int64),
-        (c, l) if (is_integer(c) || is_float(c)) && (is_integer(l) || is_float(l)) => {
-            Some(DataType::Float64)
-        }
+        (c, l) if (is_integer(c) || is_float(c)) && (is_integer(l) || is_float(l)) => Some(DataType::Float64),
         (c, l) if is_string(c) && is_string(l) => Some(DataType::Utf8),
         (DataType::Timestamp(..), DataType::Timestamp(..)) => Some(DataType::Int64),
         _ => None,
@@ -579,20 +468,12 @@ fn unit_rank(unit: &TimeUnit) -> u8 {
 /// Converts `array` (statistics or a one-element literal) to `target`; timestamps are converted
 /// to raw `Int64` counts of `unit`. `None` if the conversion is not exact.
 fn to_common(array: &ArrayRef, target: &DataType, unit: Option<&TimeUnit>) -> Option<ArrayRef> {
-    let options = arrow::compute::CastOptions {
-        safe: false,
-        ..Default::default()
-    };
+    let options = arrow::compute::CastOptions { safe: false, ..Default::default() };
     if let (DataType::Timestamp(from, tz), Some(unit)) = (array.data_type(), unit) {
         let scaled = if from == unit {
             array.clone()
         } else {
-            arrow::compute::cast_with_options(
-                array,
-                &DataType::Timestamp(*unit, tz.clone()),
-                &options,
-            )
-            .ok()?
+            arrow::compute::cast_with_options(array, &DataType::Timestamp(*unit, tz.clone()), &options).ok()?
         };
         return arrow::compute::cast_with_options(&scaled, &DataType::Int64, &options).ok();
     }
@@ -612,11 +493,8 @@ fn prune_row_groups(file: &ParquetFile, predicates: &[Predicate]) -> Vec<bool> {
     }
     let schema = file.metadata.schema();
     for predicate in predicates {
-        let Ok(converter) = StatisticsConverter::try_new(
-            predicate.column(),
-            schema,
-            file.metadata.parquet_schema(),
-        ) else {
+        let Ok(converter) = StatisticsConverter::try_new(predicate.column(), schema, file.metadata.parquet_schema())
+        else {
             continue;
         };
         let converter = converter.with_missing_null_counts_as_zero(false);
@@ -641,13 +519,9 @@ fn may_match(
     let null_counts: UInt64Array = converter.row_group_null_counts(row_groups.iter()).ok()?;
     match predicate {
         Predicate::IsNull(_) => Some(null_counts.iter().map(|c| c != Some(0)).collect()),
-        Predicate::IsNotNull(_) => Some(
-            null_counts
-                .iter()
-                .zip(row_groups)
-                .map(|(c, rg)| c != Some(rg.num_rows().max(0) as u64))
-                .collect(),
-        ),
+        Predicate::IsNotNull(_) => {
+            Some(null_counts.iter().zip(row_groups).map(|(c, rg)| c != Some(rg.num_rows().max(0) as u64)).collect())
+        }
         Predicate::Compare { op, value, .. } => {
             let column_type = converter.arrow_field().data_type();
             let target = common_type(column_type, &value.data_type())?;
@@ -657,16 +531,8 @@ fn may_match(
                 }
                 _ => None,
             };
-            let mins = to_common(
-                &converter.row_group_mins(row_groups.iter()).ok()?,
-                &target,
-                unit.as_ref(),
-            )?;
-            let maxes = to_common(
-                &converter.row_group_maxes(row_groups.iter()).ok()?,
-                &target,
-                unit.as_ref(),
-            )?;
+            let mins = to_common(&converter.row_group_mins(row_groups.iter()).ok()?, &target, unit.as_ref())?;
+            let maxes = to_common(&converter.row_group_maxes(row_groups.iter()).ok()?, &target, unit.as_ref())?;
             let literal = to_common(&value.to_array(1), &target, unit.as_ref())?;
             if literal.is_null(0) {
                 return None;
@@ -675,12 +541,7 @@ fn may_match(
             // NaNs out of min/max. Range comparisons are only trusted with a zero NaN count.
             let floats = is_float(column_type);
             let nan_free: Vec<bool> = if floats {
-                converter
-                    .row_group_nan_counts(row_groups.iter())
-                    .ok()?
-                    .iter()
-                    .map(|c| c == Some(0))
-                    .collect()
+                converter.row_group_nan_counts(row_groups.iter()).ok()?.iter().map(|c| c == Some(0)).collect()
             } else {
                 vec![true; row_groups.len()]
             };
@@ -690,19 +551,15 @@ fn may_match(
                             f: fn(
                 &dyn Datum,
                 &dyn Datum,
-            ) -> std::result::Result<
-                BooleanArray,
-                arrow::error::ArrowError,
-            >| { f(stats, &lit).ok() };
+            ) -> std::result::Result<BooleanArray, arrow::error::ArrowError>| {
+                f(stats, &lit).ok()
+            };
             let cannot: Vec<bool> = match op {
                 BinaryOp::Eq => {
                     let above = cmp_stat(&mins, cmp::gt)?;
                     let below = cmp_stat(&maxes, cmp::lt)?;
                     (0..row_groups.len())
-                        .map(|i| {
-                            above.is_valid(i) && above.value(i)
-                                || below.is_valid(i) && below.value(i)
-                        })
+                        .map(|i| above.is_valid(i) && above.value(i) || below.is_valid(i) && below.value(i))
                         .collect()
                 }
                 BinaryOp::Lt => definite(&cmp_stat(&mins, cmp::gt_eq)?, &nan_free),
@@ -720,21 +577,13 @@ fn may_match(
                         .downcast_ref::<arrow::array::Float32Array>()
                         .is_some_and(|f| f.is_valid(i) && f.value(i).is_nan())
             };
-            Some(
-                cannot
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| !c || nan_bound(&mins, i) || nan_bound(&maxes, i))
-                    .collect(),
-            )
+            Some(cannot.iter().enumerate().map(|(i, &c)| !c || nan_bound(&mins, i) || nan_bound(&maxes, i)).collect())
         }
     }
 }
 
 fn definite(result: &BooleanArray, trusted: &[bool]) -> Vec<bool> {
-    (0..result.len())
-        .map(|i| trusted[i] && result.is_valid(i) && result.value(i))
-        .collect()
+    (0..result.len()).map(|i| trusted[i] && result.is_valid(i) && result.value(i)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -837,8 +686,7 @@ impl Sink for ParquetSink {
             .set_max_row_group_row_count(Some(self.row_group_size))
             .set_max_row_group_bytes(Some(self.row_group_bytes))
             .build();
-        let writer = ArrowWriter::try_new(file, schema, Some(props))
-            .map_err(|e| parquet_error(&self.path, None, e))?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_error(&self.path, None, e))?;
         Ok(Box::new(ParquetSinkWriter { writer, pending }))
     }
 }
@@ -850,16 +698,12 @@ struct ParquetSinkWriter {
 
 impl SinkWriter for ParquetSinkWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer
-            .write(batch)
-            .map_err(|e| parquet_error(self.pending.path(), None, e))
+        self.writer.write(batch).map_err(|e| parquet_error(self.pending.path(), None, e))
     }
 
     fn finish(self: Box<Self>) -> Result<()> {
         let ParquetSinkWriter { writer, pending } = *self;
-        let file = writer
-            .into_inner()
-            .map_err(|e| parquet_error(pending.path(), None, e))?;
+        let file = writer.into_inner().map_err(|e| parquet_error(pending.path(), None, e))?;
         pending.commit(file)
     }
 }

@@ -4,8 +4,8 @@ use arrow::compute::filter_record_batch;
 use arrow::record_batch::RecordBatch;
 
 use super::{Operator, Output};
-use crate::expr::Expr;
 use crate::Result;
+use crate::expr::Expr;
 
 /// Evaluates a boolean expression and keeps the rows where it is true (null counts as false).
 ///

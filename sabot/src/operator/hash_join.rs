@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, new_null_array};
 use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
@@ -302,7 +302,13 @@ impl HashJoinProbe {
         }
     }
 
-    fn assemble(&self, probe: Option<&RecordBatch>, table: &JoinTable, probe_idx: &UInt32Array, build_idx: &UInt32Array) -> Result<RecordBatch> {
+    fn assemble(
+        &self,
+        probe: Option<&RecordBatch>,
+        table: &JoinTable,
+        probe_idx: &UInt32Array,
+        build_idx: &UInt32Array,
+    ) -> Result<RecordBatch> {
         let len = probe_idx.len().max(build_idx.len());
         let columns = self
             .output
@@ -310,7 +316,9 @@ impl HashJoinProbe {
             .zip(self.schema.fields())
             .map(|(source, field)| {
                 Ok(match (*source, probe) {
-                    (JoinColumn::Probe(c) | JoinColumn::Key { probe: c, .. }, Some(p)) => take(p.column(c), probe_idx, None)?,
+                    (JoinColumn::Probe(c) | JoinColumn::Key { probe: c, .. }, Some(p)) => {
+                        take(p.column(c), probe_idx, None)?
+                    }
                     (JoinColumn::Build(c) | JoinColumn::Key { build: c, .. }, _) => {
                         let col = take(table.batch.column(c), build_idx, None)?;
                         if col.data_type() == field.data_type() { col } else { cast(&col, field.data_type())? }

@@ -36,8 +36,8 @@ use arrow::record_batch::RecordBatch;
 
 use crate::Result;
 
-pub use aggregate::{AggregateMode, AggregateOperator};
 pub(crate) use aggregate::supports_two_phase as aggregate_supports_two_phase;
+pub use aggregate::{AggregateMode, AggregateOperator};
 pub use filter::FilterOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
 pub use limit::LimitOperator;

@@ -4,8 +4,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::{Operator, Output};
-use crate::expr::Expr;
 use crate::Result;
+use crate::expr::Expr;
 
 /// Evaluates one expression per output column.
 ///

@@ -44,7 +44,7 @@ pub trait OptimizerRule: Send + Sync {
 ///     .filter(col("a").lt(lit(9))).unwrap()
 ///     .select(["a"]).unwrap();
 /// let plan = optimize(s.logical_plan().clone(), &OptimizerConfig::default()).unwrap();
-/// assert_eq!(plan.display_indent(), "Project: a\n  Filter: a > 0 AND a < 9\n    Scan: memory 1 batches projection=[a]\n");
+/// assert_eq!(plan.display_indent(), "Project: a\n  Filter: a > 0 AND a < 9\n    Scan: memory: 1 batches, 2 rows projection=[a]\n");
 /// ```
 pub fn optimize(plan: Arc<LogicalPlan>, config: &OptimizerConfig) -> Result<Arc<LogicalPlan>> {
     let mut rules: Vec<Box<dyn OptimizerRule>> = vec![];

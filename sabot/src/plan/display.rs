@@ -14,7 +14,7 @@ impl LogicalPlan {
     /// use sabot::Stream;
     /// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1, 2])) as _)]).unwrap();
     /// let stream = Stream::from_batches(vec![batch]).unwrap().filter(col("x").gt(lit(1))).unwrap();
-    /// assert_eq!(stream.logical_plan().display_indent(), "Filter: x > 1\n  Scan: memory 1 batches\n");
+    /// assert_eq!(stream.logical_plan().display_indent(), "Filter: x > 1\n  Scan: memory: 1 batches, 2 rows\n");
     /// ```
     pub fn display_indent(&self) -> String {
         let mut out = String::new();

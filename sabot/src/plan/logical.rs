@@ -341,7 +341,7 @@ impl LogicalPlan {
         }
         match self {
             LogicalPlan::Scan { source, projection, filters, schema } => {
-                let mut s = format!("Scan: {} {}", source.name(), source.describe());
+                let mut s = format!("Scan: {}", source.describe());
                 if projection.is_some() {
                     let cols: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                     s += &format!(" projection=[{}]", cols.join(", "));

@@ -54,10 +54,7 @@ impl<T> Col<T> {
     /// assert_eq!(c.name(), "qty");
     /// ```
     pub const fn new(name: &'static str) -> Self {
-        Col {
-            name,
-            _type: PhantomData,
-        }
+        Col { name, _type: PhantomData }
     }
 
     /// The column's name.
@@ -130,10 +127,7 @@ impl<T> TypedExpr<T> {
     /// assert_eq!(e.gt(2.0).to_string(), "x + 1.0 > 2.0");
     /// ```
     pub fn new_unchecked(expr: Expr) -> Self {
-        TypedExpr {
-            expr,
-            _type: PhantomData,
-        }
+        TypedExpr { expr, _type: PhantomData }
     }
 
     /// The untyped expression.
@@ -166,12 +160,7 @@ impl<T> Clone for TypedExpr<T> {
 
 impl<T> fmt::Debug for TypedExpr<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "TypedExpr<{}>({:?})",
-            std::any::type_name::<T>(),
-            self.expr
-        )
+        write!(f, "TypedExpr<{}>({:?})", std::any::type_name::<T>(), self.expr)
     }
 }
 

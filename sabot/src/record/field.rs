@@ -5,13 +5,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryViewArray, BooleanArray, LargeBinaryArray,
-    LargeStringArray, PrimitiveArray, StringArray, StringViewArray, TimestampMillisecondArray,
+    Array, ArrayRef, BinaryArray, BinaryViewArray, BooleanArray, LargeBinaryArray, LargeStringArray, PrimitiveArray,
+    StringArray, StringViewArray, TimestampMillisecondArray,
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, UInt8Type,
+    UInt16Type, UInt32Type, UInt64Type,
 };
 
 use super::{Record, Timestamp};
@@ -105,29 +105,16 @@ pub trait RecordField: Sized + Send + Sync + 'static {
 
 /// The error for a column of the wrong type.
 pub(crate) fn type_mismatch(column: &str, expected: DataType, found: &DataType) -> SabotError {
-    SabotError::TypeMismatch {
-        column: column.to_string(),
-        expected,
-        found: found.clone(),
-    }
+    SabotError::TypeMismatch { column: column.to_string(), expected, found: found.clone() }
 }
 
 /// The error for a null in a non-optional field.
 pub(crate) fn unexpected_null(column: &str, row: usize) -> SabotError {
-    SabotError::UnexpectedNull {
-        column: column.to_string(),
-        row,
-    }
+    SabotError::UnexpectedNull { column: column.to_string(), row }
 }
 
-fn downcast_ref<'a, F: RecordField, A: Array + 'static>(
-    column: &str,
-    array: &'a dyn Array,
-) -> Result<&'a A> {
-    array
-        .as_any()
-        .downcast_ref::<A>()
-        .ok_or_else(|| type_mismatch(column, F::data_type(), array.data_type()))
+fn downcast_ref<'a, F: RecordField, A: Array + 'static>(column: &str, array: &'a dyn Array) -> Result<&'a A> {
+    array.as_any().downcast_ref::<A>().ok_or_else(|| type_mismatch(column, F::data_type(), array.data_type()))
 }
 
 macro_rules! primitive {
@@ -200,10 +187,7 @@ impl RecordField for bool {
     where
         I: Iterator<Item = &'v Self> + Clone,
     {
-        Arc::new(BooleanArray::new(
-            values.copied().collect::<BooleanBuffer>(),
-            None,
-        ))
+        Arc::new(BooleanArray::new(values.copied().collect::<BooleanBuffer>(), None))
     }
 
     fn from_options<'v, I>(values: I) -> ArrayRef
@@ -226,11 +210,7 @@ impl RecordField for bool {
     }
 
     fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) {
-            Ok(array.value(row))
-        } else {
-            Err(unexpected_null(column, row))
-        }
+        if array.is_valid(row) { Ok(array.value(row)) } else { Err(unexpected_null(column, row)) }
     }
 }
 
@@ -247,20 +227,14 @@ impl RecordField for Timestamp {
     where
         I: Iterator<Item = &'v Self> + Clone,
     {
-        Arc::new(TimestampMillisecondArray::from_iter_values(
-            values.map(|t| t.millis()),
-        ))
+        Arc::new(TimestampMillisecondArray::from_iter_values(values.map(|t| t.millis())))
     }
 
     fn from_options<'v, I>(values: I) -> ArrayRef
     where
         I: Iterator<Item = Option<&'v Self>> + Clone,
     {
-        Arc::new(
-            values
-                .map(|v| v.map(|t| t.millis()))
-                .collect::<TimestampMillisecondArray>(),
-        )
+        Arc::new(values.map(|v| v.map(|t| t.millis())).collect::<TimestampMillisecondArray>())
     }
 
     /// Accepts millisecond timestamps in any time zone (the values are UTC either way).
@@ -385,11 +359,7 @@ impl RecordField for String {
     }
 
     fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) {
-            Ok(array.value(row).to_owned())
-        } else {
-            Err(unexpected_null(column, row))
-        }
+        if array.is_valid(row) { Ok(array.value(row).to_owned()) } else { Err(unexpected_null(column, row)) }
     }
 }
 
@@ -491,11 +461,7 @@ impl RecordField for Vec<u8> {
     }
 
     fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if array.is_valid(row) {
-            Ok(array.value(row).to_vec())
-        } else {
-            Err(unexpected_null(column, row))
-        }
+        if array.is_valid(row) { Ok(array.value(row).to_vec()) } else { Err(unexpected_null(column, row)) }
     }
 }
 
@@ -543,11 +509,7 @@ impl<T: RecordField> RecordField for Option<T> {
     }
 
     fn read_value(column: &str, array: &Self::Array<'_>, row: usize) -> Result<Self> {
-        if T::is_valid(array, row) {
-            T::read_value(column, array, row).map(Some)
-        } else {
-            Ok(None)
-        }
+        if T::is_valid(array, row) { T::read_value(column, array, row).map(Some) } else { Ok(None) }
     }
 }
 

@@ -39,18 +39,12 @@ pub struct Source<'a> {
 impl<'a> Source<'a> {
     /// The columns of `batch`.
     pub fn batch(batch: &'a RecordBatch) -> Self {
-        Source {
-            fields: batch.schema_ref().fields(),
-            columns: batch.columns(),
-        }
+        Source { fields: batch.schema_ref().fields(), columns: batch.columns() }
     }
 
     /// The children of `array`.
     pub fn structs(array: &'a StructArray) -> Self {
-        Source {
-            fields: array.fields(),
-            columns: array.columns(),
-        }
+        Source { fields: array.fields(), columns: array.columns() }
     }
 
     /// The column `name`, downcast for a field of type `F`.
@@ -73,19 +67,10 @@ pub fn nested_error(err: SabotError, parent: &str) -> SabotError {
             column: prefix(column),
             available: available.into_iter().map(prefix).collect(),
         },
-        SabotError::TypeMismatch {
-            column,
-            expected,
-            found,
-        } => SabotError::TypeMismatch {
-            column: prefix(column),
-            expected,
-            found,
-        },
-        SabotError::UnexpectedNull { column, row } => SabotError::UnexpectedNull {
-            column: prefix(column),
-            row,
-        },
+        SabotError::TypeMismatch { column, expected, found } => {
+            SabotError::TypeMismatch { column: prefix(column), expected, found }
+        }
+        SabotError::UnexpectedNull { column, row } => SabotError::UnexpectedNull { column: prefix(column), row },
         other => other,
     }
 }
@@ -101,9 +86,7 @@ pub fn to_batch<T: RecordImpl>(rows: &[T]) -> RecordBatch {
 /// [`Record::from_batch`].
 pub fn from_batch<T: RecordImpl>(batch: &RecordBatch) -> Result<Vec<T>> {
     let arrays = T::arrays_from(&Source::batch(batch))?;
-    (0..batch.num_rows())
-        .map(|row| T::read_row(&arrays, row))
-        .collect()
+    (0..batch.num_rows()).map(|row| T::read_row(&arrays, row)).collect()
 }
 
 /// [`Record::arrays`].
@@ -116,11 +99,7 @@ pub fn struct_data_type<T: Record>() -> DataType {
     DataType::Struct(T::schema().fields().clone())
 }
 
-fn struct_array<T: Record>(
-    columns: Vec<ArrayRef>,
-    len: usize,
-    nulls: Option<arrow::buffer::NullBuffer>,
-) -> ArrayRef {
+fn struct_array<T: Record>(columns: Vec<ArrayRef>, len: usize, nulls: Option<arrow::buffer::NullBuffer>) -> ArrayRef {
     let fields = T::schema().fields().clone();
     if fields.is_empty() {
         Arc::new(StructArray::new_empty_fields(len, nulls))
@@ -152,27 +131,17 @@ where
 }
 
 /// [`RecordField::downcast`] of a nested record.
-pub fn struct_downcast<'a, T: RecordImpl>(
-    column: &str,
-    array: &'a dyn Array,
-) -> Result<StructColumn<'a, T>> {
+pub fn struct_downcast<'a, T: RecordImpl>(column: &str, array: &'a dyn Array) -> Result<StructColumn<'a, T>> {
     let structs = array
         .as_any()
         .downcast_ref::<StructArray>()
         .ok_or_else(|| type_mismatch(column, struct_data_type::<T>(), array.data_type()))?;
     let arrays = T::arrays_from(&Source::structs(structs)).map_err(|e| nested_error(e, column))?;
-    Ok(StructColumn {
-        arrays,
-        nulls: structs.nulls(),
-    })
+    Ok(StructColumn { arrays, nulls: structs.nulls() })
 }
 
 /// [`RecordField::read`] of a nested record.
-pub fn struct_read<T: RecordImpl>(
-    column: &str,
-    array: &StructColumn<'_, T>,
-    row: usize,
-) -> Result<T> {
+pub fn struct_read<T: RecordImpl>(column: &str, array: &StructColumn<'_, T>, row: usize) -> Result<T> {
     if !array.is_valid(row) {
         return Err(unexpected_null(column, row));
     }

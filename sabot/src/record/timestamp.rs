@@ -94,13 +94,7 @@ impl fmt::Display for Timestamp {
         let ms_of_day = self.0.rem_euclid(MS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
         let (secs, ms) = (ms_of_day / 1000, ms_of_day % 1000);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z", secs / 3600, secs / 60 % 60, secs % 60)
     }
 }
 
@@ -111,18 +105,9 @@ mod tests {
     #[test]
     fn display() {
         assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp::from_millis(951_782_400_000).to_string(),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            Timestamp::from_millis(1_709_251_199_999).to_string(),
-            "2024-02-29T23:59:59.999Z"
-        );
-        assert_eq!(
-            Timestamp::from_millis(-86_400_000).to_string(),
-            "1969-12-31T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp::from_millis(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Timestamp::from_millis(1_709_251_199_999).to_string(), "2024-02-29T23:59:59.999Z");
+        assert_eq!(Timestamp::from_millis(-86_400_000).to_string(), "1969-12-31T00:00:00.000Z");
         // Extreme values must not panic.
         let _ = Timestamp::from_millis(i64::MIN).to_string();
         let _ = Timestamp::from_millis(i64::MAX).to_string();

@@ -505,4 +505,3 @@ impl Accumulator for FirstLastAcc {
         Ok(arrow::compute::interleave(&arrays, &indices)?)
     }
 }
-

@@ -166,9 +166,8 @@ impl GroupKeys for StringKeys {
                     self.is_null.push(false);
                     let id = (self.is_null.len() - 1) as u32;
                     let (bytes, offsets) = (&self.bytes, &self.offsets);
-                    self.table.insert_unique(hash, id, |&g| {
-                        hash_bytes(&bytes[offsets[g as usize]..offsets[g as usize + 1]])
-                    });
+                    self.table
+                        .insert_unique(hash, id, |&g| hash_bytes(&bytes[offsets[g as usize]..offsets[g as usize + 1]]));
                     id
                 }
             };

@@ -9,10 +9,10 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::{Operator, Output};
-use crate::expr::{AggExpr, Expr};
 use crate::Result;
-use accumulator::{new_accumulator, state_fields, Accumulator};
-use groups::{new_group_keys, GroupKeys};
+use crate::expr::{AggExpr, Expr};
+use accumulator::{Accumulator, new_accumulator, state_fields};
+use groups::{GroupKeys, new_group_keys};
 
 pub(crate) use accumulator::supports_two_phase;
 pub(crate) use groups::{hash_bytes, hash_u64};
@@ -60,12 +60,7 @@ pub struct AggregateOperator {
 impl AggregateOperator {
     /// An aggregation of `input` rows (in `Final` mode, `input` is the *raw* input schema, the
     /// one the partial phase read) grouped by `group_by`.
-    pub fn try_new(
-        mode: AggregateMode,
-        input: &Schema,
-        group_by: Vec<Expr>,
-        aggregates: Vec<AggExpr>,
-    ) -> Result<Self> {
+    pub fn try_new(mode: AggregateMode, input: &Schema, group_by: Vec<Expr>, aggregates: Vec<AggExpr>) -> Result<Self> {
         let key_fields = group_by.iter().map(|e| e.to_field(input)).collect::<Result<Vec<Field>>>()?;
         let mut accumulators = vec![];
         let mut state_widths = vec![];
