@@ -126,7 +126,10 @@ fn bar(multi: &MultiProgress, len: u64, label: &str) -> ProgressBar {
 
 fn spinner(label: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {prefix:>16} {human_pos} rows {msg} ({elapsed})").expect("valid template"));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:>16} {human_pos} rows {msg} ({elapsed})")
+            .expect("valid template"),
+    );
     pb.set_prefix(label.to_string());
     pb.enable_steady_tick(Duration::from_millis(100));
     pb

@@ -70,7 +70,7 @@ fn main() -> Result<()> {
     let joined = pipeline()?;
     println!("{}", joined.explain()?);
     joined.show(10)?;
-    for q in joined.collect_records::<EnrichedQuote>()? {
+    for q in joined.collect_records()? {
         println!("{} @ {:.2} x {} -> {} ({})", q.instrument_id, q.price, q.size, q.cusip, q.name);
     }
     Ok(())

@@ -35,7 +35,7 @@ fn filter_and_map_yields_598_rows_of_4_columns() {
 
 #[test]
 fn local_join_enriches_all_10_quotes() {
-    let mut rows = local_join::pipeline().unwrap().collect_records::<local_join::EnrichedQuote>().unwrap();
+    let mut rows = local_join::pipeline().unwrap().collect_records().unwrap();
     assert_eq!(rows.len(), 10);
     // An inner join's row order is unspecified (the smaller side is the build side).
     rows.sort_by_key(|r| r.instrument_id);

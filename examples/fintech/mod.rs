@@ -101,7 +101,8 @@ pub fn quotes_schema() -> SchemaRef {
 /// The random generator of chunk `chunk` of table `table` (0 = securities, 1 = quotes):
 /// every chunk has its own stream, so chunks can be made in parallel and in any order.
 fn chunk_rng(seed: u64, table: u64, chunk: usize) -> SmallRng {
-    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (table << 56) ^ (chunk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mixed =
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (table << 56) ^ (chunk as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
     SmallRng::seed_from_u64(mixed)
 }
 
@@ -196,9 +197,7 @@ pub fn securities_stream(seed: u64, rows: usize) -> Stream {
 
 /// A stream that generates `quotes` in parallel chunks.
 pub fn quotes_stream(seed: u64, rows: usize, n_securities: usize) -> Stream {
-    Stream::generate(quotes_schema(), chunk_count(rows), move |chunk| {
-        Ok(quotes_chunk(seed, rows, n_securities, chunk))
-    })
+    Stream::generate(quotes_schema(), chunk_count(rows), move |chunk| Ok(quotes_chunk(seed, rows, n_securities, chunk)))
 }
 
 /// Reads table `table` (`"securities"` or `"quotes"`) of `dir` in `format`.
@@ -209,7 +208,7 @@ pub fn read_table(dir: &Path, table: &str, format: Format) -> Result<Stream> {
         Format::Parquet => Stream::from_parquet(path),
         Format::Csv => {
             let schema = if table == "quotes" { quotes_schema() } else { securities_schema() };
-            Stream::from_csv_source(CsvSource::new(path).schema(schema))
+            Stream::from_csv_source(CsvSource::new(path).with_schema(schema))
         }
     }
 }
@@ -234,15 +233,16 @@ pub fn generate_dataset(
     progress: impl Fn(&str, Format, usize) + Send + Sync + Clone + 'static,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| SabotError::io(dir, e))?;
-    let tables = [("securities", securities_stream(seed, securities)), ("quotes", quotes_stream(seed, quotes, securities))];
+    let tables =
+        [("securities", securities_stream(seed, securities)), ("quotes", quotes_stream(seed, quotes, securities))];
     for (table, stream) in tables {
         let p = progress.clone();
         let stream = stream.inspect(move |b| p(table, Format::Ipc, b.num_rows()));
         write_table(&stream, &table_path(dir, table, Format::Ipc), Format::Ipc)?;
         for format in [Format::Parquet, Format::Csv] {
             let p = progress.clone();
-            let from_ipc = Stream::from_ipc(table_path(dir, table, Format::Ipc))?
-                .inspect(move |b| p(table, format, b.num_rows()));
+            let from_ipc =
+                Stream::from_ipc(table_path(dir, table, Format::Ipc))?.inspect(move |b| p(table, format, b.num_rows()));
             write_table(&from_ipc, &table_path(dir, table, format), format)?;
         }
     }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{AsArray, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use sabot::SabotError;
 use sabot::io::ipc::{IpcSink, IpcSource};
@@ -15,11 +13,7 @@ fn schema() -> SchemaRef {
         Field::new("id", DataType::Int64, false),
         Field::new("x", DataType::Float64, true),
         Field::new("s", DataType::Utf8, true),
-        Field::new(
-            "d",
-            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-            true,
-        ),
+        Field::new("d", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), true),
     ]))
 }
 
@@ -28,12 +22,8 @@ fn batch(start: i64, n: i64) -> RecordBatch {
         schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(start..start + n)),
-            Arc::new(Float64Array::from_iter(
-                (start..start + n).map(|i| (i % 3 != 0).then_some(i as f64)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                (start..start + n).map(|i| format!("s{i}")),
-            )),
+            Arc::new(Float64Array::from_iter((start..start + n).map(|i| (i % 3 != 0).then_some(i as f64)))),
+            Arc::new(StringArray::from_iter_values((start..start + n).map(|i| format!("s{i}")))),
             Arc::new(
                 DictionaryArray::<Int32Type>::try_new(
                     Int32Array::from_iter_values((start..start + n).map(|i| (i % 3) as i32)),
@@ -55,17 +45,8 @@ fn write(path: &std::path::Path, batches: &[RecordBatch]) {
 }
 
 fn read(source: &IpcSource, projection: Option<Vec<usize>>, batch_size: usize) -> Vec<RecordBatch> {
-    let scan = source
-        .scan(&ScanRequest {
-            projection,
-            filters: vec![],
-            batch_size,
-        })
-        .unwrap();
-    (0..scan.morsel_count())
-        .flat_map(|m| scan.read_morsel(m).unwrap())
-        .map(|b| b.unwrap())
-        .collect()
+    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size }).unwrap();
+    (0..scan.morsel_count()).flat_map(|m| scan.read_morsel(m).unwrap()).map(|b| b.unwrap()).collect()
 }
 
 #[test]
@@ -81,34 +62,13 @@ fn file_round_trip_zero_copy() {
     let back = read(&source, None, 100_000);
     assert_eq!(back, batches);
     // Zero copy: reads point into the mapping, so two reads share one address.
-    let scan = source
-        .scan(&ScanRequest {
-            batch_size: 100,
-            ..Default::default()
-        })
-        .unwrap();
+    let scan = source.scan(&ScanRequest { batch_size: 100, ..Default::default() }).unwrap();
     let first = scan.read_morsel(0).unwrap().next().unwrap().unwrap();
-    let ptr = first
-        .column(0)
-        .as_primitive::<Int64Type>()
-        .values()
-        .as_ptr() as usize;
+    let ptr = first.column(0).as_primitive::<Int64Type>().values().as_ptr() as usize;
     // Reading twice yields the same address: the data is not copied per read.
-    let scan2 = source
-        .scan(&ScanRequest {
-            batch_size: 100,
-            ..Default::default()
-        })
-        .unwrap();
+    let scan2 = source.scan(&ScanRequest { batch_size: 100, ..Default::default() }).unwrap();
     let again = scan2.read_morsel(0).unwrap().next().unwrap().unwrap();
-    assert_eq!(
-        again
-            .column(0)
-            .as_primitive::<Int64Type>()
-            .values()
-            .as_ptr() as usize,
-        ptr
-    );
+    assert_eq!(again.column(0).as_primitive::<Int64Type>().values().as_ptr() as usize, ptr);
 }
 
 #[test]
@@ -118,19 +78,11 @@ fn projection_and_batch_size() {
     write(&p, &[batch(0, 1000)]);
     let source = IpcSource::new(&p).unwrap();
     let back = read(&source, Some(vec![3, 0]), 300);
-    assert_eq!(
-        back.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
-        vec![300, 300, 300, 100]
-    );
+    assert_eq!(back.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), vec![300, 300, 300, 100]);
     assert_eq!(back[0].schema().field(0).name(), "d");
     assert_eq!(back[0].column(1).as_primitive::<Int64Type>().value(7), 7);
     let d = back[1].column(0).as_dictionary::<Int32Type>();
-    assert_eq!(
-        d.values()
-            .as_string::<i32>()
-            .value(d.keys().value(1) as usize),
-        ["a", "b", "c"][301 % 3]
-    );
+    assert_eq!(d.values().as_string::<i32>().value(d.keys().value(1) as usize), ["a", "b", "c"][301 % 3]);
 }
 
 #[test]
@@ -149,21 +101,12 @@ fn stream_format() {
     assert_eq!(source.num_rows(), Some(20));
     assert_eq!(read(&source, None, 1024), vec![batch(0, 10), batch(10, 10)]);
     let projected = read(&source, Some(vec![1]), 1024);
-    assert_eq!(
-        projected[1]
-            .column(0)
-            .as_primitive::<arrow::datatypes::Float64Type>()
-            .value(1),
-        11.0
-    );
+    assert_eq!(projected[1].column(0).as_primitive::<arrow::datatypes::Float64Type>().value(1), 11.0);
     // Truncated stream.
     let t = dir.path().join("trunc.arrows");
     std::fs::write(&t, &out[..out.len() - 40]).unwrap();
     let err = IpcSource::new(&t).unwrap_err();
-    assert!(
-        matches!(&err, SabotError::Format { path, .. } if path == &t),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SabotError::Format { path, .. } if path == &t), "{err:?}");
 }
 
 #[test]
@@ -171,10 +114,7 @@ fn errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.arrow");
     let err = IpcSource::new(&missing).unwrap_err();
-    assert!(
-        matches!(&err, SabotError::Io { path, .. } if path == &missing),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SabotError::Io { path, .. } if path == &missing), "{err:?}");
 
     let p = dir.path().join("t.arrow");
     write(&p, &[batch(0, 1000), batch(1000, 1000)]);
@@ -184,10 +124,7 @@ fn errors_name_the_file() {
     let t = dir.path().join("truncated.arrow");
     std::fs::write(&t, &bytes[..bytes.len() / 2]).unwrap();
     let err = IpcSource::new(&t).unwrap_err();
-    assert!(
-        matches!(&err, SabotError::Format { path, .. } if path == &t),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SabotError::Format { path, .. } if path == &t), "{err:?}");
     assert!(err.to_string().contains("truncated"), "{err}");
 
     // Every truncation length and every single-byte corruption is an error or a valid read, never a panic.
@@ -207,17 +144,11 @@ fn errors_name_the_file() {
     let text = dir.path().join("text.arrow");
     std::fs::write(&text, "hello, world\n").unwrap();
     let err = IpcSource::new(&text).unwrap_err();
-    assert!(
-        matches!(&err, SabotError::Format { path, .. } if path == &text),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SabotError::Format { path, .. } if path == &text), "{err:?}");
 
     // Empty file.
     let empty = dir.path().join("empty.arrow");
     std::fs::write(&empty, "").unwrap();
     let err = IpcSource::new(&empty).unwrap_err();
-    assert!(
-        matches!(&err, SabotError::Format { path, .. } if path == &empty),
-        "{err:?}"
-    );
+    assert!(matches!(&err, SabotError::Format { path, .. } if path == &empty), "{err:?}");
 }

@@ -12,11 +12,7 @@ use sabot::io::json::JsonLinesSource;
 use sabot::io::{ScanRequest, Source};
 
 fn drain(source: &dyn Source, batch_size: usize) -> sabot::Result<Vec<RecordBatch>> {
-    let scan = source.scan(&ScanRequest {
-        projection: None,
-        filters: vec![],
-        batch_size,
-    })?;
+    let scan = source.scan(&ScanRequest { projection: None, filters: vec![], batch_size })?;
     let mut out = Vec::new();
     for m in 0..scan.morsel_count() {
         for b in scan.read_morsel(m)? {
@@ -70,7 +66,7 @@ proptest! {
             inferred = inferred.rejects(dir.path().join("rejects.csv"));
         }
         let _ = drain(&inferred, batch);
-        let typed = CsvSource::new(&p).has_header(header).schema(schema()).morsel_bytes(morsel).newlines_in_values(nl);
+        let typed = CsvSource::new(&p).has_header(header).with_schema(schema()).morsel_bytes(morsel).newlines_in_values(nl);
         let typed = if rejects { typed.rejects(dir.path().join("rejects2.csv")) } else { typed };
         if let Err(e) = drain(&typed, batch) {
             // Errors name the file.
@@ -84,7 +80,7 @@ proptest! {
         let p = dir.path().join("f.jsonl");
         std::fs::write(&p, &data).unwrap();
         let _ = drain(&JsonLinesSource::new(&p).morsel_bytes(morsel), batch);
-        let mut typed = JsonLinesSource::new(&p).schema(schema()).morsel_bytes(morsel);
+        let mut typed = JsonLinesSource::new(&p).with_schema(schema()).morsel_bytes(morsel);
         if rejects {
             typed = typed.rejects(dir.path().join("rejects.csv"));
         }
@@ -123,7 +119,7 @@ proptest! {
             text.push_str(&format!("{a},{b},\"{}\"\n", c.replace('"', "\"\"")));
         }
         std::fs::write(&p, &text).unwrap();
-        let batches = drain(&CsvSource::new(&p).schema(schema()).morsel_bytes(morsel), batch).unwrap();
+        let batches = drain(&CsvSource::new(&p).with_schema(schema()).morsel_bytes(morsel), batch).unwrap();
         let a: Vec<i64> = batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
         prop_assert_eq!(a, rows.iter().map(|r| r.0).collect::<Vec<_>>());
         let c: Vec<String> = batches.iter().flat_map(|b| {

@@ -172,35 +172,31 @@ impl Iterator for OrderedMerge {
         if self.failed {
             return None;
         }
-        loop {
-            // Every live input needs a head before the smallest can be chosen.
-            for i in 0..self.inputs.len() {
-                while self.live[i] && self.heads[i].is_none() {
-                    match self.inputs[i].recv() {
-                        Err(_) => {
-                            self.live[i] = false;
-                            if let Some(w) = self.watermarks.finish(i) {
-                                return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
-                            }
+        // Every live input needs a head before the smallest can be chosen.
+        for i in 0..self.inputs.len() {
+            while self.live[i] && self.heads[i].is_none() {
+                match self.inputs[i].recv() {
+                    Err(_) => {
+                        self.live[i] = false;
+                        if let Some(w) = self.watermarks.finish(i) {
+                            return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
                         }
-                        Ok((_, Err(e))) => {
-                            self.failed = true;
-                            return Some(Err(e));
-                        }
-                        Ok((_, Ok(Sequenced { seq, msg: Message::Watermark(w) }))) => {
-                            if let Some(merged) = self.watermarks.update(i, w) {
-                                return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
-                            }
-                        }
-                        Ok((_, Ok(item))) => self.heads[i] = Some(item),
                     }
+                    Ok((_, Err(e))) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                    Ok((_, Ok(Sequenced { seq, msg: Message::Watermark(w) }))) => {
+                        if let Some(merged) = self.watermarks.update(i, w) {
+                            return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
+                        }
+                    }
+                    Ok((_, Ok(item))) => self.heads[i] = Some(item),
                 }
             }
-            let best = (0..self.heads.len())
-                .filter(|&i| self.heads[i].is_some())
-                .min_by_key(|&i| self.heads[i].as_ref().map(|h| h.seq).expect("filtered"))?;
-            return self.heads[best].take().map(Ok);
         }
+        let best = (0..self.heads.len()).filter_map(|i| self.heads[i].as_ref().map(|h| (h.seq, i))).min()?.1;
+        self.heads[best].take().map(Ok)
     }
 }
 

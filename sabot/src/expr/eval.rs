@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
-use super::types::{common_type, field};
+use super::types::common_type;
 use super::{BinaryOp, Expr, ScalarValue};
 use crate::{Result, SabotError};
 
@@ -102,11 +102,10 @@ impl Expr {
         let eval_err = |source: ArrowError| SabotError::Eval { expr: self.to_string(), source };
         Ok(match self {
             Expr::Column(name) => {
-                let index = batch
-                    .schema_ref()
-                    .index_of(name)
-                    .map_err(|_| field(batch.schema_ref(), name).err().expect("column is missing"))?;
-                ColumnarValue::Array(batch.column(index).clone())
+                match batch.schema_ref().index_of(name) {
+                    Ok(index) => ColumnarValue::Array(batch.column(index).clone()),
+                    Err(_) => return Err(missing_column(batch, name)),
+                }
             }
             Expr::Literal(v) => ColumnarValue::Scalar(v.to_array(1)),
             Expr::Alias(e, _) => e.evaluate_columnar(batch)?,
@@ -202,13 +201,13 @@ fn operand_type(l: &ColumnarValue, r: &ColumnarValue, side: LiteralSide) -> std:
             DataType::Dictionary(_, value) => value.as_ref(),
             other => other,
         };
-        if let ColumnarValue::Scalar(s) = literal {
-            if let Ok(converted) = cast_with_options(s, target, &CastOptions { safe: false, ..Default::default() }) {
-                let back = arrow::compute::cast(&converted, s.data_type())?;
-                let exact = back.as_ref() == s.as_ref();
-                if exact && (target.is_numeric() || !s.data_type().is_numeric()) {
-                    return Ok(target.clone());
-                }
+        if let ColumnarValue::Scalar(s) = literal
+            && let Ok(converted) = cast_with_options(s, target, &CastOptions { safe: false, ..Default::default() })
+        {
+            let back = arrow::compute::cast(&converted, s.data_type())?;
+            let exact = back.as_ref() == s.as_ref();
+            if exact && (target.is_numeric() || !s.data_type().is_numeric()) {
+                return Ok(target.clone());
             }
         }
     }
@@ -281,4 +280,11 @@ pub(crate) fn fold_constant(expr: &Expr) -> Option<ScalarValue> {
     .ok()?;
     let array = expr.evaluate(&batch).ok()?;
     ScalarValue::try_from_array(array.as_ref(), 0).ok()
+}
+
+fn missing_column(batch: &RecordBatch, name: &str) -> SabotError {
+    SabotError::ColumnNotFound {
+        column: name.to_string(),
+        available: batch.schema_ref().fields().iter().map(|f| f.name().clone()).collect(),
+    }
 }

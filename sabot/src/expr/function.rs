@@ -241,7 +241,7 @@ impl ScalarFunction {
                     start.as_primitive::<arrow::datatypes::Int64Type>(),
                     len.as_primitive::<arrow::datatypes::Int64Type>(),
                 );
-                if start.null_count() == 0 && len.null_count() == 0 && start.len() > 0 {
+                if start.null_count() == 0 && len.null_count() == 0 && !start.is_empty() {
                     let (s0, l0) = (start.value(0), len.value(0));
                     let uniform = start.values().iter().all(|&s| s == s0) && len.values().iter().all(|&l| l == l0);
                     if uniform && s0 >= 1 && l0 >= 0 {

@@ -353,7 +353,13 @@ impl<F: TextFormat> TextMorsel<F> {
                 Err(_) => return Err(batch_start),
             }
         }
-        decoder.flush().map_err(|_| batch_start)
+        match decoder.flush() {
+            // A decoder that stops before the end without a batch would end the morsel early:
+            // let the slow path (which always makes progress) handle those bytes.
+            Ok(None) if self.pos < self.end => Err(batch_start),
+            Ok(batch) => Ok(batch),
+            Err(_) => Err(batch_start),
+        }
     }
 
     /// Re-reads up to one batch of records from `batch_start` record by record (bisecting), to
@@ -812,10 +818,10 @@ impl CsvSource {
     /// use sabot::io::Source;
     /// use sabot::io::csv::CsvSource;
     /// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
-    /// let source = CsvSource::new("ids.csv").schema(schema.clone());
+    /// let source = CsvSource::new("ids.csv").with_schema(schema.clone());
     /// assert_eq!(Source::schema(&source), schema);
     /// ```
-    pub fn schema(mut self, schema: SchemaRef) -> Self {
+    pub fn with_schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
         self.changed()
     }

@@ -147,9 +147,9 @@ impl JsonLinesSource {
     /// use arrow::datatypes::{DataType, Field, Schema};
     /// use sabot::io::json::JsonLinesSource;
     /// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
-    /// let source = JsonLinesSource::new("events.jsonl").schema(schema);
+    /// let source = JsonLinesSource::new("events.jsonl").with_schema(schema);
     /// ```
-    pub fn schema(mut self, schema: SchemaRef) -> Self {
+    pub fn with_schema(mut self, schema: SchemaRef) -> Self {
         self.schema = Some(schema);
         self.inferred = OnceLock::new();
         self

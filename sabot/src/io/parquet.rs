@@ -67,6 +67,19 @@ impl ParquetFile {
                 format!("not a Parquet file: {len} bytes is too short for a Parquet footer"),
             ));
         }
+        let mut tail = [0u8; 4];
+        {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = &file;
+            f.seek(SeekFrom::End(-4)).and_then(|_| f.read_exact(&mut tail)).map_err(|e| SabotError::io(path, e))?;
+        }
+        if &tail != b"PAR1" {
+            return Err(SabotError::format(
+                path,
+                Some("footer".into()),
+                "not a Parquet file: it does not end with the PAR1 magic (truncated, or another format)",
+            ));
+        }
         let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
             .map_err(|e| parquet_error(path, Some("footer".into()), e))?;
         Ok(ParquetFile { path: path.to_path_buf(), metadata })

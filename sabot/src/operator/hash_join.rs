@@ -32,11 +32,30 @@ pub enum JoinColumn {
 
 /// Sentinel for "no row" in the chains below.
 const NONE: u32 = u32::MAX;
+/// Flag on a chain head: more rows with the same key follow in `next` (unset for unique keys,
+/// so that the common case never reads `next`, a cache miss on large build sides).
+const MORE: u32 = 1 << 31;
+/// The row number in a flagged head.
+const ROW: u32 = MORE - 1;
+
+/// Prepends `row` to the chain whose head is `*head` (build rows are inserted in reverse, so
+/// chains stay in ascending row order).
+#[inline]
+fn push_head(head: &mut u32, row: u32, next: &mut [u32]) {
+    if *head == NONE {
+        *head = row;
+    } else {
+        next[row as usize] = *head & ROW;
+        *head = row | MORE;
+    }
+}
 
 /// Maps key values to the first build row holding them; `next` chains rows with equal keys.
 enum KeyIndex {
-    /// Integer keys in a dense range: `heads[key - min]`, no hashing at all.
-    Direct { min: i64, heads: Vec<u32> },
+    /// Integer keys in a dense range: `heads[key - min]`, no hashing at all; `present` is a
+    /// bitmap of the keys that occur, small enough to stay in cache, so that probe rows
+    /// without a match never touch `heads`.
+    Direct { min: i64, heads: Vec<u32>, present: Vec<u64> },
     /// Integer keys: open addressing with linear probing over inline keys.
     Integer { mask: usize, keys: Vec<i64>, heads: Vec<u32> },
     /// Any keys, compared in Arrow's row format.
@@ -58,21 +77,22 @@ impl JoinTable {
     /// Builds the table from the build side's batches; `keys` are its key columns' indices and
     /// `key_types` the types both sides' keys are compared as.
     pub fn try_new(schema: SchemaRef, batches: &[RecordBatch], keys: &[usize], key_types: &[DataType]) -> Result<Self> {
+        let started = std::time::Instant::now();
         let batch = concat_batches(&schema, batches)?;
         let rows = batch.num_rows();
-        if rows >= NONE as usize {
-            return Err(SabotError::Execution(format!("join build side has {rows} rows; the limit is {}", NONE - 1)));
+        if rows >= ROW as usize {
+            return Err(SabotError::Execution(format!("join build side has {rows} rows; the limit is {}", ROW - 1)));
         }
         let key_arrays = keys
             .iter()
             .zip(key_types)
-            .map(|(&k, t)| Ok(cast(batch.column(k), t)?))
+            .map(|(&k, t)| cast_if_needed(batch.column(k), t))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let mut next = vec![NONE; rows];
         let (index, converter, key_type) = if let [single] = key_arrays.as_slice()
             && single.data_type().is_integer()
         {
-            let widened = cast(single, &DataType::Int64)?;
+            let widened = cast_if_needed(single, &DataType::Int64)?;
             (build_integer_index(widened.as_primitive::<Int64Type>(), &mut next), None, DataType::Int64)
         } else {
             let converter = RowConverter::new(key_types.iter().map(|t| SortField::new(t.clone())).collect())?;
@@ -87,19 +107,19 @@ impl JoinTable {
                 let key = rows_fmt.row(row);
                 let bytes = key.as_ref();
                 let hash = hash_bytes(bytes);
-                match table.find_mut(hash, |&head: &u32| rows_fmt.row(head as usize).as_ref() == bytes) {
-                    Some(head) => {
-                        next[row] = *head;
-                        *head = row as u32;
-                    }
+                match table.find_mut(hash, |&head: &u32| rows_fmt.row((head & ROW) as usize).as_ref() == bytes) {
+                    Some(head) => push_head(head, row as u32, &mut next),
                     None => {
-                        table.insert_unique(hash, row as u32, |&h| hash_bytes(rows_fmt.row(h as usize).as_ref()));
+                        table.insert_unique(hash, row as u32, |&h| {
+                            hash_bytes(rows_fmt.row((h & ROW) as usize).as_ref())
+                        });
                     }
                 }
             }
             (KeyIndex::Rows { rows: rows_fmt, table }, Some(converter), DataType::Null)
         };
         let matched = (0..rows.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        tracing::debug!(rows, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "join table built");
         Ok(JoinTable { batch, index, next, converter, key_type, matched })
     }
 
@@ -117,18 +137,55 @@ impl JoinTable {
         build_rows: &mut Vec<u32>,
         mut on_row: impl FnMut(u32, bool, &mut Vec<u32>, &mut Vec<u32>),
     ) -> Result<()> {
-        let emit_chain = |i: usize, mut head: u32, probe_rows: &mut Vec<u32>, build_rows: &mut Vec<u32>| {
-            let found = head != NONE;
-            while head != NONE {
-                probe_rows.push(i as u32);
-                build_rows.push(head);
-                head = self.next[head as usize];
+        let emit_chain = |i: usize, head: u32, probe_rows: &mut Vec<u32>, build_rows: &mut Vec<u32>| {
+            if head == NONE {
+                return false;
             }
-            found
+            probe_rows.push(i as u32);
+            build_rows.push(head & ROW);
+            if head & MORE != 0 {
+                let mut row = self.next[(head & ROW) as usize];
+                while row != NONE {
+                    probe_rows.push(i as u32);
+                    build_rows.push(row);
+                    row = self.next[row as usize];
+                }
+            }
+            true
         };
         match &self.index {
-            KeyIndex::Direct { .. } | KeyIndex::Integer { .. } => {
-                let widened = cast(&keys[0], &self.key_type)?;
+            KeyIndex::Direct { min, heads, present } => {
+                let widened = cast_if_needed(&keys[0], &self.key_type)?;
+                let array = widened.as_primitive::<Int64Type>();
+                let values = array.values();
+                let (min, len) = (*min, heads.len() as u64);
+                // The bitmap answers most misses from cache; `heads` is read only for hits.
+                let lookup = |key: i64| {
+                    let offset = key.wrapping_sub(min) as u64;
+                    if offset < len && present[(offset >> 6) as usize] & (1 << (offset & 63)) != 0 {
+                        heads[offset as usize]
+                    } else {
+                        NONE
+                    }
+                };
+                match array.nulls().filter(|n| n.null_count() > 0) {
+                    None => {
+                        for (i, &key) in values.iter().enumerate() {
+                            let found = emit_chain(i, lookup(key), probe_rows, build_rows);
+                            on_row(i as u32, found, probe_rows, build_rows);
+                        }
+                    }
+                    Some(nulls) => {
+                        for (i, &key) in values.iter().enumerate() {
+                            let head = if nulls.is_null(i) { NONE } else { lookup(key) };
+                            let found = emit_chain(i, head, probe_rows, build_rows);
+                            on_row(i as u32, found, probe_rows, build_rows);
+                        }
+                    }
+                }
+            }
+            KeyIndex::Integer { .. } => {
+                let widened = cast_if_needed(&keys[0], &self.key_type)?;
                 let array = widened.as_primitive::<Int64Type>();
                 let values = array.values();
                 for i in 0..array.len() {
@@ -146,7 +203,7 @@ impl JoinTable {
                         let key = probe.row(i);
                         let bytes = key.as_ref();
                         table
-                            .find(hash_bytes(bytes), |&h| rows.row(h as usize).as_ref() == bytes)
+                            .find(hash_bytes(bytes), |&h| rows.row((h & ROW) as usize).as_ref() == bytes)
                             .copied()
                             .unwrap_or(NONE)
                     } else {
@@ -163,10 +220,6 @@ impl JoinTable {
     #[inline]
     fn lookup_integer(&self, key: i64) -> u32 {
         match &self.index {
-            KeyIndex::Direct { min, heads } => {
-                let offset = key.wrapping_sub(*min) as u64;
-                if offset < heads.len() as u64 { heads[offset as usize] } else { NONE }
-            }
             KeyIndex::Integer { mask, keys, heads } => {
                 let mut slot = hash_u64(key as u64) as usize & mask;
                 loop {
@@ -177,7 +230,7 @@ impl JoinTable {
                     slot = (slot + 1) & mask;
                 }
             }
-            KeyIndex::Rows { .. } => NONE,
+            KeyIndex::Direct { .. } | KeyIndex::Rows { .. } => NONE,
         }
     }
 
@@ -194,6 +247,11 @@ impl JoinTable {
     }
 }
 
+/// `array` as `to`, without a copy when it already is.
+fn cast_if_needed(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    Ok(if array.data_type() == to { array.clone() } else { cast(array, to)? })
+}
+
 fn all_valid(keys: &[ArrayRef]) -> impl Fn(usize) -> bool + '_ {
     move |row| keys.iter().all(|k| k.is_valid(row))
 }
@@ -206,14 +264,15 @@ fn build_integer_index(keys: &arrow::array::Int64Array, next: &mut [u32]) -> Key
     let dense_limit = (non_null as u128 * 16).max(1 << 20).min(1 << 28);
     if non_null > 0 && range <= dense_limit {
         let mut heads = vec![NONE; range as usize];
+        let mut present = vec![0u64; (range as usize).div_ceil(64)];
         for row in (0..keys.len()).rev() {
             if keys.is_valid(row) {
                 let slot = (keys.value(row) - min) as usize;
-                next[row] = heads[slot];
-                heads[slot] = row as u32;
+                push_head(&mut heads[slot], row as u32, next);
+                present[slot >> 6] |= 1 << (slot & 63);
             }
         }
-        return KeyIndex::Direct { min, heads };
+        return KeyIndex::Direct { min, heads, present };
     }
     let capacity = (non_null * 2).next_power_of_two().max(16);
     let mask = capacity - 1;
@@ -228,9 +287,8 @@ fn build_integer_index(keys: &arrow::array::Int64Array, next: &mut [u32]) -> Key
         while heads[slot] != NONE && slot_keys[slot] != key {
             slot = (slot + 1) & mask;
         }
-        next[row] = heads[slot];
         slot_keys[slot] = key;
-        heads[slot] = row as u32;
+        push_head(&mut heads[slot], row as u32, next);
     }
     KeyIndex::Integer { mask, keys: slot_keys, heads }
 }
@@ -348,7 +406,7 @@ impl Operator for HashJoinProbe {
             .probe_keys
             .iter()
             .zip(&self.key_types)
-            .map(|(&k, t)| Ok(cast(batch.column(k), t)?))
+            .map(|(&k, t)| cast_if_needed(batch.column(k), t))
             .collect::<Result<Vec<ArrayRef>>>()?;
         self.probe_rows.clear();
         self.build_rows.clear();

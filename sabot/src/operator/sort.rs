@@ -69,12 +69,11 @@ impl Operator for SortOperator {
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
         self.buffered_rows += batch.num_rows();
         self.buffered.push(batch);
-        if let Some(k) = self.fetch {
-            if self.buffered_rows > (4 * k).max(1 << 16) {
-                if let Some(best) = self.sort_buffer()? {
-                    self.buffered.push(best);
-                }
-            }
+        if let Some(k) = self.fetch
+            && self.buffered_rows > (4 * k).max(1 << 16)
+            && let Some(best) = self.sort_buffer()?
+        {
+            self.buffered.push(best);
         }
         Ok(())
     }

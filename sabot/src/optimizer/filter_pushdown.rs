@@ -32,8 +32,10 @@ impl OptimizerRule for FilterPushdown {
 fn push(plan: &Arc<LogicalPlan>, mut predicates: Vec<Expr>) -> Result<Arc<LogicalPlan>> {
     match plan.as_ref() {
         LogicalPlan::Filter { input, predicate } => {
-            predicates.extend(predicate.split_conjunction().into_iter().cloned());
-            push(input, predicates)
+            // The lower filter's conjuncts come first, as written.
+            let mut all: Vec<Expr> = predicate.split_conjunction().into_iter().cloned().collect();
+            all.append(&mut predicates);
+            push(input, all)
         }
         LogicalPlan::Sort { input, keys, fetch: None } => {
             let input = push(input, predicates)?;

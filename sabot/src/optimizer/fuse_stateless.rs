@@ -38,8 +38,10 @@ impl OptimizerRule for FuseStateless {
                 if is_identity {
                     return Ok(input.clone());
                 }
-                if let LogicalPlan::Project { input: inner_input, exprs: inner, .. } = input.as_ref() {
-                    if can_inline(inner, exprs) {
+                if let LogicalPlan::Project { input: inner_input, exprs: inner, .. } = input.as_ref()
+                    && can_inline(inner, exprs)
+                {
+                    {
                         let lookup = |name: &str| inner.iter().find(|e| e.output_name() == name).cloned();
                         let merged: Vec<Expr> = exprs
                             .iter()

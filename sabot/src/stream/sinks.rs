@@ -8,7 +8,7 @@ use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 
-use super::Stream;
+use super::{Stream, Untyped};
 use crate::exec::{JobGraph, PhysicalPlan, create_physical_plan};
 use crate::expr::count_all;
 use crate::io::Sink;
@@ -87,15 +87,6 @@ impl<T> Stream<T> {
         Ok(concat_batches(&self.schema(), &self.collect()?)?)
     }
 
-    /// Runs the pipeline and decodes its rows as `U` (columns found by name).
-    pub fn collect_records<U: Record>(&self) -> Result<Vec<U>> {
-        let mut out = vec![];
-        for batch in self.collect()? {
-            out.extend(U::from_batch(&batch)?);
-        }
-        Ok(out)
-    }
-
     /// Runs the pipeline and counts its rows (reading only what counting needs).
     pub fn count(&self) -> Result<usize> {
         let counted = LogicalPlan::aggregate(self.plan.clone(), vec![], vec![count_all()])?;
@@ -155,4 +146,27 @@ impl<T> Stream<T> {
     pub fn to_json_lines(&self, path: impl AsRef<Path>) -> Result<u64> {
         self.to_sink(&JsonLinesSink::new(path.as_ref()))
     }
+}
+
+impl Stream<Untyped> {
+    /// Runs the pipeline and decodes its rows as `U` (columns found by name, extra columns
+    /// ignored; a missing column or another type is an error naming the column).
+    pub fn collect_records<U: Record>(&self) -> Result<Vec<U>> {
+        decode_all(self.collect()?)
+    }
+}
+
+impl<T: Record> Stream<T> {
+    /// Runs the pipeline and returns its rows as `T`.
+    pub fn collect_records(&self) -> Result<Vec<T>> {
+        decode_all(self.collect()?)
+    }
+}
+
+fn decode_all<U: Record>(batches: Vec<RecordBatch>) -> Result<Vec<U>> {
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+    for batch in batches {
+        out.extend(U::from_batch(&batch)?);
+    }
+    Ok(out)
 }

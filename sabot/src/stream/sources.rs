@@ -130,6 +130,27 @@ impl Stream<Untyped> {
 }
 
 impl<T: Record> Stream<T> {
+    /// Reads a CSV file with a header whose columns are `T`'s: the schema comes from `T`
+    /// (no inference), so every value is checked against the field's type while parsing.
+    ///
+    /// ```no_run
+    /// use sabot::prelude::*;
+    /// #[derive(Record)]
+    /// struct Quote { id: i64, bid: f64 }
+    /// let quotes: Stream<Quote> = Stream::from_csv_records("quotes.csv")?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn from_csv_records(path: impl AsRef<Path>) -> Result<Stream<T>> {
+        let source = CsvSource::new(path.as_ref()).with_schema(T::schema());
+        Ok(Stream::from_plan(LogicalPlan::scan(Arc::new(source)), ExecConfig::default()))
+    }
+
+    /// Reads newline-delimited JSON objects as `T` (the schema comes from `T`).
+    pub fn from_json_lines_records(path: impl AsRef<Path>) -> Result<Stream<T>> {
+        let source = JsonLinesSource::new(path.as_ref()).with_schema(T::schema());
+        Ok(Stream::from_plan(LogicalPlan::scan(Arc::new(source)), ExecConfig::default()))
+    }
+
     /// A typed stream over records in memory.
     ///
     /// ```
