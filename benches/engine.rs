@@ -133,7 +133,7 @@ fn load(dir: &Path, table: &str, format: &str, config: &ExecConfig) -> Result<Ve
     let stream = match format {
         "csv" => {
             let schema = if table == "quotes" { quotes_schema() } else { securities_schema() };
-            Stream::from_csv_source(CsvSource::new(dir.join(format!("{table}.csv"))).schema(schema))?
+            Stream::from_csv_source(CsvSource::new(dir.join(format!("{table}.csv"))).with_schema(schema))?
         }
         "parquet" => Stream::from_parquet(dir.join(format!("{table}.parquet")))?,
         _ => Stream::from_ipc(dir.join(format!("{table}.arrow")))?,
@@ -185,9 +185,11 @@ fn main() -> Result<()> {
     );
     let mut bench = Bench { reps, config: config.clone(), filters, results: vec![] };
 
-    // Op inputs, loaded once (untimed) from Parquet, as the peers do.
-    let q = load(&data, "quotes", "parquet", &config)?;
-    let s = load(&data, "securities", "parquet", &config)?;
+    // Op inputs, loaded once (untimed) from Parquet into memory, as the peers do
+    // (BENCH_INPUT=ipc maps the IPC files instead: faster to start, e.g. for profiling).
+    let input = std::env::var("BENCH_INPUT").unwrap_or_else(|_| "parquet".into());
+    let q = load(&data, "quotes", &input, &config)?;
+    let s = load(&data, "securities", &input, &config)?;
     let (nq, ns) = (rows(&q), rows(&s));
     println!("quotes {nq} rows in {} batches, securities {ns} rows in {} batches\n", q.len(), s.len());
 

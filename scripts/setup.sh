@@ -7,6 +7,8 @@ need=()
 # A C/C++ toolchain for the bundled native libraries (zstd, lz4 via parquet).
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# libclang for bindgen: the `rocksdb` feature builds RocksDB from source (librocksdb-sys).
+dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'ok installed' || need+=(libclang-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""

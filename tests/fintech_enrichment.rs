@@ -125,3 +125,53 @@ fn generation_is_deterministic() {
     let sectors = s.column(3).as_string::<i32>();
     assert!((0..s.num_rows()).all(|i| fintech::SECTORS.contains(&sectors.value(i))));
 }
+
+/// The join's key indexes (dense integer range, hashed integers, row format for strings),
+/// with duplicate keys on both sides, nulls, and either side the smaller one, against a
+/// nested loop.
+#[test]
+fn join_matches_a_nested_loop() {
+    use std::sync::Arc;
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+    use sabot::deps::arrow::array::{Int64Array, StringArray};
+
+    let mut rng = SmallRng::seed_from_u64(11);
+    for (spread, left_rows, right_rows) in
+        [(50i64, 3_000, 400), (50, 400, 3_000), (1_000_003, 2_000, 300), (7, 500, 500)]
+    {
+        let mut keys = |n: usize| -> Vec<Option<i64>> {
+            (0..n).map(|_| (rng.random_range(0..20) != 0).then(|| rng.random_range(-40..40i64) * spread)).collect()
+        };
+        let (lk, rk) = (keys(left_rows), keys(right_rows));
+        let mut want = vec![];
+        for (i, l) in lk.iter().enumerate() {
+            for (j, r) in rk.iter().enumerate() {
+                if l.is_some() && l == r {
+                    want.push((i as i64, j as i64));
+                }
+            }
+        }
+        want.sort();
+        let side = |keys: &[Option<i64>], row: &str| {
+            let text: Vec<Option<String>> = keys.iter().map(|k| k.map(|k| format!("k{k}"))).collect();
+            let batch = RecordBatch::try_from_iter([
+                ("k", Arc::new(Int64Array::from(keys.to_vec())) as _),
+                ("s", Arc::new(StringArray::from(text)) as _),
+                (row, Arc::new(Int64Array::from_iter_values(0..keys.len() as i64)) as _),
+            ])
+            .unwrap();
+            // Several batches, so that partitions interleave.
+            let chunks = (0..batch.num_rows()).step_by(128).map(|o| batch.slice(o, 128.min(batch.num_rows() - o)));
+            Stream::from_batches(chunks.collect()).unwrap().with_parallelism(2)
+        };
+        let (left, right) = (side(&lk, "li"), side(&rk, "ri"));
+        for on in [("k", "k"), ("s", "s")] {
+            let out = left.join(&right, [on], JoinType::Inner).unwrap().collect_batch().unwrap();
+            let mut got: Vec<(i64, i64)> = column_i64(&out, "li").into_iter().zip(column_i64(&out, "ri")).collect();
+            got.sort();
+            assert_eq!(got, want, "keys ×{spread}, {left_rows} × {right_rows} rows, on {on:?}");
+        }
+    }
+}

@@ -233,6 +233,10 @@ pub fn generate_dataset(
     progress: impl Fn(&str, Format, usize) + Send + Sync + Clone + 'static,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| SabotError::io(dir, e))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "# generated data: never commit\n*\n").map_err(|e| SabotError::io(&ignore, e))?;
+    }
     let tables =
         [("securities", securities_stream(seed, securities)), ("quotes", quotes_stream(seed, quotes, securities))];
     for (table, stream) in tables {

@@ -3,6 +3,7 @@
 
 mod ast;
 mod expand;
+mod udf_attr;
 mod validate;
 
 use proc_macro::TokenStream;
@@ -41,4 +42,30 @@ use syn::{DeriveInput, parse_macro_input};
 pub fn derive_record(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+/// Makes a plain Rust scalar function usable in expressions, JIT-compiled with the expressions
+/// around it.
+///
+/// Next to the function `f` (unchanged) it generates a module `f` with `f::call(args...)`
+/// building an `Expr` that calls it, `f::udf()` (a `sabot::expr::ScalarUdf`) and `f::checked`
+/// (the body with the engine's checked arithmetic, what the interpreter runs). Parameters and
+/// the result are `f64`, `f32`, integers or `bool`; a null argument makes the result null.
+///
+/// The body must use the subset the JIT compiles — `let`/`let mut`, assignments and `+=`-style
+/// updates, arithmetic, comparisons, `&&`/`||`/`!`, `if`/`else` expressions, `as` casts between
+/// numbers, `for i in a..b` loops, and the methods `sqrt`, `abs`, `floor`, `ceil`, `trunc`,
+/// `round` — or compilation fails at the offending span. `#[udf(fallback)]` accepts any body
+/// and runs it interpreted only (plain Rust semantics).
+///
+/// ```ignore
+/// #[sabot::udf]
+/// fn spread_bps(bid: f64, ask: f64) -> f64 {
+///     (ask - bid) / ((ask + bid) / 2.0) * 1e4
+/// }
+/// let bps = spread_bps::call(col("bid"), col("ask"));
+/// ```
+#[proc_macro_attribute]
+pub fn udf(attr: TokenStream, item: TokenStream) -> TokenStream {
+    udf_attr::udf(attr.into(), item.into()).into()
 }

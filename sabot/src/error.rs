@@ -103,6 +103,15 @@ pub enum SabotError {
     #[error(transparent)]
     Shared(std::sync::Arc<SabotError>),
 
+    /// Keyed state could not be registered, read, written, snapshotted or restored.
+    #[error("state '{state}': {message}")]
+    State {
+        /// The state (`operator/state`), or the backend's directory when no single state is involved.
+        state: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A worker thread panicked or the execution was torn down.
     #[error("execution failed: {0}")]
     Execution(String),

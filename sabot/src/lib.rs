@@ -11,15 +11,21 @@ pub mod error;
 pub mod exec;
 pub mod expr;
 pub mod io;
+#[cfg(feature = "jit")]
+pub mod jit;
 pub mod operator;
 pub mod optimizer;
 pub mod plan;
 pub mod record;
+pub mod state;
 pub mod stream;
+pub mod testing;
+pub mod window;
 
 pub use error::{Result, SabotError};
 pub use record::Record;
 pub use sabot_macros::Record;
+pub use sabot_macros::udf;
 pub use stream::{GroupedStream, Stream, Untyped};
 
 // Lets `#[derive(Record)]` refer to `::sabot` from inside this crate's own tests too.
@@ -39,7 +45,8 @@ pub mod prelude {
     };
     pub use crate::plan::{JoinType, SortKey};
     pub use crate::record::{Col, Timestamp};
-    pub use crate::stream::{GroupedStream, Stream, Untyped};
+    pub use crate::stream::{GroupedStream, KeyedStream, Stream, Untyped, WindowedStream};
+    pub use crate::window::{LateData, WatermarkStrategy, WindowSpec};
     pub use crate::{Record, Result, SabotError};
 }
 

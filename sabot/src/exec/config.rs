@@ -42,6 +42,12 @@ pub struct ExecConfig {
     pub channel_capacity: usize,
     /// The optimizer's rules.
     pub optimizer: OptimizerConfig,
+    /// An input partition silent for this long stops holding back the merged watermark
+    /// (`None`: never; a silent input then stalls event time, as in Flink without idleness).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Compile filters and projections into native kernels (`sabot-jit`, feature `jit`) when
+    /// they are supported; results are the same either way (default: on).
+    pub jit: bool,
 }
 
 impl Default for ExecConfig {
@@ -51,6 +57,8 @@ impl Default for ExecConfig {
             batch_size: 64 * 1024,
             channel_capacity: 4,
             optimizer: OptimizerConfig::default(),
+            idle_timeout: None,
+            jit: true,
         }
     }
 }
@@ -65,6 +73,18 @@ impl ExecConfig {
     /// Sets [`ExecConfig::batch_size`] (at least 1).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Sets [`ExecConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`ExecConfig::jit`].
+    pub fn with_jit(mut self, jit: bool) -> Self {
+        self.jit = jit;
         self
     }
 

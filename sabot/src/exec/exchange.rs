@@ -1,12 +1,15 @@
 //! Exchanges: where partitions meet, across threads and bounded channels.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
 use super::stream::{PartitionStream, Sequenced};
+use super::ExecConfig;
+use crate::expr::Expr;
 use crate::operator::{Message, Watermark};
 use crate::{Result, SabotError};
 
@@ -46,7 +49,13 @@ pub(crate) fn spawn_into<T: Copy + Send + 'static>(
 /// Merges partitions into one. `ordered` keeps the source order (a k-way merge on sequence
 /// numbers, each partition being ordered); otherwise batches pass as they come. Watermarks are
 /// merged as the minimum over the partitions that have not ended.
-pub(crate) fn gather(name: &str, inputs: Vec<PartitionStream>, ordered: bool, capacity: usize) -> PartitionStream {
+pub(crate) fn gather(
+    name: &str,
+    inputs: Vec<PartitionStream>,
+    ordered: bool,
+    capacity: usize,
+    idle_timeout: Option<Duration>,
+) -> PartitionStream {
     if inputs.len() == 1 {
         return inputs.into_iter().next().expect("one input");
     }
@@ -68,39 +77,67 @@ pub(crate) fn gather(name: &str, inputs: Vec<PartitionStream>, ordered: bool, ca
             spawn_into(format!("sabot-{name}-{i}"), stream, tx.clone(), i);
         }
         drop(tx);
-        Box::new(UnorderedMerge { rx, watermarks: WatermarkMerge::new(n), failed: false })
+        Box::new(UnorderedMerge { rx, watermarks: WatermarkMerge::new(n), idle_timeout, failed: false })
     }
 }
 
-/// Tracks the watermark of each input; the merged watermark is the minimum over live inputs.
-struct WatermarkMerge {
+/// Tracks the watermark of each input; the merged watermark is the minimum over inputs that
+/// have not ended and are not idle. It never goes backwards.
+pub(crate) struct WatermarkMerge {
     per_input: Vec<Option<i64>>,
     live: Vec<bool>,
+    idle: Vec<bool>,
+    last_active: Vec<Instant>,
     emitted: Option<i64>,
 }
 
 impl WatermarkMerge {
-    fn new(n: usize) -> Self {
-        WatermarkMerge { per_input: vec![None; n], live: vec![true; n], emitted: None }
+    pub(crate) fn new(n: usize) -> Self {
+        WatermarkMerge {
+            per_input: vec![None; n],
+            live: vec![true; n],
+            idle: vec![false; n],
+            last_active: vec![Instant::now(); n],
+            emitted: None,
+        }
+    }
+
+    /// Notes activity on `input` (an idle input becomes active again).
+    pub(crate) fn touch(&mut self, input: usize) {
+        self.idle[input] = false;
+        self.last_active[input] = Instant::now();
     }
 
     /// Records a watermark; returns the merged one if it advanced.
-    fn update(&mut self, input: usize, w: Watermark) -> Option<Watermark> {
+    pub(crate) fn update(&mut self, input: usize, w: Watermark) -> Option<Watermark> {
+        self.touch(input);
         let slot = &mut self.per_input[input];
         *slot = Some(slot.map_or(w.0, |old| old.max(w.0)));
         self.advance()
     }
 
-    fn finish(&mut self, input: usize) -> Option<Watermark> {
+    /// Excludes an input that ended.
+    pub(crate) fn finish(&mut self, input: usize) -> Option<Watermark> {
         self.live[input] = false;
+        self.advance()
+    }
+
+    /// Excludes inputs silent for longer than `timeout`, so they do not hold the others back.
+    pub(crate) fn mark_idle(&mut self, timeout: Duration) -> Option<Watermark> {
+        let now = Instant::now();
+        for i in 0..self.live.len() {
+            if self.live[i] && now.duration_since(self.last_active[i]) >= timeout {
+                self.idle[i] = true;
+            }
+        }
         self.advance()
     }
 
     fn advance(&mut self) -> Option<Watermark> {
         let mut min: Option<i64> = None;
-        for (w, live) in self.per_input.iter().zip(&self.live) {
-            if *live {
-                let w = (*w)?;
+        for i in 0..self.per_input.len() {
+            if self.live[i] && !self.idle[i] {
+                let w = self.per_input[i]?;
                 min = Some(min.map_or(w, |m| m.min(w)));
             }
         }
@@ -113,9 +150,32 @@ impl WatermarkMerge {
     }
 }
 
+/// Receives from a channel, waking up every `idle_timeout` to let idle inputs go.
+fn recv_or_idle<T>(
+    rx: &Receiver<T>,
+    idle_timeout: Option<Duration>,
+    watermarks: &mut WatermarkMerge,
+) -> Result<T, Option<Watermark>> {
+    match idle_timeout {
+        None => rx.recv().map_err(|_| None),
+        Some(timeout) => loop {
+            match rx.recv_timeout(timeout) {
+                Ok(item) => return Ok(item),
+                Err(RecvTimeoutError::Disconnected) => return Err(None),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(w) = watermarks.mark_idle(timeout) {
+                        return Err(Some(w));
+                    }
+                }
+            }
+        },
+    }
+}
+
 struct UnorderedMerge {
     rx: Receiver<(usize, Result<Sequenced>)>,
     watermarks: WatermarkMerge,
+    idle_timeout: Option<Duration>,
     failed: bool,
 }
 
@@ -127,7 +187,12 @@ impl Iterator for UnorderedMerge {
             return None;
         }
         loop {
-            let (input, item) = self.rx.recv().ok()?;
+            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, &mut self.watermarks) {
+                Ok(received) => received,
+                Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
+                Err(None) => return None,
+            };
+            self.watermarks.touch(input);
             match item {
                 Err(e) => {
                     self.failed = true;
@@ -203,10 +268,171 @@ impl Iterator for OrderedMerge {
 /// Drains every partition on its own thread and returns the batches in source order.
 pub(crate) fn collect_ordered(name: &str, inputs: Vec<PartitionStream>, capacity: usize) -> Result<Vec<RecordBatch>> {
     let mut out = vec![];
-    for item in gather(name, inputs, true, capacity) {
+    for item in gather(name, inputs, true, capacity, None) {
         if let Message::Batch(b) = item?.msg {
             out.push(b);
         }
     }
     Ok(out)
+}
+
+/// Hash-partitions every input partition's batches by `keys` into `config.parallelism`
+/// output partitions. Watermarks and barriers go to every output; each output merges the
+/// watermarks of all inputs.
+pub(crate) fn repartition(inputs: Vec<PartitionStream>, keys: Vec<Expr>, config: &ExecConfig) -> Vec<PartitionStream> {
+    let targets = config.parallelism.max(1);
+    let n = inputs.len();
+    let mut senders = vec![];
+    let mut outputs: Vec<PartitionStream> = vec![];
+    for _ in 0..targets {
+        let (tx, rx) = sync_channel::<(usize, Option<Result<Sequenced>>)>(config.channel_capacity * n.max(1));
+        senders.push(tx);
+        outputs.push(Box::new(RepartitionMerge {
+            rx,
+            watermarks: WatermarkMerge::new(n),
+            idle_timeout: config.idle_timeout,
+            failed: false,
+        }));
+    }
+    for (i, input) in inputs.into_iter().enumerate() {
+        let (senders, error_tx) = (senders.clone(), senders[0].clone());
+        let keys = keys.clone();
+        let name = format!("sabot-repartition-{i}");
+        let spawned = thread::Builder::new().name(name.clone()).spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| route(i, input, &keys, &senders)));
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(panic) => Some(SabotError::Execution(format!("{name} panicked: {}", panic_message(&panic)))),
+            };
+            if let Some(e) = failure {
+                let _ = senders[0].send((i, Some(Err(e))));
+            }
+            for tx in &senders {
+                let _ = tx.send((i, None));
+            }
+        });
+        if let Err(e) = spawned {
+            let _ = error_tx.send((i, Some(Err(SabotError::Execution(format!("cannot start a thread: {e}"))))));
+        }
+    }
+    outputs
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+type Route = SyncSender<(usize, Option<Result<Sequenced>>)>;
+
+fn route(input_index: usize, input: PartitionStream, keys: &[Expr], senders: &[Route]) -> Result<()> {
+    let targets = senders.len();
+    for item in input {
+        let Sequenced { seq, msg } = item?;
+        match msg {
+            Message::Batch(batch) => {
+                if targets == 1 {
+                    if senders[0].send((input_index, Some(Ok(Sequenced { seq, msg: Message::Batch(batch) })))).is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                let partitions = partition_rows(&batch, keys, targets)?;
+                for (target, rows) in partitions.into_iter().enumerate() {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let part = if rows.len() == batch.num_rows() {
+                        batch.clone()
+                    } else {
+                        arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(rows))?
+                    };
+                    let msg = Message::Batch(part);
+                    if senders[target].send((input_index, Some(Ok(Sequenced { seq, msg })))).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            other => {
+                for tx in senders {
+                    if tx.send((input_index, Some(Ok(Sequenced { seq, msg: other.clone() })))).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Row indices per target partition, by a hash of the key columns.
+fn partition_rows(batch: &RecordBatch, keys: &[Expr], targets: usize) -> Result<Vec<Vec<u32>>> {
+    let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+    let mut out = vec![Vec::with_capacity(batch.num_rows() / targets + 1); targets];
+    if let [single] = arrays.as_slice()
+        && single.data_type().is_integer()
+    {
+        let widened = arrow::compute::cast(single, &arrow::datatypes::DataType::Int64)?;
+        let values = widened.as_any().downcast_ref::<arrow::array::Int64Array>().expect("cast to Int64");
+        for (row, v) in values.iter().enumerate() {
+            let h = v.map_or(0, |v| crate::operator::hash_u64(v as u64));
+            out[(h % targets as u64) as usize].push(row as u32);
+        }
+        return Ok(out);
+    }
+    let fields = arrays.iter().map(|a| arrow::row::SortField::new(a.data_type().clone())).collect();
+    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(&arrays)?;
+    for row in 0..rows.num_rows() {
+        let h = crate::operator::hash_bytes(rows.row(row).as_ref());
+        out[(h % targets as u64) as usize].push(row as u32);
+    }
+    Ok(out)
+}
+
+struct RepartitionMerge {
+    rx: Receiver<(usize, Option<Result<Sequenced>>)>,
+    watermarks: WatermarkMerge,
+    idle_timeout: Option<Duration>,
+    failed: bool,
+}
+
+impl Iterator for RepartitionMerge {
+    type Item = Result<Sequenced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, &mut self.watermarks) {
+                Ok(received) => received,
+                Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
+                Err(None) => return None,
+            };
+            match item {
+                None => {
+                    if let Some(w) = self.watermarks.finish(input) {
+                        return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
+                    }
+                }
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(Sequenced { seq, msg: Message::Watermark(w) })) => {
+                    if let Some(merged) = self.watermarks.update(input, w) {
+                        return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
+                    }
+                }
+                Some(Ok(other)) => {
+                    self.watermarks.touch(input);
+                    return Some(Ok(other));
+                }
+            }
+        }
+    }
 }

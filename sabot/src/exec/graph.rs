@@ -17,6 +17,8 @@ pub enum EdgeKind {
     Gather,
     /// The whole input is collected once and shared by every consumer partition.
     Broadcast,
+    /// Rows are routed by a hash of their key.
+    Hash,
 }
 
 /// A node of the job graph.
@@ -68,6 +70,12 @@ impl JobGraph {
                 let id = self.node("Gather".into(), 1);
                 let kind = if *ordered { EdgeKind::GatherOrdered } else { EdgeKind::Gather };
                 self.edges.push((from, id, kind));
+                id
+            }
+            PhysicalPlan::Repartition { input, .. } => {
+                let from = self.add(input, config);
+                let id = self.node(plan.describe(), plan.partitions(config));
+                self.edges.push((from, id, EdgeKind::Hash));
                 id
             }
             PhysicalPlan::HashJoin { probe, build, .. } => {

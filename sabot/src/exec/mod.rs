@@ -16,7 +16,7 @@ pub use graph::{EdgeKind, JobGraph, JobNode};
 pub use physical::{PhysicalPlan, create_physical_plan};
 pub use stream::{PartitionStream, Sequenced};
 
-/// Merges partitions into one stream in source order (threads start here).
-pub(crate) fn gather_ordered(streams: Vec<PartitionStream>, capacity: usize) -> PartitionStream {
-    exchange::gather("sink", streams, true, capacity)
+/// Merges partitions into one stream, in source order when `ordered` (threads start here).
+pub(crate) fn gather(streams: Vec<PartitionStream>, ordered: bool, capacity: usize) -> PartitionStream {
+    exchange::gather("sink", streams, ordered, capacity, None)
 }

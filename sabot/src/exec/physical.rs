@@ -15,7 +15,9 @@ use crate::operator::{
     AggregateMode, AggregateOperator, FilterOperator, HashJoinProbe, JoinBuild, JoinColumn, JoinTable, LimitOperator,
     MapBatchesOperator, OperatorFactory, ProjectOperator, SortOperator, aggregate_supports_two_phase,
 };
+use crate::operator::{CountWindowOperator, SessionWindowOperator, WatermarkAssigner, WindowAggregateOperator};
 use crate::plan::{JoinType, LogicalPlan};
+use crate::window::WindowSpec;
 use crate::{Result, SabotError};
 
 /// A node of a physical plan.
@@ -67,6 +69,14 @@ pub enum PhysicalPlan {
         /// Output schema.
         schema: SchemaRef,
     },
+    /// Hash-partitions rows by key across `parallelism` partitions: all rows of one key meet
+    /// in one partition, in their order within each input partition.
+    Repartition {
+        /// The input.
+        input: Box<PhysicalPlan>,
+        /// The partitioning keys.
+        keys: Vec<crate::expr::Expr>,
+    },
     /// The partitions of every input, side by side.
     Union {
         /// The inputs.
@@ -81,7 +91,7 @@ impl PhysicalPlan {
             PhysicalPlan::Scan { schema, .. }
             | PhysicalPlan::Operator { schema, .. }
             | PhysicalPlan::HashJoin { schema, .. } => schema.clone(),
-            PhysicalPlan::Gather { input, .. } => input.schema(),
+            PhysicalPlan::Gather { input, .. } | PhysicalPlan::Repartition { input, .. } => input.schema(),
             PhysicalPlan::Union { inputs } => inputs[0].schema(),
         }
     }
@@ -92,6 +102,7 @@ impl PhysicalPlan {
             PhysicalPlan::Scan { .. } => config.parallelism,
             PhysicalPlan::Operator { input, .. } => input.partitions(config),
             PhysicalPlan::Gather { .. } => 1,
+            PhysicalPlan::Repartition { .. } => config.parallelism,
             PhysicalPlan::HashJoin { probe, .. } => probe.partitions(config),
             PhysicalPlan::Union { inputs } => inputs.iter().map(|i| i.partitions(config)).sum(),
         }
@@ -101,9 +112,25 @@ impl PhysicalPlan {
     pub fn inputs(&self) -> Vec<&PhysicalPlan> {
         match self {
             PhysicalPlan::Scan { .. } => vec![],
-            PhysicalPlan::Operator { input, .. } | PhysicalPlan::Gather { input, .. } => vec![input],
+            PhysicalPlan::Operator { input, .. }
+            | PhysicalPlan::Gather { input, .. }
+            | PhysicalPlan::Repartition { input, .. } => vec![input],
             PhysicalPlan::HashJoin { probe, build, .. } => vec![probe, build],
             PhysicalPlan::Union { inputs } => inputs.iter().collect(),
+        }
+    }
+
+    /// Whether the partitions carry rows in source order (sequence numbers increase along each
+    /// partition), so that an order-preserving merge can restore the source order. A hash
+    /// repartition mixes sources: after it, merges take batches as they come, since waiting for
+    /// every partition's next batch could deadlock against the repartition's channels.
+    pub fn preserves_order(&self) -> bool {
+        match self {
+            PhysicalPlan::Scan { .. } | PhysicalPlan::Gather { .. } => true,
+            PhysicalPlan::Repartition { .. } => false,
+            PhysicalPlan::Operator { input, .. } => input.preserves_order(),
+            PhysicalPlan::HashJoin { probe, .. } => probe.preserves_order(),
+            PhysicalPlan::Union { inputs } => inputs.iter().all(|i| i.preserves_order()),
         }
     }
 
@@ -128,6 +155,10 @@ impl PhysicalPlan {
                 format!(
                     "HashJoin: {join_type:?} probe keys {probe_keys:?} = build keys {build_keys:?} (build side gathered once)"
                 )
+            }
+            PhysicalPlan::Repartition { keys, .. } => {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                format!("Repartition: hash({})", keys.join(", "))
             }
             PhysicalPlan::Union { .. } => "Union".into(),
         }
@@ -174,7 +205,7 @@ impl PhysicalPlan {
                 .collect(),
             PhysicalPlan::Gather { input, ordered } => {
                 let name = input.describe().split(':').next().unwrap_or("gather").to_lowercase();
-                Ok(vec![gather(&name, input.execute(config)?, *ordered, config.channel_capacity)])
+                Ok(vec![gather(&name, input.execute(config)?, *ordered, config.channel_capacity, config.idle_timeout)])
             }
             PhysicalPlan::HashJoin { probe, build, join_type, probe_keys, build_keys, key_types, output, schema } => {
                 let probes = probe.execute(config)?;
@@ -206,6 +237,9 @@ impl PhysicalPlan {
                         Box::new(OperatorStream::new(stream, Box::new(op))) as PartitionStream
                     })
                     .collect())
+            }
+            PhysicalPlan::Repartition { input, keys } => {
+                Ok(super::exchange::repartition(input.execute(config)?, keys.clone(), config))
             }
             PhysicalPlan::Union { inputs } => {
                 let mut out = vec![];
@@ -240,7 +274,7 @@ fn estimate_rows(plan: &LogicalPlan) -> Option<usize> {
 }
 
 /// Turns an optimized logical plan into a physical plan.
-pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
+pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<PhysicalPlan> {
     Ok(match plan {
         LogicalPlan::Scan { source, projection, filters, schema } => PhysicalPlan::Scan {
             source: source.clone(),
@@ -248,23 +282,57 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
             schema: schema.clone(),
         },
         LogicalPlan::Filter { input, predicate } => {
+            #[cfg(feature = "jit")]
+            if config.jit
+                && let Some(op) = crate::operator::JitCalcOperator::try_new(&input.schema(), Some(predicate), None)
+            {
+                let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(op.clone()) as _));
+                let name = plan.describe().replacen("Filter:", "Filter[jit]:", 1);
+                return Ok(operator(create_physical_plan(input, config)?, name, plan.schema(), factory));
+            }
             let predicate = predicate.clone();
             let factory: OperatorFactory = Arc::new(move |_| {
                 Ok(Box::new(FilterOperator::new(predicate.clone())) as Box<dyn crate::operator::Operator>)
             });
-            operator(create_physical_plan(input)?, plan.describe(), plan.schema(), factory)
+            operator(create_physical_plan(input, config)?, plan.describe(), plan.schema(), factory)
         }
         LogicalPlan::Project { input, exprs, schema } => {
+            #[cfg(feature = "jit")]
+            if config.jit {
+                // A projection over a filter fuses with it: one pass computes both.
+                if let LogicalPlan::Filter { input: below, predicate } = input.as_ref()
+                    && let Some(op) = crate::operator::JitCalcOperator::try_new(
+                        &below.schema(),
+                        Some(predicate),
+                        Some((exprs, schema.clone())),
+                    )
+                {
+                    let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(op.clone()) as _));
+                    let name = format!(
+                        "FilterProject[jit]: {} | {}",
+                        input.describe().trim_start_matches("Filter: "),
+                        plan.describe().trim_start_matches("Project: ")
+                    );
+                    return Ok(operator(create_physical_plan(below, config)?, name, schema.clone(), factory));
+                }
+                if let Some(op) =
+                    crate::operator::JitCalcOperator::try_new(&input.schema(), None, Some((exprs, schema.clone())))
+                {
+                    let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(op.clone()) as _));
+                    let name = plan.describe().replacen("Project:", "Project[jit]:", 1);
+                    return Ok(operator(create_physical_plan(input, config)?, name, schema.clone(), factory));
+                }
+            }
             let (exprs, out) = (exprs.clone(), schema.clone());
             let factory: OperatorFactory =
                 Arc::new(move |_| Ok(Box::new(ProjectOperator::new(exprs.clone(), out.clone())) as _));
-            operator(create_physical_plan(input)?, plan.describe(), schema.clone(), factory)
+            operator(create_physical_plan(input, config)?, plan.describe(), schema.clone(), factory)
         }
         LogicalPlan::MapBatches { input, name, func, schema } => {
             let (name, func) = (name.clone(), func.clone());
             let factory: OperatorFactory =
                 Arc::new(move |_| Ok(Box::new(MapBatchesOperator::new(name.clone(), func.clone())) as _));
-            operator(create_physical_plan(input)?, plan.describe(), schema.clone(), factory)
+            operator(create_physical_plan(input, config)?, plan.describe(), schema.clone(), factory)
         }
         LogicalPlan::Limit { input, skip, fetch } => {
             let schema = plan.schema();
@@ -272,13 +340,14 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
             let local: OperatorFactory = Arc::new(move |_| Ok(Box::new(LimitOperator::new(0, local_fetch)) as _));
             let (skip, fetch) = (*skip, *fetch);
             let global: OperatorFactory = Arc::new(move |_| Ok(Box::new(LimitOperator::new(skip, fetch)) as _));
-            let partial = operator(create_physical_plan(input)?, "LocalLimit".into(), schema.clone(), local);
-            let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: true };
+            let partial = operator(create_physical_plan(input, config)?, "LocalLimit".into(), schema.clone(), local);
+            let ordered = partial.preserves_order();
+            let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered };
             operator(gathered, plan.describe(), schema, global)
         }
         LogicalPlan::Sort { input, keys, fetch } => {
             let schema = plan.schema();
-            let mut child = create_physical_plan(input)?;
+            let mut child = create_physical_plan(input, config)?;
             if fetch.is_some() {
                 let (s, k, f) = (schema.clone(), keys.clone(), *fetch);
                 let local: OperatorFactory =
@@ -292,7 +361,7 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
             operator(gathered, plan.describe(), schema, global)
         }
         LogicalPlan::Aggregate { input, group_by, aggregates, schema } => {
-            let child = create_physical_plan(input)?;
+            let child = create_physical_plan(input, config)?;
             let in_schema = input.schema();
             let two_phase = aggregates.iter().all(|a| aggregate_supports_two_phase(a.func));
             let make = |mode: AggregateMode| -> Result<OperatorFactory> {
@@ -314,13 +383,64 @@ pub fn create_physical_plan(plan: &LogicalPlan) -> Result<PhysicalPlan> {
                 let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: false };
                 operator(gathered, format!("Final{}", plan.describe()), schema.clone(), make(AggregateMode::Final)?)
             } else {
-                let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered: true };
+                let ordered = child.preserves_order();
+                let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered };
                 operator(gathered, plan.describe(), schema.clone(), make(AggregateMode::Single)?)
             }
         }
-        LogicalPlan::Join { left, right, on, join_type, schema } => plan_join(left, right, on, *join_type, schema)?,
+        LogicalPlan::Join { left, right, on, join_type, schema } => {
+            plan_join(left, right, on, *join_type, schema, config)?
+        }
+        LogicalPlan::Watermark { input, time_column, strategy } => {
+            let (column, strategy) = (time_column.clone(), strategy.clone());
+            let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(WatermarkAssigner::new(&column, &strategy)) as _));
+            operator(create_physical_plan(input, config)?, plan.describe(), plan.schema(), factory)
+        }
+        LogicalPlan::Window { input, keys, time_column, spec, aggregates, allowed_lateness, late_data, schema } => {
+            let child = create_physical_plan(input, config)?;
+            // Rows of one key must meet in one partition; without keys, in the only one.
+            let exchanged = if keys.is_empty() {
+                let ordered = child.preserves_order();
+                PhysicalPlan::Gather { input: Box::new(child), ordered }
+            } else {
+                PhysicalPlan::Repartition { input: Box::new(child), keys: keys.clone() }
+            };
+            let in_schema = input.schema();
+            let (keys, aggregates, spec, lateness) = (keys.clone(), aggregates.clone(), *spec, *allowed_lateness);
+            let (time, late) = (time_column.clone(), late_data.clone());
+            let make = move |_: usize| -> Result<Box<dyn crate::operator::Operator>> {
+                let time = || {
+                    time.clone().ok_or_else(|| SabotError::plan(format!("{spec} windows need an event-time column")))
+                };
+                Ok(match spec {
+                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => Box::new(WindowAggregateOperator::try_new(
+                        spec,
+                        &time()?,
+                        in_schema.clone(),
+                        keys.clone(),
+                        aggregates.clone(),
+                        lateness,
+                        late.clone(),
+                    )?),
+                    WindowSpec::Session { gap } => Box::new(SessionWindowOperator::try_new(
+                        gap,
+                        &time()?,
+                        in_schema.clone(),
+                        keys.clone(),
+                        aggregates.clone(),
+                        lateness,
+                        late.clone(),
+                    )?),
+                    WindowSpec::Count { size } => {
+                        Box::new(CountWindowOperator::try_new(size, in_schema.clone(), keys.clone(), aggregates.clone())?)
+                    }
+                })
+            };
+            make(0)?;
+            operator(exchanged, plan.describe(), schema.clone(), Arc::new(make))
+        }
         LogicalPlan::Union { inputs, .. } => {
-            PhysicalPlan::Union { inputs: inputs.iter().map(|i| create_physical_plan(i)).collect::<Result<_>>()? }
+            PhysicalPlan::Union { inputs: inputs.iter().map(|i| create_physical_plan(i, config)).collect::<Result<_>>()? }
         }
     })
 }
@@ -331,6 +451,7 @@ fn plan_join(
     on: &[(String, String)],
     join_type: JoinType,
     schema: &SchemaRef,
+    config: &ExecConfig,
 ) -> Result<PhysicalPlan> {
     let (ls, rs) = (left.schema(), right.schema());
     let index = |s: &arrow::datatypes::Schema, name: &str| {
@@ -367,8 +488,8 @@ fn plan_join(
     let (probe, build, probe_keys, build_keys) =
         if swap { (right, left, right_keys, left_keys) } else { (left, right, left_keys, right_keys) };
     Ok(PhysicalPlan::HashJoin {
-        probe: Box::new(create_physical_plan(probe)?),
-        build: Box::new(create_physical_plan(build)?),
+        probe: Box::new(create_physical_plan(probe, config)?),
+        build: Box::new(create_physical_plan(build, config)?),
         join_type,
         probe_keys,
         build_keys,

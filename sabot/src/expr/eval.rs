@@ -137,6 +137,17 @@ impl Expr {
                 let out = func.invoke(&arrays).map_err(eval_err)?;
                 if all_scalar { ColumnarValue::Scalar(out) } else { ColumnarValue::Array(out) }
             }
+            Expr::ScalarUdf { udf, args } => {
+                let values = args.iter().map(|a| a.evaluate_columnar(batch)).collect::<Result<Vec<_>>>()?;
+                let all_scalar = values.iter().all(|v| matches!(v, ColumnarValue::Scalar(_)));
+                let len = if all_scalar { 1 } else { batch.num_rows() };
+                let mut arrays = vec![];
+                for (v, t) in values.into_iter().zip(udf.arg_types()) {
+                    arrays.push(v.cast(&t).map_err(eval_err)?.into_array(len)?);
+                }
+                let out = udf.invoke(&arrays).map_err(eval_err)?;
+                if all_scalar { ColumnarValue::Scalar(out) } else { ColumnarValue::Array(out) }
+            }
         })
     }
 
@@ -165,13 +176,13 @@ impl Expr {
 
 /// Which operand is a literal, so that coercion converts the literal rather than the column.
 #[derive(Clone, Copy, PartialEq)]
-enum LiteralSide {
+pub(crate) enum LiteralSide {
     Left,
     Right,
     Neither,
 }
 
-fn literal_side(left: &Expr, right: &Expr) -> LiteralSide {
+pub(crate) fn literal_side(left: &Expr, right: &Expr) -> LiteralSide {
     match (left, right) {
         (Expr::Literal(_), Expr::Literal(_)) => LiteralSide::Neither,
         (Expr::Literal(_), _) => LiteralSide::Left,
@@ -189,7 +200,11 @@ fn as_bool(a: &ArrayRef) -> std::result::Result<&BooleanArray, ArrowError> {
 /// The type both operands are converted to. A literal compared with a column takes the
 /// column's type when the conversion is exact (`int_col > 3.0` stays integer only if 3.0 is
 /// integral), so the column itself is never cast.
-fn operand_type(l: &ColumnarValue, r: &ColumnarValue, side: LiteralSide) -> std::result::Result<DataType, ArrowError> {
+pub(crate) fn operand_type(
+    l: &ColumnarValue,
+    r: &ColumnarValue,
+    side: LiteralSide,
+) -> std::result::Result<DataType, ArrowError> {
     let (lt, rt) = (l.data_type(), r.data_type());
     let (column_type, literal) = match side {
         LiteralSide::Left => (rt, l),

@@ -14,19 +14,26 @@
 mod aggregate;
 mod eval;
 mod function;
+pub mod parse;
 mod scalar;
 mod types;
+pub mod udf;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops;
+use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 
 pub use aggregate::{AggExpr, AggFunc, avg, count, count_all, count_distinct, first, last, max, min, sum};
 pub use eval::ColumnarValue;
+#[cfg(feature = "jit")]
+pub(crate) use eval::{LiteralSide, literal_side, operand_type};
 pub use function::{ScalarFunction, coalesce, concat};
+pub use parse::parse_expr;
 pub use scalar::ScalarValue;
+pub use udf::ScalarUdf;
 pub(crate) use types::common_type;
 
 /// A binary operator.
@@ -161,6 +168,13 @@ pub enum Expr {
     Function {
         /// The function.
         func: ScalarFunction,
+        /// Its arguments.
+        args: Vec<Expr>,
+    },
+    /// A scalar user-defined function (see `#[sabot::udf]`).
+    ScalarUdf {
+        /// The function.
+        udf: Arc<dyn ScalarUdf>,
         /// Its arguments.
         args: Vec<Expr>,
     },
@@ -338,7 +352,7 @@ impl Expr {
                     o.visit(f);
                 }
             }
-            Expr::Function { args, .. } => args.iter().for_each(|a| a.visit(f)),
+            Expr::Function { args, .. } | Expr::ScalarUdf { args, .. } => args.iter().for_each(|a| a.visit(f)),
         }
     }
 
@@ -361,6 +375,9 @@ impl Expr {
             },
             Expr::Function { func, args } => {
                 Expr::Function { func, args: args.into_iter().map(|a| a.transform(f)).collect() }
+            }
+            Expr::ScalarUdf { udf, args } => {
+                Expr::ScalarUdf { udf, args: args.into_iter().map(|a| a.transform(f)).collect() }
             }
         };
         f(rebuilt)
@@ -463,6 +480,16 @@ impl fmt::Display for Expr {
                     write!(f, " ELSE {o}")?;
                 }
                 f.write_str(" END")
+            }
+            Expr::ScalarUdf { udf, args } => {
+                write!(f, "{}(", udf.name())?;
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                f.write_str(")")
             }
             Expr::Function { func, args } => {
                 write!(f, "{func}(")?;

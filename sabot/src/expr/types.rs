@@ -138,6 +138,24 @@ impl Expr {
                 let types = args.iter().map(|a| a.data_type(schema)).collect::<Result<Vec<_>>>()?;
                 func.return_type(&types)?
             }
+            Expr::ScalarUdf { udf, args } => {
+                let params = udf.arg_types();
+                if params.len() != args.len() {
+                    return Err(SabotError::plan(format!(
+                        "{} takes {} argument(s), got {}",
+                        udf.name(),
+                        params.len(),
+                        args.len()
+                    )));
+                }
+                for (a, p) in args.iter().zip(&params) {
+                    let t = a.data_type(schema)?;
+                    if !arrow::compute::can_cast_types(&t, p) {
+                        return Err(SabotError::plan(format!("{}: cannot pass {t} as {p}", udf.name())));
+                    }
+                }
+                udf.return_type()
+            }
             Expr::Alias(e, _) => e.data_type(schema)?,
         })
     }
@@ -162,6 +180,7 @@ impl Expr {
             Expr::Function { func, args } => {
                 func.may_introduce_nulls() || args.iter().any(|a| a.nullable(schema).unwrap_or(true))
             }
+            Expr::ScalarUdf { args, .. } => args.iter().any(|a| a.nullable(schema).unwrap_or(true)),
         })
     }
 

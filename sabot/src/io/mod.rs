@@ -87,6 +87,7 @@ pub trait SinkWriter: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
+pub mod channel;
 pub mod csv;
 pub mod ipc;
 pub mod json;

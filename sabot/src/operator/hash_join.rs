@@ -52,14 +52,24 @@ fn push_head(head: &mut u32, row: u32, next: &mut [u32]) {
 
 /// Maps key values to the first build row holding them; `next` chains rows with equal keys.
 enum KeyIndex {
-    /// Integer keys in a dense range: `heads[key - min]`, no hashing at all; `present` is a
-    /// bitmap of the keys that occur, small enough to stay in cache, so that probe rows
-    /// without a match never touch `heads`.
-    Direct { min: i64, heads: Vec<u32>, present: Vec<u64> },
+    /// Integer keys in a dense range, indexed by `key - min` without hashing: a bitmap of
+    /// the keys present (with a running count per 64 keys) ranks each key into `heads`, which
+    /// has one entry per *distinct* key. The bitmap (2 bits per key of the range) stays in
+    /// cache, so probe rows without a match never touch `heads`, and `heads` is small.
+    Direct { min: i64, len: u64, blocks: Vec<RankBlock>, heads: Vec<u32> },
     /// Integer keys: open addressing with linear probing over inline keys.
     Integer { mask: usize, keys: Vec<i64>, heads: Vec<u32> },
     /// Any keys, compared in Arrow's row format.
     Rows { rows: Rows, table: HashTable<u32> },
+}
+
+/// 64 keys of a [`KeyIndex::Direct`] range: which are present, and how many present keys
+/// precede the block.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct RankBlock {
+    bits: u64,
+    rank: u32,
 }
 
 /// The build side of a hash join: all its rows plus an index on the key columns.
@@ -128,59 +138,74 @@ impl JoinTable {
         self.batch.num_rows()
     }
 
+    /// Appends `(probe, row)` for each build row of the chain starting at `head`; whether
+    /// there was one.
+    #[inline(always)]
+    fn emit_chain(&self, probe: u32, head: u32, probe_rows: &mut Vec<u32>, build_rows: &mut Vec<u32>) -> bool {
+        if head == NONE {
+            return false;
+        }
+        probe_rows.push(probe);
+        build_rows.push(head & ROW);
+        if head & MORE != 0 {
+            let mut row = self.next[(head & ROW) as usize];
+            while row != NONE {
+                probe_rows.push(probe);
+                build_rows.push(row);
+                row = self.next[row as usize];
+            }
+        }
+        true
+    }
+
     /// Appends `(probe_row, build_row)` for every match of the probe keys, in probe order;
-    /// `on_row` sees each probe row with whether it matched (after its matches are appended).
+    /// `on_row` sees each probe row with whether it matched (after its matches are appended),
+    /// unless `matches_only` (then it is never called).
     fn probe(
         &self,
         keys: &[ArrayRef],
         probe_rows: &mut Vec<u32>,
         build_rows: &mut Vec<u32>,
+        scratch: &mut Vec<u32>,
+        matches_only: bool,
         mut on_row: impl FnMut(u32, bool, &mut Vec<u32>, &mut Vec<u32>),
     ) -> Result<()> {
         let emit_chain = |i: usize, head: u32, probe_rows: &mut Vec<u32>, build_rows: &mut Vec<u32>| {
-            if head == NONE {
-                return false;
-            }
-            probe_rows.push(i as u32);
-            build_rows.push(head & ROW);
-            if head & MORE != 0 {
-                let mut row = self.next[(head & ROW) as usize];
-                while row != NONE {
-                    probe_rows.push(i as u32);
-                    build_rows.push(row);
-                    row = self.next[row as usize];
-                }
-            }
-            true
+            self.emit_chain(i as u32, head, probe_rows, build_rows)
         };
         match &self.index {
-            KeyIndex::Direct { min, heads, present } => {
+            KeyIndex::Direct { min, len, blocks, heads } => {
                 let widened = cast_if_needed(&keys[0], &self.key_type)?;
                 let array = widened.as_primitive::<Int64Type>();
+                // First every lookup, without branches on the data, so that the CPU overlaps
+                // the cache misses of many rows; then the chains, in probe order.
+                let (min, len, absent) = (*min, *len, (heads.len() - 1) as u32);
+                let outside = RankBlock { bits: 0, rank: absent };
                 let values = array.values();
-                let (min, len) = (*min, heads.len() as u64);
-                // The bitmap answers most misses from cache; `heads` is read only for hits.
                 let lookup = |key: i64| {
                     let offset = key.wrapping_sub(min) as u64;
-                    if offset < len && present[(offset >> 6) as usize] & (1 << (offset & 63)) != 0 {
-                        heads[offset as usize]
-                    } else {
-                        NONE
-                    }
+                    let block = if offset < len { blocks[(offset >> 6) as usize] } else { outside };
+                    let bit = 1u64 << (offset & 63);
+                    let rank = block.rank + (block.bits & (bit - 1)).count_ones();
+                    heads[if block.bits & bit != 0 { rank } else { absent } as usize]
                 };
-                match array.nulls().filter(|n| n.null_count() > 0) {
-                    None => {
-                        for (i, &key) in values.iter().enumerate() {
-                            let found = emit_chain(i, lookup(key), probe_rows, build_rows);
-                            on_row(i as u32, found, probe_rows, build_rows);
-                        }
+                // (A buffer kept across batches: a fresh one would be page-faulted in every time.)
+                let found = scratch;
+                found.clear();
+                found.extend(values.iter().map(|&key| lookup(key)));
+                if let Some(nulls) = array.nulls().filter(|n| n.null_count() > 0) {
+                    for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+                        found[i] = NONE;
                     }
-                    Some(nulls) => {
-                        for (i, &key) in values.iter().enumerate() {
-                            let head = if nulls.is_null(i) { NONE } else { lookup(key) };
-                            let found = emit_chain(i, head, probe_rows, build_rows);
-                            on_row(i as u32, found, probe_rows, build_rows);
-                        }
+                }
+                if matches_only {
+                    for (i, &head) in found.iter().enumerate() {
+                        self.emit_chain(i as u32, head, probe_rows, build_rows);
+                    }
+                } else {
+                    for (i, &head) in found.iter().enumerate() {
+                        let matched = self.emit_chain(i as u32, head, probe_rows, build_rows);
+                        on_row(i as u32, matched, probe_rows, build_rows);
                     }
                 }
             }
@@ -261,18 +286,35 @@ fn build_integer_index(keys: &arrow::array::Int64Array, next: &mut [u32]) -> Key
     let (min, max) = keys.iter().flatten().fold((i64::MAX, i64::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)));
     let range = (max as i128 - min as i128 + 1).max(0) as u128;
     // A dense key range is indexed directly: probes become one array read, in probe order.
-    let dense_limit = (non_null as u128 * 16).max(1 << 20).min(1 << 28);
+    // (The index costs 2 bits per key of the range plus 4 bytes per distinct key.)
+    let dense_limit = (non_null as u128 * 64).max(1 << 20).min(1 << 30);
     if non_null > 0 && range <= dense_limit {
-        let mut heads = vec![NONE; range as usize];
-        let mut present = vec![0u64; (range as usize).div_ceil(64)];
-        for row in (0..keys.len()).rev() {
-            if keys.is_valid(row) {
-                let slot = (keys.value(row) - min) as usize;
-                push_head(&mut heads[slot], row as u32, next);
-                present[slot >> 6] |= 1 << (slot & 63);
+        let len = range as u64;
+        let mut blocks = vec![RankBlock::default(); (range as usize).div_ceil(64)];
+        let valid = |row: usize| keys.is_valid(row);
+        let values = keys.values();
+        for row in 0..keys.len() {
+            if valid(row) {
+                let offset = (values[row] - min) as usize;
+                blocks[offset >> 6].bits |= 1 << (offset & 63);
             }
         }
-        return KeyIndex::Direct { min, heads, present };
+        let mut distinct = 0u32;
+        for block in &mut blocks {
+            block.rank = distinct;
+            distinct += block.bits.count_ones();
+        }
+        // One more entry, always NONE: where absent keys look.
+        let mut heads = vec![NONE; distinct as usize + 1];
+        for row in (0..keys.len()).rev() {
+            if valid(row) {
+                let offset = (values[row] - min) as u64;
+                let block = blocks[(offset >> 6) as usize];
+                let slot = block.rank + (block.bits & ((1u64 << (offset & 63)) - 1)).count_ones();
+                push_head(&mut heads[slot as usize], row as u32, next);
+            }
+        }
+        return KeyIndex::Direct { min, len, blocks, heads };
     }
     let capacity = (non_null * 2).next_power_of_two().max(16);
     let mask = capacity - 1;
@@ -334,6 +376,7 @@ pub struct HashJoinProbe {
     table: Option<Arc<JoinTable>>,
     probe_rows: Vec<u32>,
     build_rows: Vec<u32>,
+    scratch: Vec<u32>,
 }
 
 impl HashJoinProbe {
@@ -357,6 +400,7 @@ impl HashJoinProbe {
             table: None,
             probe_rows: vec![],
             build_rows: vec![],
+            scratch: vec![],
         }
     }
 
@@ -412,28 +456,37 @@ impl Operator for HashJoinProbe {
         self.build_rows.clear();
         let mut unmatched_probe = vec![];
         let join_type = self.join_type;
-        table.probe(&keys, &mut self.probe_rows, &mut self.build_rows, |row, found, probe_rows, build_rows| {
-            match join_type {
-                JoinType::Semi if found => {
-                    // One output row per probe row, whatever the number of matches.
-                    let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
-                    probe_rows.truncate(first + 1);
-                    build_rows.truncate(first + 1);
+        // Inner and right joins need nothing per probe row beyond its matches.
+        let matches_only = matches!(join_type, JoinType::Inner | JoinType::Right);
+        table.probe(
+            &keys,
+            &mut self.probe_rows,
+            &mut self.build_rows,
+            &mut self.scratch,
+            matches_only,
+            |row, found, probe_rows, build_rows| {
+                match join_type {
+                    JoinType::Semi if found => {
+                        // One output row per probe row, whatever the number of matches.
+                        let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
+                        probe_rows.truncate(first + 1);
+                        build_rows.truncate(first + 1);
+                    }
+                    JoinType::Anti if found => {
+                        let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
+                        probe_rows.truncate(first);
+                        build_rows.truncate(first);
+                    }
+                    // Unmatched rows keep their place among the matches: the output follows the probe order.
+                    JoinType::Left | JoinType::Full if !found => {
+                        probe_rows.push(row);
+                        build_rows.push(NONE);
+                    }
+                    JoinType::Anti if !found => unmatched_probe.push(row),
+                    _ => {}
                 }
-                JoinType::Anti if found => {
-                    let first = probe_rows.iter().rposition(|&r| r != row).map_or(0, |p| p + 1);
-                    probe_rows.truncate(first);
-                    build_rows.truncate(first);
-                }
-                // Unmatched rows keep their place among the matches: the output follows the probe order.
-                JoinType::Left | JoinType::Full if !found => {
-                    probe_rows.push(row);
-                    build_rows.push(NONE);
-                }
-                JoinType::Anti if !found => unmatched_probe.push(row),
-                _ => {}
-            }
-        })?;
+            },
+        )?;
         if matches!(self.join_type, JoinType::Right | JoinType::Full) {
             table.mark_matched(&self.build_rows);
         }

@@ -23,12 +23,18 @@
 //! ```
 
 mod aggregate;
+mod count_window;
 mod filter;
 mod hash_join;
+#[cfg(feature = "jit")]
+mod jit_calc;
 mod limit;
 mod map_batches;
 mod project;
+mod session_window;
 mod sort;
+mod watermark_assigner;
+mod window_aggregate;
 
 use std::collections::VecDeque;
 
@@ -37,13 +43,21 @@ use arrow::record_batch::RecordBatch;
 use crate::Result;
 
 pub(crate) use aggregate::supports_two_phase as aggregate_supports_two_phase;
+pub(crate) use aggregate::{hash_bytes, hash_u64};
 pub use aggregate::{AggregateMode, AggregateOperator};
 pub use filter::FilterOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
+#[cfg(feature = "jit")]
+pub use jit_calc::JitCalcOperator;
 pub use limit::LimitOperator;
 pub use map_batches::MapBatchesOperator;
 pub use project::ProjectOperator;
+pub use count_window::CountWindowOperator;
+pub use session_window::SessionWindowOperator;
 pub use sort::SortOperator;
+pub use watermark_assigner::WatermarkAssigner;
+pub use window_aggregate::WindowAggregateOperator;
+pub(crate) use window_aggregate::window_output_schema;
 
 /// Event time, in milliseconds since the Unix epoch, below which no more events are expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

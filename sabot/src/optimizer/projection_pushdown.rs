@@ -44,7 +44,12 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
                 Some(p) => p.clone(),
                 None => (0..full.fields().len()).collect(),
             };
-            let kept: Vec<usize> = current.into_iter().filter(|&i| required.contains(full.field(i).name())).collect();
+            let mut kept: Vec<usize> =
+                current.iter().copied().filter(|&i| required.contains(full.field(i).name())).collect();
+            // Batches carry their row count in their columns: never read zero columns.
+            if kept.is_empty() && !current.is_empty() {
+                kept.push(current[0]);
+            }
             if kept.len() == schema.fields().len() {
                 return Ok(plan.clone());
             }
@@ -139,6 +144,17 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Arc::new(LogicalPlan::union(inputs)?))
+        }
+        LogicalPlan::Watermark { input, time_column, strategy } => {
+            let input = prune(input, with(&required, [time_column.clone()]))?;
+            Ok(Arc::new(LogicalPlan::Watermark { input, time_column: time_column.clone(), strategy: strategy.clone() }))
+        }
+        LogicalPlan::Window { input, keys, time_column, aggregates, .. } => {
+            let mut needed: BTreeSet<String> = keys.iter().flat_map(|e| e.columns()).collect();
+            needed.extend(aggregates.iter().flat_map(|a| a.input.columns()));
+            needed.extend(time_column.iter().cloned());
+            let input = prune(input, Some(needed))?;
+            Ok(Arc::new(plan.with_new_inputs(vec![input])))
         }
         // A user function may read any column.
         LogicalPlan::MapBatches { .. } => map_children(plan, |c| prune(c, None)),

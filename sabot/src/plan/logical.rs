@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::expr::{AggExpr, Expr};
 use crate::io::Source;
+use crate::window::{LateData, WatermarkStrategy, WindowSpec};
 use crate::{Result, SabotError};
 
 /// A user function from one batch to another, used by typed `map`, `flat_map` and closure filters.
@@ -176,6 +177,34 @@ pub enum LogicalPlan {
         /// Left columns, then right columns (see [`join_schema`]).
         schema: SchemaRef,
     },
+    /// Derives watermarks from an event-time column (rows pass unchanged).
+    Watermark {
+        /// The input.
+        input: Arc<LogicalPlan>,
+        /// The event-time column (`Timestamp(ms)` or `Int64` ms).
+        time_column: String,
+        /// How watermarks follow event times.
+        strategy: WatermarkStrategy,
+    },
+    /// Aggregates rows per key and window.
+    Window {
+        /// The input.
+        input: Arc<LogicalPlan>,
+        /// Partitioning keys (rows of one key meet in one partition).
+        keys: Vec<Expr>,
+        /// The event-time column, for time windows.
+        time_column: Option<String>,
+        /// The window assigner.
+        spec: WindowSpec,
+        /// Aggregates per window.
+        aggregates: Vec<AggExpr>,
+        /// How long (ms) after firing a window still accepts late rows.
+        allowed_lateness: i64,
+        /// Where rows later than that go.
+        late_data: Option<LateData>,
+        /// Keys, `window_start`, `window_end`, aggregates.
+        schema: SchemaRef,
+    },
     /// The rows of all inputs, which share one schema.
     Union {
         /// The inputs.
@@ -194,10 +223,12 @@ impl LogicalPlan {
             | LogicalPlan::MapBatches { schema, .. }
             | LogicalPlan::Aggregate { schema, .. }
             | LogicalPlan::Join { schema, .. }
+            | LogicalPlan::Window { schema, .. }
             | LogicalPlan::Union { schema, .. } => schema.clone(),
-            LogicalPlan::Filter { input, .. } | LogicalPlan::Limit { input, .. } | LogicalPlan::Sort { input, .. } => {
-                input.schema()
-            }
+            LogicalPlan::Filter { input, .. }
+            | LogicalPlan::Limit { input, .. }
+            | LogicalPlan::Sort { input, .. }
+            | LogicalPlan::Watermark { input, .. } => input.schema(),
         }
     }
 
@@ -210,6 +241,8 @@ impl LogicalPlan {
             | LogicalPlan::MapBatches { input, .. }
             | LogicalPlan::Limit { input, .. }
             | LogicalPlan::Sort { input, .. }
+            | LogicalPlan::Watermark { input, .. }
+            | LogicalPlan::Window { input, .. }
             | LogicalPlan::Aggregate { input, .. } => vec![input],
             LogicalPlan::Join { left, right, .. } => vec![left, right],
             LogicalPlan::Union { inputs, .. } => inputs.iter().collect(),
@@ -246,6 +279,21 @@ impl LogicalPlan {
             LogicalPlan::Join { on, join_type, schema, .. } => {
                 let left = next();
                 LogicalPlan::Join { left, right: next(), on: on.clone(), join_type: *join_type, schema: schema.clone() }
+            }
+            LogicalPlan::Watermark { time_column, strategy, .. } => {
+                LogicalPlan::Watermark { input: next(), time_column: time_column.clone(), strategy: strategy.clone() }
+            }
+            LogicalPlan::Window { keys, time_column, spec, aggregates, allowed_lateness, late_data, schema, .. } => {
+                LogicalPlan::Window {
+                    input: next(),
+                    keys: keys.clone(),
+                    time_column: time_column.clone(),
+                    spec: *spec,
+                    aggregates: aggregates.clone(),
+                    allowed_lateness: *allowed_lateness,
+                    late_data: late_data.clone(),
+                    schema: schema.clone(),
+                }
             }
             LogicalPlan::Union { schema, .. } => LogicalPlan::Union { inputs: new, schema: schema.clone() },
         }
@@ -373,6 +421,17 @@ impl LogicalPlan {
                 format!("Join: {join_type:?} on [{}]", keys.join(", "))
             }
             LogicalPlan::Union { .. } => "Union".to_string(),
+            LogicalPlan::Watermark { time_column, strategy, .. } => format!("Watermark: {time_column} {strategy:?}"),
+            LogicalPlan::Window { keys, spec, aggregates, allowed_lateness, time_column, .. } => {
+                let mut s = format!("Window: {spec} keys=[{}] aggregates=[{}]", list(keys), list(aggregates));
+                if let Some(t) = time_column {
+                    s += &format!(" time={t}");
+                }
+                if *allowed_lateness > 0 {
+                    s += &format!(" allowed_lateness={allowed_lateness}ms");
+                }
+                s
+            }
         }
     }
 }

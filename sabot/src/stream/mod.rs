@@ -8,6 +8,7 @@ mod build;
 mod sinks;
 mod sources;
 mod typed;
+mod windowed;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::expr::Expr;
 use crate::plan::LogicalPlan;
 
 pub use build::GroupedStream;
+pub use windowed::{KeyedStream, WindowedStream};
 
 /// The record type of a stream whose schema is only known at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

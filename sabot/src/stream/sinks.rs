@@ -29,7 +29,7 @@ impl<T> Stream<T> {
 
     /// The physical plan that would run.
     pub fn physical_plan(&self) -> Result<PhysicalPlan> {
-        create_physical_plan(self.optimized_plan()?.as_ref())
+        create_physical_plan(self.optimized_plan()?.as_ref(), &self.config)
     }
 
     /// The physical plan as a DAG of operator nodes.
@@ -48,7 +48,7 @@ impl<T> Stream<T> {
     /// ```
     pub fn explain(&self) -> Result<String> {
         let optimized = self.optimized_plan()?;
-        let physical = create_physical_plan(&optimized)?;
+        let physical = create_physical_plan(&optimized, &self.config)?;
         let graph = JobGraph::from_physical(&physical, &self.config);
         Ok(format!(
             "== Logical Plan ==\n{}\n== Optimized Logical Plan ==\n{}\n== Physical Plan ==\n{}\n== Job Graph ==\n{}",
@@ -63,7 +63,7 @@ impl<T> Stream<T> {
     pub fn for_each_batch(&self, mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
         let physical = self.physical_plan()?;
         let streams = physical.execute(&self.config)?;
-        let merged = crate::exec::gather_ordered(streams, self.config.channel_capacity);
+        let merged = crate::exec::gather(streams, physical.preserves_order(), self.config.channel_capacity);
         for item in merged {
             if let Message::Batch(batch) = item?.msg {
                 f(batch)?;

@@ -237,6 +237,13 @@ impl Accumulator for AvgAcc {
         grow(&mut self.counts, num_groups, 0);
         let values = cast(values, &DataType::Float64)?;
         let values = values.as_primitive::<Float64Type>();
+        if values.null_count() == 0 {
+            for (&v, &g) in values.values().iter().zip(ids) {
+                self.sums[g as usize] += v;
+                self.counts[g as usize] += 1;
+            }
+            return Ok(());
+        }
         for (i, &g) in ids.iter().enumerate() {
             if values.is_valid(i) {
                 self.sums[g as usize] += values.value(i);
@@ -312,6 +319,17 @@ impl<T: TotalOrd> MinMaxAcc<T> {
             _ => cast(values, &T::DATA_TYPE)?,
         };
         let array: &PrimitiveArray<T> = widened.as_primitive();
+        if array.null_count() == 0 {
+            let is_max = self.is_max;
+            for (&v, &g) in array.values().iter().zip(ids) {
+                let slot = &mut self.values[g as usize];
+                *slot = Some(match *slot {
+                    Some(cur) if (is_max && !T::greater(v, cur)) || (!is_max && !T::greater(cur, v)) => cur,
+                    _ => v,
+                });
+            }
+            return Ok(());
+        }
         for (i, &g) in ids.iter().enumerate() {
             if array.is_null(i) {
                 continue;

@@ -117,6 +117,90 @@ struct StringKeys {
     offsets: Vec<usize>,
     is_null: Vec<bool>,
     null_group: Option<u32>,
+    /// Strings of at most 15 bytes, packed with their length into one `u128`: no hashing of
+    /// bytes and no `memcmp` for the short keys (sectors, currencies, codes…) that are common.
+    short: ShortKeys,
+}
+
+/// Open addressing over packed short strings.
+#[derive(Default)]
+struct ShortKeys {
+    /// `(packed key, group id)`; `id == u32::MAX` marks an empty slot (packed keys are never 0
+    /// with that id, see [`pack_short`]).
+    slots: Vec<(u128, u32)>,
+    len: usize,
+}
+
+const EMPTY: u32 = u32::MAX;
+/// Short keys cached at most (beyond, keys take the general path): the cache is for
+/// low-cardinality keys and stays within the L2 cache.
+const SHORT_KEYS_CAPACITY: usize = 1 << 12;
+
+impl ShortKeys {
+    #[inline]
+    fn slot(key: u128, mask: usize) -> usize {
+        // The middle bits of the products depend on every bit of both halves.
+        let folded = (key as u64) ^ ((key >> 64) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+    }
+
+    #[inline]
+    fn get(&self, key: u128) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = Self::slot(key, mask);
+        loop {
+            let (k, id) = self.slots[i];
+            if id == EMPTY {
+                return None;
+            }
+            if k == key {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, key: u128, id: u32) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            let capacity = (self.slots.len() * 2).max(32);
+            let old = std::mem::replace(&mut self.slots, vec![(0, EMPTY); capacity]);
+            self.len = 0;
+            for (k, g) in old {
+                if g != EMPTY {
+                    self.insert(k, g);
+                }
+            }
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = Self::slot(key, mask);
+        while self.slots[i].1 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (key, id);
+        self.len += 1;
+    }
+}
+
+/// Packs a string of at most 15 bytes with its length (in the top byte) into a `u128`;
+/// `None` for longer strings. `values[start..]` must hold the string.
+#[inline]
+fn pack_short(values: &[u8], start: usize, len: usize) -> Option<u128> {
+    if len > 15 {
+        return None;
+    }
+    let raw = match values.get(start..start + 16) {
+        // One unaligned load, masked down to the string's bytes.
+        Some(window) => u128::from_le_bytes(window.try_into().expect("16 bytes")) & ((1u128 << (len * 8)) - 1),
+        None => {
+            let mut buf = [0u8; 16];
+            buf[..len].copy_from_slice(&values[start..start + len]);
+            u128::from_le_bytes(buf)
+        }
+    };
+    Some(raw | ((len as u128) << 120))
 }
 
 impl StringKeys {
@@ -134,7 +218,16 @@ impl GroupKeys for StringKeys {
         let array = keys[0].as_string::<i32>();
         ids.reserve(array.len());
         let mut last: Option<(&[u8], u32)> = None;
+        let (offsets, values) = (array.value_offsets(), array.values().as_slice());
         for i in 0..array.len() {
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            let short = if array.is_valid(i) { pack_short(values, start, end - start) } else { None };
+            if let Some(packed) = short {
+                if let Some(id) = self.short.get(packed) {
+                    ids.push(id);
+                    continue;
+                }
+            }
             if array.is_null(i) {
                 let id = match self.null_group {
                     Some(id) => id,
@@ -171,6 +264,11 @@ impl GroupKeys for StringKeys {
                     id
                 }
             };
+            if let Some(packed) = short
+                && self.short.len < SHORT_KEYS_CAPACITY
+            {
+                self.short.insert(packed, id);
+            }
             last = Some((v, id));
             ids.push(id);
         }

@@ -1,0 +1,117 @@
+//! Count windows: per key, every `size` consecutive rows form one window.
+
+use std::collections::HashMap;
+
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+
+use super::window_aggregate::{window_output_schema, with_window_columns};
+use super::{AggregateMode, AggregateOperator, Operator, Output};
+use crate::expr::{AggExpr, Expr};
+use crate::Result;
+
+/// Per key, rows buffered until the key has `size` of them; the window then fires with
+/// `window_start`/`window_end` counting that key's rows (`[0, size)`, `[size, 2 size)`, …).
+/// As in Flink, an incomplete window at the end of a bounded input does not fire.
+pub struct CountWindowOperator {
+    size: usize,
+    keys: Vec<Expr>,
+    aggregates: Vec<AggExpr>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    converter: Option<RowConverter>,
+    /// Batches still referenced by some key's open window.
+    batches: Vec<RecordBatch>,
+    open: HashMap<Box<[u8]>, (i64, Vec<(usize, usize)>)>,
+}
+
+impl CountWindowOperator {
+    /// Windows of `size` rows per `keys`.
+    pub fn try_new(size: usize, input_schema: SchemaRef, keys: Vec<Expr>, aggregates: Vec<AggExpr>) -> Result<Self> {
+        let output_schema = window_output_schema(&input_schema, &keys, &aggregates, &DataType::Int64)?;
+        AggregateOperator::try_new(AggregateMode::Single, &input_schema, keys.clone(), aggregates.clone())?;
+        Ok(CountWindowOperator {
+            size: size.max(1),
+            keys,
+            aggregates,
+            input_schema,
+            output_schema,
+            converter: None,
+            batches: vec![],
+            open: HashMap::new(),
+        })
+    }
+
+    /// Keeps memory proportional to the rows of open windows: once many batches are held,
+    /// the open rows are copied into one batch and the rest is released.
+    fn compact(&mut self) -> Result<()> {
+        if self.open.values().all(|(_, rows)| rows.is_empty()) {
+            self.batches.clear();
+            return Ok(());
+        }
+        if self.batches.len() < 32 {
+            return Ok(());
+        }
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        let mut all_rows = vec![];
+        for (_, rows) in self.open.values_mut() {
+            for r in rows.iter_mut() {
+                all_rows.push(*r);
+                *r = (0, all_rows.len() - 1);
+            }
+        }
+        let compacted = interleave_record_batch(&batches, &all_rows)?;
+        self.batches = vec![compacted];
+        Ok(())
+    }
+
+    fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        let window_rows = interleave_record_batch(&batches, rows)?;
+        let mut agg =
+            AggregateOperator::try_new(AggregateMode::Single, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
+        agg.process_batch(window_rows, &mut Output::default())?;
+        let mut result = Output::default();
+        agg.on_close(&mut result)?;
+        let (start, end) = (window * self.size as i64, (window + 1) * self.size as i64);
+        while let Some(super::Message::Batch(b)) = result.pop() {
+            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for CountWindowOperator {
+    fn name(&self) -> &str {
+        "count_window"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let key_arrays = self.keys.iter().map(|k| k.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
+        if self.converter.is_none() && !self.keys.is_empty() {
+            let fields = key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let rows = match &self.converter {
+            Some(c) => Some(c.convert_columns(&key_arrays)?),
+            None => None,
+        };
+        let batch_index = self.batches.len();
+        self.batches.push(batch.clone());
+        for row in 0..batch.num_rows() {
+            let key: Box<[u8]> = rows.as_ref().map_or(Box::from(&[][..]), |r| Box::from(r.row(row).data()));
+            let entry = self.open.entry(key).or_insert_with(|| (0, Vec::with_capacity(self.size)));
+            entry.1.push((batch_index, row));
+            if entry.1.len() == self.size {
+                let window = entry.0;
+                entry.0 += 1;
+                let full = std::mem::replace(&mut entry.1, Vec::with_capacity(self.size));
+                self.fire(window, &full, out)?;
+            }
+        }
+        self.compact()
+    }
+}
+

@@ -1,0 +1,171 @@
+//! Session windows: per key, rows closer than a gap to each other form one window.
+
+use std::collections::HashMap;
+
+use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+
+use super::watermark_assigner::event_times;
+use super::window_aggregate::{window_output_schema, with_window_columns};
+use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
+use crate::expr::{AggExpr, Expr};
+use crate::window::LateData;
+use crate::{Result, SabotError};
+
+/// Session windows over event time. A row at `t` opens the window `[t, t + gap)`; windows of
+/// one key that overlap merge. A session fires when the watermark passes its end; rows that
+/// extend a fired session within `allowed_lateness` make it fire again with new totals.
+///
+/// Rows are kept until their session can no longer change, then aggregated at once: memory is
+/// proportional to the rows of open sessions.
+pub struct SessionWindowOperator {
+    gap: i64,
+    time_column: String,
+    keys: Vec<Expr>,
+    aggregates: Vec<AggExpr>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    lateness: i64,
+    late: Option<LateData>,
+    pending: Vec<RecordBatch>,
+    watermark: i64,
+    /// Rows already emitted per (key, session start): re-emit only when a session changed.
+    emitted: HashMap<(Box<[u8]>, i64), usize>,
+}
+
+impl SessionWindowOperator {
+    /// Sessions of `gap` ms per `keys` on `time_column`.
+    pub fn try_new(
+        gap: i64,
+        time_column: &str,
+        input_schema: SchemaRef,
+        keys: Vec<Expr>,
+        aggregates: Vec<AggExpr>,
+        allowed_lateness: i64,
+        late: Option<LateData>,
+    ) -> Result<Self> {
+        let time_type = input_schema.field_with_name(time_column).map_err(|_| SabotError::ColumnNotFound {
+            column: time_column.to_string(),
+            available: input_schema.fields().iter().map(|f| f.name().clone()).collect(),
+        })?;
+        let output_schema = window_output_schema(&input_schema, &keys, &aggregates, time_type.data_type())?;
+        AggregateOperator::try_new(AggregateMode::Single, &input_schema, keys.clone(), aggregates.clone())?;
+        Ok(SessionWindowOperator {
+            gap: gap.max(1),
+            time_column: time_column.to_string(),
+            keys,
+            aggregates,
+            input_schema,
+            output_schema,
+            lateness: allowed_lateness.max(0),
+            late,
+            pending: vec![],
+            watermark: i64::MIN,
+            emitted: HashMap::new(),
+        })
+    }
+
+    /// Splits pending rows into sessions, emits the complete ones, keeps rows that may change.
+    fn evaluate(&mut self, out: &mut Output) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let all = concat_batches(&self.input_schema, &self.pending)?;
+        self.pending.clear();
+        let times = event_times(&all, &self.time_column)?;
+        let key_arrays = self.keys.iter().map(|k| k.evaluate(&all)).collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+        let key_rows = converter.convert_columns(&key_arrays)?;
+        let key = |i: usize| -> &[u8] { if self.keys.is_empty() { &[] } else { key_rows.row(i).data() } };
+        let mut order: Vec<usize> = (0..all.num_rows()).collect();
+        order.sort_by(|&a, &b| key(a).cmp(key(b)).then(times.value(a).cmp(&times.value(b))));
+
+        let mut keep: Vec<u32> = vec![];
+        let mut i = 0;
+        while i < order.len() {
+            // One session: consecutive rows of one key whose windows [t, t + gap) overlap.
+            let mut j = i + 1;
+            let mut max_t = times.value(order[i]);
+            while j < order.len() && key(order[j]) == key(order[i]) && times.value(order[j]) < max_t + self.gap {
+                max_t = max_t.max(times.value(order[j]));
+                j += 1;
+            }
+            let (start, end) = (times.value(order[i]), max_t + self.gap);
+            let rows: Vec<u32> = order[i..j].iter().map(|&r| r as u32).collect();
+            if end <= self.watermark {
+                let id = (Box::<[u8]>::from(key(order[i])), start);
+                if self.emitted.get(&id) != Some(&rows.len()) {
+                    let session = take_record_batch(&all, &UInt32Array::from(rows.clone()))?;
+                    let mut agg = AggregateOperator::try_new(
+                        AggregateMode::Single,
+                        &self.input_schema,
+                        self.keys.clone(),
+                        self.aggregates.clone(),
+                    )?;
+                    let mut result = Output::default();
+                    agg.process_batch(session, &mut Output::default())?;
+                    agg.on_close(&mut result)?;
+                    while let Some(super::Message::Batch(b)) = result.pop() {
+                        out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+                    }
+                    self.emitted.insert(id.clone(), rows.len());
+                }
+                if end.saturating_add(self.lateness) > self.watermark {
+                    keep.extend(rows);
+                } else {
+                    self.emitted.remove(&id);
+                }
+            } else {
+                keep.extend(rows);
+            }
+            i = j;
+        }
+        keep.sort_unstable();
+        if !keep.is_empty() {
+            self.pending.push(take_record_batch(&all, &UInt32Array::from(keep))?);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for SessionWindowOperator {
+    fn name(&self) -> &str {
+        "session_window"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let times = event_times(&batch, &self.time_column)?;
+        let (gap, lateness, watermark) = (self.gap, self.lateness, self.watermark);
+        // A row whose own window [t, t + gap) expired cannot join a live session.
+        let late_mask: BooleanArray =
+            times.values().iter().map(|&t| Some((t + gap).saturating_add(lateness) <= watermark)).collect();
+        if late_mask.true_count() == 0 {
+            self.pending.push(batch);
+            return Ok(());
+        }
+        let late_rows = filter_record_batch(&batch, &late_mask)?;
+        match &self.late {
+            Some(side) => side.push(late_rows),
+            None => tracing::warn!(rows = late_rows.num_rows(), "late rows dropped (no late-data output)"),
+        }
+        self.pending.push(filter_record_batch(&batch, &arrow::compute::not(&late_mask)?)?);
+        Ok(())
+    }
+
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        if watermark.0 <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark.0;
+        self.evaluate(out)?;
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        self.watermark = i64::MAX;
+        self.evaluate(out)
+    }
+}

@@ -1,0 +1,297 @@
+//! Tumbling and sliding event-time windows, aggregated incrementally in panes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use arrow::compute::{cast, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::watermark_assigner::event_times;
+use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
+use crate::expr::{AggExpr, Expr};
+use crate::window::{LateData, WindowSpec};
+use crate::{Result, SabotError};
+
+/// The output schema of a window aggregation: keys, `window_start`, `window_end`, aggregates.
+pub(crate) fn window_output_schema(
+    input: &Schema,
+    keys: &[Expr],
+    aggregates: &[AggExpr],
+    time_type: &DataType,
+) -> Result<SchemaRef> {
+    let mut fields = keys.iter().map(|k| k.to_field(input)).collect::<Result<Vec<Field>>>()?;
+    fields.push(Field::new("window_start", time_type.clone(), false));
+    fields.push(Field::new("window_end", time_type.clone(), false));
+    for a in aggregates {
+        fields.push(a.to_field(input)?);
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Inserts `window_start`/`window_end` after the key columns of an aggregate result.
+pub(crate) fn with_window_columns(
+    aggregated: &RecordBatch,
+    num_keys: usize,
+    start: i64,
+    end: i64,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let rows = aggregated.num_rows();
+    let time_type = schema.field(num_keys).data_type();
+    let bound = |v: i64| -> Result<ArrayRef> { Ok(cast(&Int64Array::from(vec![v; rows]), time_type)?) };
+    let mut columns: Vec<ArrayRef> = aggregated.columns()[..num_keys].to_vec();
+    columns.push(bound(start)?);
+    columns.push(bound(end)?);
+    columns.extend_from_slice(&aggregated.columns()[num_keys..]);
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+}
+
+/// Tumbling and sliding windows over event time. Each row is aggregated once, into the pane
+/// (a slice of `gcd(size, slide)`) holding its timestamp; a firing window merges the partial
+/// aggregates of its panes, so a sliding window never recomputes from the rows.
+///
+/// A window fires when the watermark reaches its end. Rows for a fired window that arrive
+/// within `allowed_lateness` update it and it fires again with the new totals; later rows go
+/// to the [`LateData`] side output.
+pub struct WindowAggregateOperator {
+    size: i64,
+    slide: i64,
+    pane: i64,
+    time_column: String,
+    keys: Vec<Expr>,
+    aggregates: Vec<AggExpr>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    lateness: i64,
+    late: Option<LateData>,
+    open_panes: BTreeMap<i64, AggregateOperator>,
+    closed_panes: BTreeMap<i64, Vec<RecordBatch>>,
+    watermark: i64,
+    /// Windows (by start) that received rows after firing and must fire again.
+    updated: BTreeSet<i64>,
+}
+
+impl WindowAggregateOperator {
+    /// Aggregates `aggregates` per `keys` in `spec` windows (tumbling or sliding) of the
+    /// event time in `time_column`.
+    pub fn try_new(
+        spec: WindowSpec,
+        time_column: &str,
+        input_schema: SchemaRef,
+        keys: Vec<Expr>,
+        aggregates: Vec<AggExpr>,
+        allowed_lateness: i64,
+        late: Option<LateData>,
+    ) -> Result<Self> {
+        let (Some(size), Some(slide), Some(pane)) = (spec.size(), spec.slide(), spec.pane_size()) else {
+            return Err(SabotError::plan(format!("{spec} is not an aligned time window")));
+        };
+        let time_type = input_schema.field_with_name(time_column).map_err(|_| SabotError::ColumnNotFound {
+            column: time_column.to_string(),
+            available: input_schema.fields().iter().map(|f| f.name().clone()).collect(),
+        })?;
+        let output_schema = window_output_schema(&input_schema, &keys, &aggregates, time_type.data_type())?;
+        // Validate the aggregation now rather than at the first row.
+        AggregateOperator::try_new(AggregateMode::Partial, &input_schema, keys.clone(), aggregates.clone())?;
+        Ok(WindowAggregateOperator {
+            size,
+            slide,
+            pane,
+            time_column: time_column.to_string(),
+            keys,
+            aggregates,
+            input_schema,
+            output_schema,
+            lateness: allowed_lateness.max(0),
+            late,
+            open_panes: BTreeMap::new(),
+            closed_panes: BTreeMap::new(),
+            watermark: i64::MIN,
+            updated: BTreeSet::new(),
+        })
+    }
+
+    /// The output schema.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    /// Starts of the windows containing the pane starting at `pane`.
+    fn windows_of_pane(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
+        let (size, slide) = (self.size, self.slide);
+        let last = pane.div_euclid(slide) * slide;
+        let first = (pane + self.pane - size).div_euclid(slide) * slide;
+        let first = if first + size < pane + self.pane { first + slide } else { first };
+        (0..).map(move |i| first + i * slide).take_while(move |&s| s <= last)
+    }
+
+    /// Whether a window ending at `end` can still change.
+    fn alive(&self, end: i64) -> bool {
+        end.saturating_add(self.lateness) > self.watermark
+    }
+
+    fn add_to_pane(&mut self, pane: i64, rows: RecordBatch) -> Result<()> {
+        let op = match self.open_panes.get_mut(&pane) {
+            Some(op) => op,
+            None => {
+                let op = AggregateOperator::try_new(
+                    AggregateMode::Partial,
+                    &self.input_schema,
+                    self.keys.clone(),
+                    self.aggregates.clone(),
+                )?;
+                self.open_panes.entry(pane).or_insert(op)
+            }
+        };
+        op.process_batch(rows, &mut Output::default())?;
+        for start in self.windows_of_pane(pane).collect::<Vec<_>>() {
+            let end = start + self.size;
+            if end <= self.watermark && self.alive(end) {
+                self.updated.insert(start);
+            }
+        }
+        Ok(())
+    }
+
+    fn close_panes(&mut self, from: i64, to: i64) -> Result<()> {
+        let starts: Vec<i64> = self.open_panes.range(from..to).map(|(s, _)| *s).collect();
+        for start in starts {
+            let mut op = self.open_panes.remove(&start).expect("listed");
+            let mut out = Output::default();
+            op.on_close(&mut out)?;
+            while let Some(super::Message::Batch(b)) = out.pop() {
+                self.closed_panes.entry(start).or_default().push(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, start: i64, out: &mut Output) -> Result<()> {
+        let end = start + self.size;
+        self.close_panes(start, end)?;
+        let mut merge =
+            AggregateOperator::try_new(AggregateMode::Final, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
+        let mut any = false;
+        for partials in self.closed_panes.range(start..end).map(|(_, p)| p) {
+            for p in partials {
+                any = true;
+                merge.process_batch(p.clone(), &mut Output::default())?;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut merged = Output::default();
+        merge.on_close(&mut merged)?;
+        while let Some(super::Message::Batch(b)) = merged.pop() {
+            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        }
+        Ok(())
+    }
+
+    /// Fires every window ending in `(previous watermark, watermark]`, plus updated ones.
+    fn advance(&mut self, previous: i64, out: &mut Output) -> Result<()> {
+        let mut due: BTreeSet<i64> = std::mem::take(&mut self.updated);
+        let panes: Vec<i64> = self.open_panes.keys().chain(self.closed_panes.keys()).copied().collect();
+        for pane in panes {
+            for start in self.windows_of_pane(pane) {
+                let end = start + self.size;
+                if end > previous && end <= self.watermark {
+                    due.insert(start);
+                }
+            }
+        }
+        // Fire in order of window end (equal to start order: all windows have one size).
+        for start in due {
+            self.fire(start, out)?;
+        }
+        // Panes whose last window can no longer change are dropped.
+        let (size, slide, lateness, watermark) = (self.size, self.slide, self.lateness, self.watermark);
+        let expired = |pane: &i64| (pane.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
+        self.open_panes.retain(|p, _| !expired(p));
+        self.closed_panes.retain(|p, _| !expired(p));
+        Ok(())
+    }
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &str {
+        "window_aggregate"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let times = event_times(&batch, &self.time_column)?;
+        let (pane, slide, size, lateness, watermark) = (self.pane, self.slide, self.size, self.lateness, self.watermark);
+        // A row is late when even the last window containing it can no longer change.
+        let is_late = |t: i64| (t.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
+        let late_mask: BooleanArray = times.values().iter().map(|&t| Some(is_late(t))).collect();
+        let batch = if late_mask.true_count() > 0 {
+            let late_rows = filter_record_batch(&batch, &late_mask)?;
+            match &self.late {
+                Some(side) => side.push(late_rows),
+                None => tracing::warn!(rows = late_rows.num_rows(), "late rows dropped (no late-data output)"),
+            }
+            let keep = arrow::compute::not(&late_mask)?;
+            let kept = filter_record_batch(&batch, &keep)?;
+            let kept_times = event_times(&kept, &self.time_column)?;
+            return self.split_into_panes(kept, &kept_times, pane, out);
+        } else {
+            batch
+        };
+        self.split_into_panes(batch, &times, pane, out)
+    }
+
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        if watermark.0 <= self.watermark {
+            return Ok(());
+        }
+        let previous = self.watermark;
+        self.watermark = watermark.0;
+        self.advance(previous, out)?;
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        if self.watermark < i64::MAX {
+            let previous = self.watermark;
+            self.watermark = i64::MAX;
+            self.advance(previous, out)?;
+        }
+        Ok(())
+    }
+}
+
+impl WindowAggregateOperator {
+    fn split_into_panes(&mut self, batch: RecordBatch, times: &Int64Array, pane: i64, out: &mut Output) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let values = times.values();
+        let first = values[0].div_euclid(pane) * pane;
+        if values.iter().all(|&t| t.div_euclid(pane) * pane == first) {
+            self.add_to_pane(first, batch)?;
+        } else {
+            let mut rows: HashMap<i64, Vec<u32>> = HashMap::new();
+            for (i, &t) in values.iter().enumerate() {
+                rows.entry(t.div_euclid(pane) * pane).or_default().push(i as u32);
+            }
+            let mut panes: Vec<(i64, Vec<u32>)> = rows.into_iter().collect();
+            panes.sort_unstable_by_key(|(p, _)| *p);
+            for (p, indices) in panes {
+                let part = take_record_batch(&batch, &arrow::array::UInt32Array::from(indices))?;
+                self.add_to_pane(p, part)?;
+            }
+        }
+        // Late rows within the allowed lateness re-fire their windows right away.
+        if !self.updated.is_empty() {
+            let due = std::mem::take(&mut self.updated);
+            for start in due {
+                self.fire(start, out)?;
+            }
+        }
+        Ok(())
+    }
+}

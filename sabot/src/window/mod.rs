@@ -1,0 +1,15 @@
+//! Event time, watermarks and windows.
+//!
+//! Rows carry their event time in a column (`Timestamp(ms)` or `Int64` ms). A
+//! [`WatermarkStrategy`] turns observed event times into watermarks: promises that no row
+//! older than the watermark will follow. Window operators fire when the watermark passes a
+//! window's end (plus the allowed lateness for updates); rows later than that go to a
+//! [`LateData`] side output.
+
+mod late;
+mod spec;
+mod watermark;
+
+pub use late::LateData;
+pub use spec::WindowSpec;
+pub use watermark::{WatermarkGenerator, WatermarkStrategy};
