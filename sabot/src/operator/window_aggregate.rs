@@ -1,11 +1,12 @@
 //! Tumbling and sliding event-time windows, aggregated incrementally in panes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::{cast, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 
 use super::watermark_assigner::event_times;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
@@ -69,8 +70,9 @@ pub struct WindowAggregateOperator {
     open_panes: BTreeMap<i64, AggregateOperator>,
     closed_panes: BTreeMap<i64, Vec<RecordBatch>>,
     watermark: i64,
-    /// Windows (by start) that received rows after firing and must fire again.
-    updated: BTreeSet<i64>,
+    /// Windows (by start) that received rows after firing, with the keys of those rows:
+    /// they fire again for those keys only.
+    updated: BTreeMap<i64, HashSet<Box<[u8]>>>,
 }
 
 impl WindowAggregateOperator {
@@ -109,7 +111,7 @@ impl WindowAggregateOperator {
             open_panes: BTreeMap::new(),
             closed_panes: BTreeMap::new(),
             watermark: i64::MIN,
-            updated: BTreeSet::new(),
+            updated: BTreeMap::new(),
         })
     }
 
@@ -133,26 +135,39 @@ impl WindowAggregateOperator {
     }
 
     fn add_to_pane(&mut self, pane: i64, rows: RecordBatch) -> Result<()> {
-        let op = match self.open_panes.get_mut(&pane) {
-            Some(op) => op,
-            None => {
-                let op = AggregateOperator::try_new(
-                    AggregateMode::Partial,
-                    &self.input_schema,
-                    self.keys.clone(),
-                    self.aggregates.clone(),
-                )?;
-                self.open_panes.entry(pane).or_insert(op)
-            }
-        };
-        op.process_batch(rows, &mut Output::default())?;
-        for start in self.windows_of_pane(pane).collect::<Vec<_>>() {
-            let end = start + self.size;
-            if end <= self.watermark && self.alive(end) {
-                self.updated.insert(start);
+        let refire: Vec<i64> = self
+            .windows_of_pane(pane)
+            .filter(|&start| start + self.size <= self.watermark && self.alive(start + self.size))
+            .collect();
+        if !refire.is_empty() {
+            let keys = self.key_bytes(&rows)?;
+            for start in refire {
+                self.updated.entry(start).or_default().extend(keys.iter().cloned());
             }
         }
+        if !self.open_panes.contains_key(&pane) {
+            let op = AggregateOperator::try_new(
+                AggregateMode::Partial,
+                &self.input_schema,
+                self.keys.clone(),
+                self.aggregates.clone(),
+            )?;
+            self.open_panes.insert(pane, op);
+        }
+        let op = self.open_panes.get_mut(&pane).expect("inserted above");
+        op.process_batch(rows, &mut Output::default())?;
         Ok(())
+    }
+
+    /// The encoded key of every row (empty keys for a global window).
+    fn key_bytes(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
+        if self.keys.is_empty() {
+            return Ok(vec![Box::from(&[][..])]);
+        }
+        let arrays = self.keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+        let rows = converter.convert_columns(&arrays)?;
+        Ok(rows.iter().map(|r| Box::from(r.data())).collect())
     }
 
     fn close_panes(&mut self, from: i64, to: i64) -> Result<()> {
@@ -168,7 +183,7 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
-    fn fire(&mut self, start: i64, out: &mut Output) -> Result<()> {
+    fn fire(&mut self, start: i64, only_keys: Option<&HashSet<Box<[u8]>>>, out: &mut Output) -> Result<()> {
         let end = start + self.size;
         self.close_panes(start, end)?;
         let mut merge =
@@ -186,6 +201,17 @@ impl WindowAggregateOperator {
         let mut merged = Output::default();
         merge.on_close(&mut merged)?;
         while let Some(super::Message::Batch(b)) = merged.pop() {
+            let b = match only_keys {
+                Some(keys) if !self.keys.is_empty() => {
+                    let names: Vec<Expr> = (0..self.keys.len()).map(|i| crate::expr::col(b.schema_ref().field(i).name())).collect();
+                    let key_arrays = names.iter().map(|k| k.evaluate(&b)).collect::<Result<Vec<_>>>()?;
+                    let converter = RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+                    let rows = converter.convert_columns(&key_arrays)?;
+                    let mask: BooleanArray = rows.iter().map(|r| Some(keys.contains(r.data()))).collect();
+                    filter_record_batch(&b, &mask)?
+                }
+                _ => b,
+            };
             out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
         }
         Ok(())
@@ -193,7 +219,7 @@ impl WindowAggregateOperator {
 
     /// Fires every window ending in `(previous watermark, watermark]`, plus updated ones.
     fn advance(&mut self, previous: i64, out: &mut Output) -> Result<()> {
-        let mut due: BTreeSet<i64> = std::mem::take(&mut self.updated);
+        let mut due: BTreeSet<i64> = std::mem::take(&mut self.updated).into_keys().collect();
         let panes: Vec<i64> = self.open_panes.keys().chain(self.closed_panes.keys()).copied().collect();
         for pane in panes {
             for start in self.windows_of_pane(pane) {
@@ -205,7 +231,7 @@ impl WindowAggregateOperator {
         }
         // Fire in order of window end (equal to start order: all windows have one size).
         for start in due {
-            self.fire(start, out)?;
+            self.fire(start, None, out)?;
         }
         // Panes whose last window can no longer change are dropped.
         let (size, slide, lateness, watermark) = (self.size, self.slide, self.lateness, self.watermark);
@@ -288,8 +314,8 @@ impl WindowAggregateOperator {
         // Late rows within the allowed lateness re-fire their windows right away.
         if !self.updated.is_empty() {
             let due = std::mem::take(&mut self.updated);
-            for start in due {
-                self.fire(start, out)?;
+            for (start, keys) in due {
+                self.fire(start, Some(&keys), out)?;
             }
         }
         Ok(())

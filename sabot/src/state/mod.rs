@@ -14,9 +14,10 @@
 //! * **RocksDB** (cargo feature `rocksdb`): one RocksDB instance per worker directory, shared
 //!   by every operator of the worker, with one column family per state named
 //!   `{operator}/{state}`. Values are encoded with `postcard` (serde). Writes are buffered in
-//!   a bounded write-back table that reads consult first (read-your-writes) and are written as
+//!   a bounded write-back cache that reads consult first (read-your-writes) and are written as
 //!   one `WriteBatch` once it holds [`with_write_batch_size`](KeyedStateStore::with_write_batch_size)
-//!   entries, or on [`flush`](KeyedStateStore::flush). The write-ahead log is disabled:
+//!   pending entries, or on [`flush`](KeyedStateStore::flush); the cache also keeps recently
+//!   read and written entries, up to four batches' worth. The write-ahead log is disabled:
 //!   durability comes from `flush` and [`snapshot`](KeyedStateStore::snapshot) (checkpoints), as in
 //!   Flink, where a failed job restarts from its last checkpoint.
 //!

@@ -248,7 +248,8 @@ impl KeyedStateStore {
     }
 
     /// RocksDB: how many distinct pending writes are buffered (and served to reads) before
-    /// they are written as one batch (default 16,384). The memory backend ignores it.
+    /// they are written as one batch (default 16,384); the write-back cache holds up to four
+    /// times as many entries. The memory backend ignores it.
     ///
     /// ```
     /// use sabot::state::{KeyedStateStore, StateBackend};
