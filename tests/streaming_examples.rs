@@ -48,3 +48,41 @@ fn event_time_windows_update_within_lateness_and_side_output_beyond() {
     );
     assert_eq!(late, ["s2 | 1970-01-01T00:00:07 | 99.0"]);
 }
+
+#[path = "../examples/stateful_processing.rs"]
+#[allow(dead_code)]
+mod stateful_processing;
+
+fn check_running_stats(updates: &[stateful_processing::AccountStats]) {
+    assert_eq!(updates.len(), 100, "one update per transaction");
+    // Recompute the running statistics directly.
+    let mut expected = std::collections::HashMap::<String, (i64, f64)>::new();
+    let mut expected_updates = vec![];
+    for b in 0..10 {
+        for tx in stateful_processing::batch(b) {
+            let e = expected.entry(tx.account.clone()).or_default();
+            e.0 += 1;
+            e.1 += tx.amount;
+            expected_updates.push((tx.account.clone(), b, e.0, e.1));
+        }
+    }
+    let got: Vec<(String, i64, i64, f64)> =
+        updates.iter().map(|s| (s.account.clone(), s.batch, s.count, s.total)).collect();
+    assert_eq!(got, expected_updates, "single partition: updates in input order");
+    let acc0 = updates.iter().rfind(|s| s.account == "ACC_0").unwrap();
+    assert_eq!((acc0.count, acc0.total), (34, (0..100).filter(|i| i % 3 == 0).map(|i| 10.0 + i as f64).sum()));
+    assert!(updates.iter().all(|s| (s.average - s.total / s.count as f64).abs() < 1e-12));
+}
+
+#[test]
+fn stateful_processing_with_memory_state() {
+    check_running_stats(&stateful_processing::run(sabot::state::StateBackend::Memory).unwrap());
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn stateful_processing_with_rocksdb_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = sabot::state::StateBackend::RocksDb { path: dir.path().join("state") };
+    check_running_stats(&stateful_processing::run(backend).unwrap());
+}

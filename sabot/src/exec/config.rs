@@ -48,6 +48,8 @@ pub struct ExecConfig {
     /// Compile filters and projections into native kernels (`sabot-jit`, feature `jit`) when
     /// they are supported; results are the same either way (default: on).
     pub jit: bool,
+    /// Where keyed state lives (`process()` operators).
+    pub state_backend: crate::state::StateBackend,
 }
 
 impl Default for ExecConfig {
@@ -58,6 +60,7 @@ impl Default for ExecConfig {
             channel_capacity: 4,
             optimizer: OptimizerConfig::default(),
             idle_timeout: None,
+            state_backend: crate::state::StateBackend::default(),
             jit: true,
         }
     }
@@ -73,6 +76,12 @@ impl ExecConfig {
     /// Sets [`ExecConfig::batch_size`] (at least 1).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Sets [`ExecConfig::state_backend`].
+    pub fn with_state_backend(mut self, backend: crate::state::StateBackend) -> Self {
+        self.state_backend = backend;
         self
     }
 

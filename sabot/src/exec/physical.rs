@@ -396,6 +396,18 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
             let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(WatermarkAssigner::new(&column, &strategy)) as _));
             operator(create_physical_plan(input, config)?, plan.describe(), plan.schema(), factory)
         }
+        LogicalPlan::KeyedProcess { input, keys, name, factory, schema } => {
+            let child = create_physical_plan(input, config)?;
+            let exchanged = if keys.is_empty() {
+                let ordered = child.preserves_order();
+                PhysicalPlan::Gather { input: Box::new(child), ordered }
+            } else {
+                PhysicalPlan::Repartition { input: Box::new(child), keys: keys.clone() }
+            };
+            let (name, factory, backend) = (name.clone(), factory.clone(), config.state_backend.clone());
+            let make: OperatorFactory = Arc::new(move |partition| Ok(factory(format!("{name}-{partition}"), &backend)));
+            operator(exchanged, plan.describe(), schema.clone(), make)
+        }
         LogicalPlan::Window { input, keys, time_column, spec, aggregates, allowed_lateness, late_data, schema } => {
             let child = create_physical_plan(input, config)?;
             // Rows of one key must meet in one partition; without keys, in the only one.

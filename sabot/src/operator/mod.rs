@@ -26,6 +26,7 @@ mod aggregate;
 mod count_window;
 mod filter;
 mod hash_join;
+mod keyed_process;
 #[cfg(feature = "jit")]
 mod jit_calc;
 mod limit;
@@ -49,6 +50,7 @@ pub use filter::FilterOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
 #[cfg(feature = "jit")]
 pub use jit_calc::JitCalcOperator;
+pub use keyed_process::{KeyedProcessFunction, KeyedProcessOperator, ProcessContext};
 pub use limit::LimitOperator;
 pub use map_batches::MapBatchesOperator;
 pub use project::ProjectOperator;

@@ -157,7 +157,7 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
             Ok(Arc::new(plan.with_new_inputs(vec![input])))
         }
         // A user function may read any column.
-        LogicalPlan::MapBatches { .. } => map_children(plan, |c| prune(c, None)),
+        LogicalPlan::MapBatches { .. } | LogicalPlan::KeyedProcess { .. } => map_children(plan, |c| prune(c, None)),
     }
 }
 

@@ -11,6 +11,11 @@ use crate::io::Source;
 use crate::window::{LateData, WatermarkStrategy, WindowSpec};
 use crate::{Result, SabotError};
 
+/// Makes the operator of a keyed process function for one partition, from its operator id
+/// and the state backend.
+pub type ProcessFactory =
+    Arc<dyn Fn(String, &crate::state::StateBackend) -> Box<dyn crate::operator::Operator> + Send + Sync>;
+
 /// A user function from one batch to another, used by typed `map`, `flat_map` and closure filters.
 pub type BatchFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
 
@@ -205,6 +210,19 @@ pub enum LogicalPlan {
         /// Keys, `window_start`, `window_end`, aggregates.
         schema: SchemaRef,
     },
+    /// Runs a keyed process function (state and timers per key).
+    KeyedProcess {
+        /// The input.
+        input: Arc<LogicalPlan>,
+        /// Partitioning keys; state and timers are scoped to them.
+        keys: Vec<Expr>,
+        /// The function's name (its operator id, with the partition number appended).
+        name: String,
+        /// Makes one operator per partition.
+        factory: ProcessFactory,
+        /// The output record's schema.
+        schema: SchemaRef,
+    },
     /// The rows of all inputs, which share one schema.
     Union {
         /// The inputs.
@@ -224,6 +242,7 @@ impl LogicalPlan {
             | LogicalPlan::Aggregate { schema, .. }
             | LogicalPlan::Join { schema, .. }
             | LogicalPlan::Window { schema, .. }
+            | LogicalPlan::KeyedProcess { schema, .. }
             | LogicalPlan::Union { schema, .. } => schema.clone(),
             LogicalPlan::Filter { input, .. }
             | LogicalPlan::Limit { input, .. }
@@ -243,6 +262,7 @@ impl LogicalPlan {
             | LogicalPlan::Sort { input, .. }
             | LogicalPlan::Watermark { input, .. }
             | LogicalPlan::Window { input, .. }
+            | LogicalPlan::KeyedProcess { input, .. }
             | LogicalPlan::Aggregate { input, .. } => vec![input],
             LogicalPlan::Join { left, right, .. } => vec![left, right],
             LogicalPlan::Union { inputs, .. } => inputs.iter().collect(),
@@ -295,6 +315,13 @@ impl LogicalPlan {
                     schema: schema.clone(),
                 }
             }
+            LogicalPlan::KeyedProcess { keys, name, factory, schema, .. } => LogicalPlan::KeyedProcess {
+                input: next(),
+                keys: keys.clone(),
+                name: name.clone(),
+                factory: factory.clone(),
+                schema: schema.clone(),
+            },
             LogicalPlan::Union { schema, .. } => LogicalPlan::Union { inputs: new, schema: schema.clone() },
         }
     }
@@ -421,6 +448,7 @@ impl LogicalPlan {
                 format!("Join: {join_type:?} on [{}]", keys.join(", "))
             }
             LogicalPlan::Union { .. } => "Union".to_string(),
+            LogicalPlan::KeyedProcess { keys, name, .. } => format!("KeyedProcess: {name} keys=[{}]", list(keys)),
             LogicalPlan::Watermark { time_column, strategy, .. } => format!("Watermark: {time_column} {strategy:?}"),
             LogicalPlan::Window { keys, spec, aggregates, allowed_lateness, time_column, .. } => {
                 let mut s = format!("Window: {spec} keys=[{}] aggregates=[{}]", list(keys), list(aggregates));

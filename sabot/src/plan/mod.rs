@@ -7,4 +7,4 @@ mod display;
 mod logical;
 
 pub(crate) use logical::join_output_columns;
-pub use logical::{BatchFn, JoinType, LogicalPlan, SortKey, join_schema};
+pub use logical::{BatchFn, JoinType, LogicalPlan, ProcessFactory, SortKey, join_schema};

@@ -27,7 +27,7 @@ const MEMORY_SNAPSHOT_MARKER: &str = "SABOT_MEMORY_STATE";
 /// let store = KeyedStateStore::open(&StateBackend::default(), "counter").unwrap();
 /// assert_eq!(store.backend_name(), "memory");
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateBackend {
     /// Typed hash maps on the heap: the fastest, bounded by RAM, lost on exit unless

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{IntoExpr, Stream, Untyped};
 use crate::expr::{AggExpr, Expr};
-use crate::plan::LogicalPlan;
+use crate::operator::{KeyedProcessFunction, KeyedProcessOperator};
+use crate::plan::{LogicalPlan, ProcessFactory};
 use crate::window::{LateData, WatermarkStrategy, WindowSpec};
 use crate::{Result, SabotError};
 
@@ -84,6 +85,26 @@ impl KeyedStream {
     /// The partitioning keys.
     pub fn keys(&self) -> &[Expr] {
         &self.keys
+    }
+
+    /// Runs a [`KeyedProcessFunction`] per row, with keyed state (in the configured
+    /// [`crate::state::StateBackend`]) and timers; `make` builds one instance per partition.
+    /// The input must have the columns of `F::In`.
+    pub fn process<F: KeyedProcessFunction>(self, make: impl Fn() -> F + Send + Sync + 'static) -> Result<Stream<F::Out>> {
+        let typed = self.input.typed::<F::In>()?;
+        let name = std::any::type_name::<F>().rsplit("::").next().unwrap_or("process").to_string();
+        let keys = self.keys.clone();
+        let factory: ProcessFactory = Arc::new(move |operator_id, backend| {
+            Box::new(KeyedProcessOperator::new(operator_id, make(), keys.clone(), backend.clone()))
+        });
+        let plan = LogicalPlan::KeyedProcess {
+            input: typed.plan.clone(),
+            keys: self.keys,
+            name,
+            factory,
+            schema: <F::Out as crate::Record>::schema(),
+        };
+        Ok(self.input.derive(plan))
     }
 }
 

@@ -1,0 +1,263 @@
+//! The general escape hatch: a user function per row with keyed state and timers.
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+
+use arrow::array::RecordBatch;
+use arrow::row::{RowConverter, SortField};
+
+use super::watermark_assigner::event_times;
+use super::{Operator, Output, Watermark};
+use crate::expr::Expr;
+use crate::state::{KeyedStateStore, StateBackend};
+use crate::{Record, Result};
+
+/// A function over the rows of a keyed stream, with keyed state and timers, like Flink's
+/// `KeyedProcessFunction`. One instance runs per parallel partition; state and timers are
+/// scoped to the key of the row (or timer) being processed.
+///
+/// ```
+/// use sabot::prelude::*;
+/// use sabot::operator::{KeyedProcessFunction, ProcessContext};
+/// use sabot::state::{ValueState, ValueStateDescriptor};
+///
+/// #[derive(Record)]
+/// struct Click { user: String }
+/// #[derive(Record)]
+/// struct Count { user: String, clicks: i64 }
+///
+/// #[derive(Default)]
+/// struct CountClicks { count: Option<ValueState<i64>> }
+///
+/// impl KeyedProcessFunction for CountClicks {
+///     type In = Click;
+///     type Out = Count;
+///     fn open(&mut self, ctx: &mut ProcessContext<'_>) -> sabot::Result<()> {
+///         self.count = Some(ctx.state().value_state(&ValueStateDescriptor::new("clicks"))?);
+///         Ok(())
+///     }
+///     fn process_element(&mut self, click: ClickView<'_>, ctx: &mut ProcessContext<'_>, out: &mut Vec<Count>) -> sabot::Result<()> {
+///         let state = self.count.expect("opened");
+///         let clicks = state.value(ctx.state())?.unwrap_or(0) + 1;
+///         state.update(ctx.state(), clicks)?;
+///         out.push(Count { user: click.user.to_string(), clicks });
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait KeyedProcessFunction: Send + 'static {
+    /// The input record type.
+    type In: Record;
+    /// The output record type.
+    type Out: Record;
+
+    /// Registers state; called once per instance before any row.
+    fn open(&mut self, _ctx: &mut ProcessContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes one row; state accessed through `ctx` belongs to the row's key.
+    fn process_element(
+        &mut self,
+        row: <Self::In as Record>::View<'_>,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Vec<Self::Out>,
+    ) -> Result<()>;
+
+    /// Called when a timer registered for the current key fires.
+    fn on_timer(&mut self, _timestamp: i64, _ctx: &mut ProcessContext<'_>, _out: &mut Vec<Self::Out>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Timers of one operator instance, per key, ordered by time then key.
+#[derive(Debug, Default)]
+struct Timers {
+    event_time: BTreeSet<(i64, Box<[u8]>)>,
+    processing_time: BTreeSet<(i64, Box<[u8]>)>,
+}
+
+/// What a [`KeyedProcessFunction`] sees besides the row: keyed state, timers, time.
+pub struct ProcessContext<'a> {
+    state: &'a mut KeyedStateStore,
+    timers: &'a mut Timers,
+    key: &'a [u8],
+    timestamp: Option<i64>,
+    watermark: i64,
+}
+
+impl ProcessContext<'_> {
+    /// The keyed state store, positioned on the current key.
+    pub fn state(&mut self) -> &mut KeyedStateStore {
+        self.state
+    }
+
+    /// The encoded key of the current row or timer.
+    pub fn current_key(&self) -> &[u8] {
+        self.key
+    }
+
+    /// The event time of the current row (ms), when the input record has an event-time field.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The current watermark (ms); `i64::MIN` before the first one.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The current processing time (ms), from the state store's clock.
+    pub fn processing_time(&self) -> i64 {
+        self.state.clock().now_ms() as i64
+    }
+
+    /// Fires [`KeyedProcessFunction::on_timer`] for the current key once the watermark reaches `time`.
+    pub fn register_event_time_timer(&mut self, time: i64) {
+        self.timers.event_time.insert((time, self.key.into()));
+    }
+
+    /// Removes an event-time timer of the current key.
+    pub fn delete_event_time_timer(&mut self, time: i64) {
+        self.timers.event_time.remove(&(time, Box::from(self.key)));
+    }
+
+    /// Fires [`KeyedProcessFunction::on_timer`] for the current key once processing time reaches
+    /// `time`. Processing-time timers are checked whenever the operator receives a batch or a
+    /// watermark.
+    pub fn register_processing_time_timer(&mut self, time: i64) {
+        self.timers.processing_time.insert((time, self.key.into()));
+    }
+
+    /// Removes a processing-time timer of the current key.
+    pub fn delete_processing_time_timer(&mut self, time: i64) {
+        self.timers.processing_time.remove(&(time, Box::from(self.key)));
+    }
+}
+
+/// Runs a [`KeyedProcessFunction`] over a keyed stream.
+pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
+    name: String,
+    function: F,
+    keys: Vec<Expr>,
+    backend: StateBackend,
+    store: Option<KeyedStateStore>,
+    timers: Timers,
+    watermark: i64,
+    output: Vec<F::Out>,
+    _types: PhantomData<fn(F::In)>,
+}
+
+impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
+    /// Runs `function` keyed by `keys`, with state in `backend` under the operator id `name`
+    /// (unique per parallel instance).
+    pub fn new(name: String, function: F, keys: Vec<Expr>, backend: StateBackend) -> Self {
+        KeyedProcessOperator {
+            name,
+            function,
+            keys,
+            backend,
+            store: None,
+            timers: Timers::default(),
+            watermark: i64::MIN,
+            output: vec![],
+            _types: PhantomData,
+        }
+    }
+
+    fn emit(&mut self, out: &mut Output) {
+        if !self.output.is_empty() {
+            out.emit(F::Out::to_batch(&self.output));
+            self.output.clear();
+        }
+    }
+
+    fn fire_timers(&mut self, event_time_until: i64, out: &mut Output) -> Result<()> {
+        let store = self.store.as_mut().expect("started");
+        let now = store.clock().now_ms() as i64;
+        loop {
+            let next = match (self.timers.event_time.first(), self.timers.processing_time.first()) {
+                (Some((t, _)), _) if *t <= event_time_until => self.timers.event_time.pop_first(),
+                (_, Some((t, _))) if *t <= now => self.timers.processing_time.pop_first(),
+                _ => None,
+            };
+            let Some((time, key)) = next else { break };
+            store.set_current_key(&key);
+            let mut ctx = ProcessContext {
+                state: store,
+                timers: &mut self.timers,
+                key: &key,
+                timestamp: Some(time),
+                watermark: self.watermark,
+            };
+            self.function.on_timer(time, &mut ctx, &mut self.output)?;
+        }
+        self.emit(out);
+        Ok(())
+    }
+}
+
+impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn on_start(&mut self) -> Result<()> {
+        let mut store = KeyedStateStore::open(&self.backend, &self.name)?;
+        let mut ctx = ProcessContext {
+            state: &mut store,
+            timers: &mut self.timers,
+            key: &[],
+            timestamp: None,
+            watermark: self.watermark,
+        };
+        self.function.open(&mut ctx)?;
+        self.store = Some(store);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let key_arrays = self.keys.iter().map(|k| k.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+        let key_rows = converter.convert_columns(&key_arrays)?;
+        let times = match F::In::event_time_column() {
+            Some(column) => Some(event_times(&batch, column)?),
+            None => None,
+        };
+        let arrays = F::In::arrays(&batch)?;
+        let store = self.store.as_mut().expect("on_start ran");
+        for row in 0..batch.num_rows() {
+            let key = if self.keys.is_empty() { &[][..] } else { key_rows.row(row).data() };
+            store.set_current_key(key);
+            let mut ctx = ProcessContext {
+                state: store,
+                timers: &mut self.timers,
+                key,
+                timestamp: times.as_ref().map(|t| t.value(row)),
+                watermark: self.watermark,
+            };
+            self.function.process_element(F::In::view(&arrays, row), &mut ctx, &mut self.output)?;
+        }
+        self.emit(out);
+        self.fire_timers(self.watermark, out)
+    }
+
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        if watermark.0 > self.watermark {
+            self.watermark = watermark.0;
+            self.fire_timers(watermark.0, out)?;
+        }
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        // End of a bounded input: event time is complete, so every event-time timer fires.
+        self.watermark = i64::MAX;
+        self.fire_timers(i64::MAX, out)?;
+        if let Some(store) = self.store.as_mut() {
+            store.flush()?;
+        }
+        Ok(())
+    }
+}
