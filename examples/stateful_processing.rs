@@ -55,7 +55,12 @@ impl KeyedProcessFunction for RunningStats {
         Ok(())
     }
 
-    fn process_element(&mut self, tx: TransactionView<'_>, ctx: &mut ProcessContext<'_>, out: &mut Vec<AccountStats>) -> Result<()> {
+    fn process_element(
+        &mut self,
+        tx: TransactionView<'_>,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Vec<AccountStats>,
+    ) -> Result<()> {
         let state = self.running.expect("opened");
         let mut running = state.value(ctx.state())?.unwrap_or_default();
         running.count += 1;
@@ -97,7 +102,10 @@ pub fn run(backend: StateBackend) -> Result<Vec<AccountStats>> {
     stream.for_each_batch(|batch| {
         let stats = AccountStats::from_batch(&batch)?;
         for s in &stats {
-            println!("  batch {} {}: count {:>2} total {:>7.1} average {:>6.2}", s.batch, s.account, s.count, s.total, s.average);
+            println!(
+                "  batch {} {}: count {:>2} total {:>7.1} average {:>6.2}",
+                s.batch, s.account, s.count, s.total, s.average
+            );
         }
         updates.extend(stats);
         Ok(())

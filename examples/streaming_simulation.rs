@@ -29,7 +29,10 @@ fn schema() -> SchemaRef {
 /// Runs the simulation: `batches` × `per_batch` events sent by a tokio task every `interval`.
 pub fn run(batches: usize, per_batch: usize, interval: Duration) -> Result<Vec<BatchStats>> {
     let (source, sender) = ChannelSource::new(schema(), 4);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| SabotError::io("<tokio runtime>", e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| SabotError::io("<tokio runtime>", e))?;
     let producer = std::thread::spawn(move || {
         runtime.block_on(async move {
             let mut ticker = tokio::time::interval(interval);

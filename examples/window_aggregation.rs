@@ -47,17 +47,20 @@ pub fn count_windows() -> Result<Vec<(i64, i64)>> {
 
 /// The readings of part 2, in arrival order (event times are out of order).
 pub fn readings() -> Vec<Vec<Reading>> {
-    let r = |sensor: &str, s: i64, celsius: f64| Reading { sensor: sensor.into(), ts: Timestamp::from_millis(s * 1000), celsius };
+    let r = |sensor: &str, s: i64, celsius: f64| Reading {
+        sensor: sensor.into(),
+        ts: Timestamp::from_millis(s * 1000),
+        celsius,
+    };
     vec![
         vec![r("s1", 1, 20.0), r("s2", 3, 30.0), r("s1", 8, 22.0)], // watermark 6 s
         vec![r("s1", 12, 21.0), r("s1", 9, 23.0), r("s2", 14, 31.0)], // 9 s after 12 s: within the 2 s bound; watermark 12 s fires [0,10)
-        vec![r("s2", 6, 35.0)],  // late, but 10 + 5 > 12: [0,10) of s2 fires again
-        vec![r("s1", 25, 24.0)], // watermark 23 s fires [10,20)
-        vec![r("s1", 40, 26.0)], // watermark 38 s fires [20,30)
-        vec![r("s2", 7, 99.0)],  // beyond lateness: side output
+        vec![r("s2", 6, 35.0)],                                       // late, but 10 + 5 > 12: [0,10) of s2 fires again
+        vec![r("s1", 25, 24.0)],                                      // watermark 23 s fires [10,20)
+        vec![r("s1", 40, 26.0)],                                      // watermark 38 s fires [20,30)
+        vec![r("s2", 7, 99.0)],                                       // beyond lateness: side output
     ]
 }
-
 
 /// Part 2: the window results as emitted (updates included) and the late rows.
 pub fn event_time_windows() -> Result<(Vec<String>, Vec<String>)> {

@@ -151,8 +151,8 @@ impl Kernel {
                     l
                 }
                 Err(e) => {
-                    // Leave the builder context reusable.
-                    drop(fb);
+                    // Leave the builder context reusable (`fb` borrows it and ends here).
+                    let _ = fb;
                     *builder_ctx = FunctionBuilderContext::new();
                     return Err(CompileError::Unsupported(e.0));
                 }

@@ -948,9 +948,9 @@ pub(crate) fn build(
     let n_in = p.inputs.len();
     let mut in_ptr = vec![];
     let mut in_valid_ptr = vec![];
-    for i in 0..n_in {
+    for (i, &is_nullable) in nullable.iter().enumerate().take(n_in) {
         in_ptr.push(fb.ins().load(ptr, flags, values, (i * 8) as i32));
-        in_valid_ptr.push(if nullable[i] { Some(fb.ins().load(ptr, flags, validity, (i * 8) as i32)) } else { None });
+        in_valid_ptr.push(if is_nullable { Some(fb.ins().load(ptr, flags, validity, (i * 8) as i32)) } else { None });
     }
     let mut out_ptr = vec![];
     let mut out_valid_ptr = vec![];

@@ -60,6 +60,7 @@ fn the_plain_function_is_unchanged() {
     assert_eq!(label_len(42), 3);
     assert_eq!(spread_bps::checked(99.0, 101.0).unwrap(), 200.0);
     assert!(checked_ratio::checked(i64::MIN, -1).is_err(), "checked arithmetic: MIN / -1 overflows");
+    assert_eq!((checked_ratio(6, 3), checked_ratio(7, 3), checked_ratio(1, 0)), (2, -1, -1), "the plain Rust function");
 }
 
 #[test]

@@ -186,11 +186,17 @@ fn streaming_windows_equal_the_batch_group_by() {
             .chunks(97)
             .map(|c| events(&c.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect::<Vec<_>>()))
             .collect();
-        for spec in [WindowSpec::tumbling(Duration::from_millis(100)), WindowSpec::sliding(Duration::from_millis(120), Duration::from_millis(40))] {
+        for spec in [
+            WindowSpec::tumbling(Duration::from_millis(100)),
+            WindowSpec::sliding(Duration::from_millis(120), Duration::from_millis(40)),
+        ] {
             let streamed = Stream::from_batches(batches.clone())
                 .unwrap()
                 .with_parallelism(3)
-                .with_watermarks("ts", WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(2 * bound as u64)))
+                .with_watermarks(
+                    "ts",
+                    WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(2 * bound as u64)),
+                )
                 .unwrap()
                 .key_by(["k"])
                 .window(spec)

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 
-use super::stream::{PartitionStream, Sequenced};
 use super::ExecConfig;
+use super::stream::{PartitionStream, Sequenced};
 use crate::expr::Expr;
 use crate::operator::{Message, Watermark};
 use crate::{Result, SabotError};
@@ -336,7 +336,8 @@ fn route(input_index: usize, input: PartitionStream, keys: &[Expr], senders: &[R
         match msg {
             Message::Batch(batch) => {
                 if targets == 1 {
-                    if senders[0].send((input_index, Some(Ok(Sequenced { seq, msg: Message::Batch(batch) })))).is_err() {
+                    if senders[0].send((input_index, Some(Ok(Sequenced { seq, msg: Message::Batch(batch) })))).is_err()
+                    {
                         return Ok(());
                     }
                     continue;

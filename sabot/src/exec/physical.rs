@@ -393,7 +393,8 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
         }
         LogicalPlan::Watermark { input, time_column, strategy } => {
             let (column, strategy) = (time_column.clone(), strategy.clone());
-            let factory: OperatorFactory = Arc::new(move |_| Ok(Box::new(WatermarkAssigner::new(&column, &strategy)) as _));
+            let factory: OperatorFactory =
+                Arc::new(move |_| Ok(Box::new(WatermarkAssigner::new(&column, &strategy)) as _));
             operator(create_physical_plan(input, config)?, plan.describe(), plan.schema(), factory)
         }
         LogicalPlan::KeyedProcess { input, keys, name, factory, schema } => {
@@ -425,15 +426,17 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                     time.clone().ok_or_else(|| SabotError::plan(format!("{spec} windows need an event-time column")))
                 };
                 Ok(match spec {
-                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => Box::new(WindowAggregateOperator::try_new(
-                        spec,
-                        &time()?,
-                        in_schema.clone(),
-                        keys.clone(),
-                        aggregates.clone(),
-                        lateness,
-                        late.clone(),
-                    )?),
+                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
+                        Box::new(WindowAggregateOperator::try_new(
+                            spec,
+                            &time()?,
+                            in_schema.clone(),
+                            keys.clone(),
+                            aggregates.clone(),
+                            lateness,
+                            late.clone(),
+                        )?)
+                    }
                     WindowSpec::Session { gap } => Box::new(SessionWindowOperator::try_new(
                         gap,
                         &time()?,
@@ -443,17 +446,20 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                         lateness,
                         late.clone(),
                     )?),
-                    WindowSpec::Count { size } => {
-                        Box::new(CountWindowOperator::try_new(size, in_schema.clone(), keys.clone(), aggregates.clone())?)
-                    }
+                    WindowSpec::Count { size } => Box::new(CountWindowOperator::try_new(
+                        size,
+                        in_schema.clone(),
+                        keys.clone(),
+                        aggregates.clone(),
+                    )?),
                 })
             };
             make(0)?;
             operator(exchanged, plan.describe(), schema.clone(), Arc::new(make))
         }
-        LogicalPlan::Union { inputs, .. } => {
-            PhysicalPlan::Union { inputs: inputs.iter().map(|i| create_physical_plan(i, config)).collect::<Result<_>>()? }
-        }
+        LogicalPlan::Union { inputs, .. } => PhysicalPlan::Union {
+            inputs: inputs.iter().map(|i| create_physical_plan(i, config)).collect::<Result<_>>()?,
+        },
     })
 }
 

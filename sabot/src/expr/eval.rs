@@ -101,12 +101,10 @@ impl Expr {
     pub fn evaluate_columnar(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         let eval_err = |source: ArrowError| SabotError::Eval { expr: self.to_string(), source };
         Ok(match self {
-            Expr::Column(name) => {
-                match batch.schema_ref().index_of(name) {
-                    Ok(index) => ColumnarValue::Array(batch.column(index).clone()),
-                    Err(_) => return Err(missing_column(batch, name)),
-                }
-            }
+            Expr::Column(name) => match batch.schema_ref().index_of(name) {
+                Ok(index) => ColumnarValue::Array(batch.column(index).clone()),
+                Err(_) => return Err(missing_column(batch, name)),
+            },
             Expr::Literal(v) => ColumnarValue::Scalar(v.to_array(1)),
             Expr::Alias(e, _) => e.evaluate_columnar(batch)?,
             Expr::Binary { left, op, right } => {

@@ -33,8 +33,8 @@ pub(crate) use eval::{LiteralSide, literal_side, operand_type};
 pub use function::{ScalarFunction, coalesce, concat};
 pub use parse::parse_expr;
 pub use scalar::ScalarValue;
-pub use udf::ScalarUdf;
 pub(crate) use types::common_type;
+pub use udf::ScalarUdf;
 
 /// A binary operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -102,9 +102,12 @@ impl Scan for ChannelScan {
     }
 
     fn read_morsel(&self, _index: usize) -> Result<BatchIter<'static>> {
-        let mut receiver = self.receiver.lock().expect("channel scan lock").take().ok_or_else(|| {
-            SabotError::Execution("the channel source was already read".into())
-        })?;
+        let mut receiver = self
+            .receiver
+            .lock()
+            .expect("channel scan lock")
+            .take()
+            .ok_or_else(|| SabotError::Execution("the channel source was already read".into()))?;
         let projection = self.projection.clone();
         Ok(Box::new(std::iter::from_fn(move || {
             // Blocks this worker thread, never the async producer's runtime.

@@ -9,8 +9,8 @@ use arrow::row::{RowConverter, SortField};
 
 use super::window_aggregate::{window_output_schema, with_window_columns};
 use super::{AggregateMode, AggregateOperator, Operator, Output};
-use crate::expr::{AggExpr, Expr};
 use crate::Result;
+use crate::expr::{AggExpr, Expr};
 
 /// Per key, rows buffered until the key has `size` of them; the window then fires with
 /// `window_start`/`window_end` counting that key's rows (`[0, size)`, `[size, 2 size)`, …).
@@ -24,8 +24,12 @@ pub struct CountWindowOperator {
     converter: Option<RowConverter>,
     /// Batches still referenced by some key's open window.
     batches: Vec<RecordBatch>,
-    open: HashMap<Box<[u8]>, (i64, Vec<(usize, usize)>)>,
+    /// Per key: the index of its next window and its rows so far, as `(batch, row)`.
+    open: HashMap<Box<[u8]>, OpenWindow>,
 }
+
+/// A key's next window number and the `(batch, row)` positions of its rows so far.
+type OpenWindow = (i64, Vec<(usize, usize)>);
 
 impl CountWindowOperator {
     /// Windows of `size` rows per `keys`.
@@ -70,8 +74,12 @@ impl CountWindowOperator {
     fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
         let batches: Vec<&RecordBatch> = self.batches.iter().collect();
         let window_rows = interleave_record_batch(&batches, rows)?;
-        let mut agg =
-            AggregateOperator::try_new(AggregateMode::Single, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
+        let mut agg = AggregateOperator::try_new(
+            AggregateMode::Single,
+            &self.input_schema,
+            self.keys.clone(),
+            self.aggregates.clone(),
+        )?;
         agg.process_batch(window_rows, &mut Output::default())?;
         let mut result = Output::default();
         agg.on_close(&mut result)?;
@@ -114,4 +122,3 @@ impl Operator for CountWindowOperator {
         self.compact()
     }
 }
-

@@ -287,7 +287,7 @@ fn build_integer_index(keys: &arrow::array::Int64Array, next: &mut [u32]) -> Key
     let range = (max as i128 - min as i128 + 1).max(0) as u128;
     // A dense key range is indexed directly: probes become one array read, in probe order.
     // (The index costs 2 bits per key of the range plus 4 bytes per distinct key.)
-    let dense_limit = (non_null as u128 * 64).max(1 << 20).min(1 << 30);
+    let dense_limit = (non_null as u128 * 64).clamp(1 << 20, 1 << 30);
     if non_null > 0 && range <= dense_limit {
         let len = range as u64;
         let mut blocks = vec![RankBlock::default(); (range as usize).div_ceil(64)];

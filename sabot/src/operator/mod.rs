@@ -26,9 +26,9 @@ mod aggregate;
 mod count_window;
 mod filter;
 mod hash_join;
-mod keyed_process;
 #[cfg(feature = "jit")]
 mod jit_calc;
+mod keyed_process;
 mod limit;
 mod map_batches;
 mod project;
@@ -44,8 +44,9 @@ use arrow::record_batch::RecordBatch;
 use crate::Result;
 
 pub(crate) use aggregate::supports_two_phase as aggregate_supports_two_phase;
-pub(crate) use aggregate::{hash_bytes, hash_u64};
 pub use aggregate::{AggregateMode, AggregateOperator};
+pub(crate) use aggregate::{hash_bytes, hash_u64};
+pub use count_window::CountWindowOperator;
 pub use filter::FilterOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
 #[cfg(feature = "jit")]
@@ -54,7 +55,6 @@ pub use keyed_process::{KeyedProcessFunction, KeyedProcessOperator, ProcessConte
 pub use limit::LimitOperator;
 pub use map_batches::MapBatchesOperator;
 pub use project::ProjectOperator;
-pub use count_window::CountWindowOperator;
 pub use session_window::SessionWindowOperator;
 pub use sort::SortOperator;
 pub use watermark_assigner::WatermarkAssigner;

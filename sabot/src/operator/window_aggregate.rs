@@ -186,8 +186,12 @@ impl WindowAggregateOperator {
     fn fire(&mut self, start: i64, only_keys: Option<&HashSet<Box<[u8]>>>, out: &mut Output) -> Result<()> {
         let end = start + self.size;
         self.close_panes(start, end)?;
-        let mut merge =
-            AggregateOperator::try_new(AggregateMode::Final, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
+        let mut merge = AggregateOperator::try_new(
+            AggregateMode::Final,
+            &self.input_schema,
+            self.keys.clone(),
+            self.aggregates.clone(),
+        )?;
         let mut any = false;
         for partials in self.closed_panes.range(start..end).map(|(_, p)| p) {
             for p in partials {
@@ -203,9 +207,11 @@ impl WindowAggregateOperator {
         while let Some(super::Message::Batch(b)) = merged.pop() {
             let b = match only_keys {
                 Some(keys) if !self.keys.is_empty() => {
-                    let names: Vec<Expr> = (0..self.keys.len()).map(|i| crate::expr::col(b.schema_ref().field(i).name())).collect();
+                    let names: Vec<Expr> =
+                        (0..self.keys.len()).map(|i| crate::expr::col(b.schema_ref().field(i).name())).collect();
                     let key_arrays = names.iter().map(|k| k.evaluate(&b)).collect::<Result<Vec<_>>>()?;
-                    let converter = RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+                    let converter =
+                        RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
                     let rows = converter.convert_columns(&key_arrays)?;
                     let mask: BooleanArray = rows.iter().map(|r| Some(keys.contains(r.data()))).collect();
                     filter_record_batch(&b, &mask)?
@@ -249,7 +255,8 @@ impl Operator for WindowAggregateOperator {
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let times = event_times(&batch, &self.time_column)?;
-        let (pane, slide, size, lateness, watermark) = (self.pane, self.slide, self.size, self.lateness, self.watermark);
+        let (pane, slide, size, lateness, watermark) =
+            (self.pane, self.slide, self.size, self.lateness, self.watermark);
         // A row is late when even the last window containing it can no longer change.
         let is_late = |t: i64| (t.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
         let late_mask: BooleanArray = times.values().iter().map(|&t| Some(is_late(t))).collect();

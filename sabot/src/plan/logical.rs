@@ -303,18 +303,18 @@ impl LogicalPlan {
             LogicalPlan::Watermark { time_column, strategy, .. } => {
                 LogicalPlan::Watermark { input: next(), time_column: time_column.clone(), strategy: strategy.clone() }
             }
-            LogicalPlan::Window { keys, time_column, spec, aggregates, allowed_lateness, late_data, schema, .. } => {
-                LogicalPlan::Window {
-                    input: next(),
-                    keys: keys.clone(),
-                    time_column: time_column.clone(),
-                    spec: *spec,
-                    aggregates: aggregates.clone(),
-                    allowed_lateness: *allowed_lateness,
-                    late_data: late_data.clone(),
-                    schema: schema.clone(),
-                }
-            }
+            LogicalPlan::Window {
+                keys, time_column, spec, aggregates, allowed_lateness, late_data, schema, ..
+            } => LogicalPlan::Window {
+                input: next(),
+                keys: keys.clone(),
+                time_column: time_column.clone(),
+                spec: *spec,
+                aggregates: aggregates.clone(),
+                allowed_lateness: *allowed_lateness,
+                late_data: late_data.clone(),
+                schema: schema.clone(),
+            },
             LogicalPlan::KeyedProcess { keys, name, factory, schema, .. } => LogicalPlan::KeyedProcess {
                 input: next(),
                 keys: keys.clone(),

@@ -49,7 +49,10 @@ impl<T> Stream<T> {
     /// Partitions the stream by key: rows of one key are processed by one parallel instance, in
     /// order. Keyed streams are windowed ([`KeyedStream::window`]).
     pub fn key_by<E: IntoExpr>(&self, keys: impl IntoIterator<Item = E>) -> KeyedStream {
-        KeyedStream { input: self.derive(self.plan.as_ref().clone()), keys: keys.into_iter().map(IntoExpr::into_expr).collect() }
+        KeyedStream {
+            input: self.derive(self.plan.as_ref().clone()),
+            keys: keys.into_iter().map(IntoExpr::into_expr).collect(),
+        }
     }
 
     /// Windows over the whole stream (one parallel instance).
@@ -90,7 +93,10 @@ impl KeyedStream {
     /// Runs a [`KeyedProcessFunction`] per row, with keyed state (in the configured
     /// [`crate::state::StateBackend`]) and timers; `make` builds one instance per partition.
     /// The input must have the columns of `F::In`.
-    pub fn process<F: KeyedProcessFunction>(self, make: impl Fn() -> F + Send + Sync + 'static) -> Result<Stream<F::Out>> {
+    pub fn process<F: KeyedProcessFunction>(
+        self,
+        make: impl Fn() -> F + Send + Sync + 'static,
+    ) -> Result<Stream<F::Out>> {
         let typed = self.input.typed::<F::In>()?;
         let name = std::any::type_name::<F>().rsplit("::").next().unwrap_or("process").to_string();
         let keys = self.keys.clone();

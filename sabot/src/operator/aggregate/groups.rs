@@ -73,11 +73,11 @@ impl GroupKeys for IntegerKeys {
                 continue;
             }
             let v = array.value(i);
-            if let Some((last, id)) = self.last {
-                if last == v {
-                    ids.push(id);
-                    continue;
-                }
+            if let Some((last, id)) = self.last
+                && last == v
+            {
+                ids.push(id);
+                continue;
             }
             let keys = &mut self.keys;
             let id = match self.table.entry(
@@ -222,11 +222,11 @@ impl GroupKeys for StringKeys {
         for i in 0..array.len() {
             let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
             let short = if array.is_valid(i) { pack_short(values, start, end - start) } else { None };
-            if let Some(packed) = short {
-                if let Some(id) = self.short.get(packed) {
-                    ids.push(id);
-                    continue;
-                }
+            if let Some(packed) = short
+                && let Some(id) = self.short.get(packed)
+            {
+                ids.push(id);
+                continue;
             }
             if array.is_null(i) {
                 let id = match self.null_group {
@@ -243,11 +243,11 @@ impl GroupKeys for StringKeys {
                 continue;
             }
             let v = array.value(i).as_bytes();
-            if let Some((prev, id)) = last {
-                if prev == v {
-                    ids.push(id);
-                    continue;
-                }
+            if let Some((prev, id)) = last
+                && prev == v
+            {
+                ids.push(id);
+                continue;
             }
             let hash = hash_bytes(v);
             let found = self.table.find(hash, |&g| !self.is_null[g as usize] && self.key(g) == v).copied();
