@@ -123,6 +123,14 @@ impl SabotError {
         SabotError::Plan(message.into())
     }
 
+    /// Builds a [`SabotError::ColumnNotFound`] listing the columns `schema` does have.
+    pub fn column_not_found(schema: &arrow::datatypes::Schema, column: &str) -> Self {
+        SabotError::ColumnNotFound {
+            column: column.to_string(),
+            available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        }
+    }
+
     /// Builds a [`SabotError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SabotError::Io { path: path.into(), source }

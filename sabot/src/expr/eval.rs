@@ -296,8 +296,5 @@ pub(crate) fn fold_constant(expr: &Expr) -> Option<ScalarValue> {
 }
 
 fn missing_column(batch: &RecordBatch, name: &str) -> SabotError {
-    SabotError::ColumnNotFound {
-        column: name.to_string(),
-        available: batch.schema_ref().fields().iter().map(|f| f.name().clone()).collect(),
-    }
+    SabotError::column_not_found(batch.schema_ref(), name)
 }

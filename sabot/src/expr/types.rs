@@ -196,8 +196,5 @@ fn case_type(acc: &DataType, next: &DataType, expr: &Expr) -> Result<DataType> {
 }
 
 pub(crate) fn field<'a>(schema: &'a Schema, name: &str) -> Result<&'a arrow::datatypes::Field> {
-    schema.field_with_name(name).map_err(|_| SabotError::ColumnNotFound {
-        column: name.to_string(),
-        available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-    })
+    schema.field_with_name(name).map_err(|_| SabotError::column_not_found(schema, name))
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
@@ -11,7 +11,7 @@ use super::watermark_assigner::event_times;
 use super::window_aggregate::{window_output_schema, with_window_columns};
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::expr::{AggExpr, Expr};
-use crate::window::LateData;
+use crate::window::{LateData, divert_late_rows};
 use crate::{Result, SabotError};
 
 /// Session windows over event time. A row at `t` opens the window `[t, t + gap)`; windows of
@@ -46,10 +46,9 @@ impl SessionWindowOperator {
         allowed_lateness: i64,
         late: Option<LateData>,
     ) -> Result<Self> {
-        let time_type = input_schema.field_with_name(time_column).map_err(|_| SabotError::ColumnNotFound {
-            column: time_column.to_string(),
-            available: input_schema.fields().iter().map(|f| f.name().clone()).collect(),
-        })?;
+        let time_type = input_schema
+            .field_with_name(time_column)
+            .map_err(|_| SabotError::column_not_found(&input_schema, time_column))?;
         let output_schema = window_output_schema(&input_schema, &keys, &aggregates, time_type.data_type())?;
         AggregateOperator::try_new(AggregateMode::Single, &input_schema, keys.clone(), aggregates.clone())?;
         Ok(SessionWindowOperator {
@@ -141,16 +140,7 @@ impl Operator for SessionWindowOperator {
         // A row whose own window [t, t + gap) expired cannot join a live session.
         let late_mask: BooleanArray =
             times.values().iter().map(|&t| Some((t + gap).saturating_add(lateness) <= watermark)).collect();
-        if late_mask.true_count() == 0 {
-            self.pending.push(batch);
-            return Ok(());
-        }
-        let late_rows = filter_record_batch(&batch, &late_mask)?;
-        match &self.late {
-            Some(side) => side.push(late_rows),
-            None => tracing::warn!(rows = late_rows.num_rows(), "late rows dropped (no late-data output)"),
-        }
-        self.pending.push(filter_record_batch(&batch, &arrow::compute::not(&late_mask)?)?);
+        self.pending.push(divert_late_rows(batch, &late_mask, self.late.as_ref())?);
         Ok(())
     }
 

@@ -9,10 +9,8 @@ use crate::{Result, SabotError};
 
 /// The event times of `column` in `batch`, in milliseconds (`Timestamp(ms)` or `Int64`).
 pub(crate) fn event_times(batch: &RecordBatch, column: &str) -> Result<arrow::array::Int64Array> {
-    let index = batch.schema_ref().index_of(column).map_err(|_| SabotError::ColumnNotFound {
-        column: column.to_string(),
-        available: batch.schema_ref().fields().iter().map(|f| f.name().clone()).collect(),
-    })?;
+    let index =
+        batch.schema_ref().index_of(column).map_err(|_| SabotError::column_not_found(batch.schema_ref(), column))?;
     let array = batch.column(index);
     let times = match array.data_type() {
         DataType::Int64 => array.as_primitive::<Int64Type>().clone(),

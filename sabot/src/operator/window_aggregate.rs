@@ -11,7 +11,7 @@ use arrow::row::{RowConverter, SortField};
 use super::watermark_assigner::event_times;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::expr::{AggExpr, Expr};
-use crate::window::{LateData, WindowSpec};
+use crate::window::{LateData, WindowSpec, divert_late_rows};
 use crate::{Result, SabotError};
 
 /// The output schema of a window aggregation: keys, `window_start`, `window_end`, aggregates.
@@ -90,10 +90,9 @@ impl WindowAggregateOperator {
         let (Some(size), Some(slide), Some(pane)) = (spec.size(), spec.slide(), spec.pane_size()) else {
             return Err(SabotError::plan(format!("{spec} is not an aligned time window")));
         };
-        let time_type = input_schema.field_with_name(time_column).map_err(|_| SabotError::ColumnNotFound {
-            column: time_column.to_string(),
-            available: input_schema.fields().iter().map(|f| f.name().clone()).collect(),
-        })?;
+        let time_type = input_schema
+            .field_with_name(time_column)
+            .map_err(|_| SabotError::column_not_found(&input_schema, time_column))?;
         let output_schema = window_output_schema(&input_schema, &keys, &aggregates, time_type.data_type())?;
         // Validate the aggregation now rather than at the first row.
         AggregateOperator::try_new(AggregateMode::Partial, &input_schema, keys.clone(), aggregates.clone())?;
@@ -260,20 +259,12 @@ impl Operator for WindowAggregateOperator {
         // A row is late when even the last window containing it can no longer change.
         let is_late = |t: i64| (t.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
         let late_mask: BooleanArray = times.values().iter().map(|&t| Some(is_late(t))).collect();
-        let batch = if late_mask.true_count() > 0 {
-            let late_rows = filter_record_batch(&batch, &late_mask)?;
-            match &self.late {
-                Some(side) => side.push(late_rows),
-                None => tracing::warn!(rows = late_rows.num_rows(), "late rows dropped (no late-data output)"),
-            }
-            let keep = arrow::compute::not(&late_mask)?;
-            let kept = filter_record_batch(&batch, &keep)?;
-            let kept_times = event_times(&kept, &self.time_column)?;
-            return self.split_into_panes(kept, &kept_times, pane, out);
-        } else {
-            batch
-        };
-        self.split_into_panes(batch, &times, pane, out)
+        if late_mask.true_count() == 0 {
+            return self.split_into_panes(batch, &times, pane, out);
+        }
+        let kept = divert_late_rows(batch, &late_mask, self.late.as_ref())?;
+        let kept_times = event_times(&kept, &self.time_column)?;
+        self.split_into_panes(kept, &kept_times, pane, out)
     }
 
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {

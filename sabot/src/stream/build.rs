@@ -228,8 +228,5 @@ impl GroupedStream {
 }
 
 fn missing(schema: &SchemaRef, column: &str) -> SabotError {
-    SabotError::ColumnNotFound {
-        column: column.to_string(),
-        available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-    }
+    SabotError::column_not_found(schema, column)
 }

@@ -28,10 +28,9 @@ impl<T> Stream<T> {
         let schema = self.schema();
         let target = U::schema();
         for field in target.fields() {
-            let found = schema.field_with_name(field.name()).map_err(|_| SabotError::ColumnNotFound {
-                column: field.name().clone(),
-                available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-            })?;
+            let found = schema
+                .field_with_name(field.name())
+                .map_err(|_| SabotError::column_not_found(&schema, field.name()))?;
             if found.data_type() != field.data_type() {
                 return Err(SabotError::TypeMismatch {
                     column: field.name().clone(),

@@ -28,10 +28,7 @@ impl<T> Stream<T> {
     /// ```
     pub fn with_watermarks(&self, column: &str, strategy: WatermarkStrategy) -> Result<Stream<T>> {
         let schema = self.schema();
-        let field = schema.field_with_name(column).map_err(|_| SabotError::ColumnNotFound {
-            column: column.to_string(),
-            available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        })?;
+        let field = schema.field_with_name(column).map_err(|_| SabotError::column_not_found(&schema, column))?;
         if !matches!(
             field.data_type(),
             arrow::datatypes::DataType::Int64
@@ -154,10 +151,7 @@ impl WindowedStream {
         let time_type = match (&time_column, self.spec.uses_event_time()) {
             (Some(column), _) => schema
                 .field_with_name(column)
-                .map_err(|_| SabotError::ColumnNotFound {
-                    column: column.clone(),
-                    available: schema.fields().iter().map(|f| f.name().clone()).collect(),
-                })?
+                .map_err(|_| SabotError::column_not_found(&schema, column))?
                 .data_type()
                 .clone(),
             (None, true) => {

@@ -2,7 +2,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use arrow::array::BooleanArray;
+use arrow::compute::{filter_record_batch, not};
 use arrow::record_batch::RecordBatch;
+
+use crate::Result;
 
 /// Receives the rows that arrive after their windows closed (beyond the allowed lateness),
 /// so they are never silently dropped. Cloning shares the same buffer.
@@ -38,4 +42,22 @@ impl LateData {
     pub fn rows(&self) -> usize {
         self.batches.lock().expect("late data lock").iter().map(|b| b.num_rows()).sum()
     }
+}
+
+/// Moves the rows of `batch` flagged in `late` to the side output (or logs that they are
+/// dropped when there is none) and returns the others.
+pub(crate) fn divert_late_rows(
+    batch: RecordBatch,
+    late: &BooleanArray,
+    side: Option<&LateData>,
+) -> Result<RecordBatch> {
+    if late.true_count() == 0 {
+        return Ok(batch);
+    }
+    let late_rows = filter_record_batch(&batch, late)?;
+    match side {
+        Some(side) => side.push(late_rows),
+        None => tracing::warn!(rows = late_rows.num_rows(), "late rows dropped (no late-data output)"),
+    }
+    Ok(filter_record_batch(&batch, &not(late)?)?)
 }

@@ -11,5 +11,6 @@ mod spec;
 mod watermark;
 
 pub use late::LateData;
+pub(crate) use late::divert_late_rows;
 pub use spec::WindowSpec;
 pub use watermark::{WatermarkGenerator, WatermarkStrategy};
