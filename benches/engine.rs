@@ -312,7 +312,11 @@ fn main() -> Result<()> {
         .key_by(["account_id"])
         .window(WindowSpec::tumbling(Duration::from_secs(60)))
         .event_time("ts")
-        .aggregate([count_all().alias("n"), sum(col("amount")).alias("total"), max(col("amount")).alias("max_amount")])?;
+        .aggregate([
+            count_all().alias("n"),
+            sum(col("amount")).alias("total"),
+            max(col("amount")).alias("max_amount"),
+        ])?;
     bench.time(
         "window_agg",
         nt,
