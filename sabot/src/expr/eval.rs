@@ -10,7 +10,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
 use super::types::common_type;
-use super::{BinaryOp, Expr, ScalarValue};
+use super::{BinaryOp, Expr};
 use crate::{Result, SabotError};
 
 /// The value of an expression over a batch: a whole column, or one value for every row.
@@ -277,22 +277,6 @@ fn eval_binary(
         BinaryOp::And | BinaryOp::Or => unreachable!("handled above"),
     };
     Ok(wrap(out))
-}
-
-/// Evaluates a literal-only expression to a scalar (used by the optimizer's constant folding).
-#[allow(dead_code)]
-pub(crate) fn fold_constant(expr: &Expr) -> Option<ScalarValue> {
-    if !expr.columns().is_empty() {
-        return None;
-    }
-    let batch = RecordBatch::try_new_with_options(
-        Arc::new(arrow::datatypes::Schema::empty()),
-        vec![],
-        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(1)),
-    )
-    .ok()?;
-    let array = expr.evaluate(&batch).ok()?;
-    ScalarValue::try_from_array(array.as_ref(), 0).ok()
 }
 
 fn missing_column(batch: &RecordBatch, name: &str) -> SabotError {
