@@ -155,10 +155,24 @@ fn boolean(depth: u32) -> BoxedStrategy<Expr> {
     .boxed()
 }
 
+/// IEEE 754 leaves the sign and payload of a NaN produced by arithmetic unspecified (x86's default
+/// NaN is negative; Rust's `f64::NAN` is positive), so NaNs compare equal whatever their bits.
+fn canonical_nan(array: &ArrayRef) -> ArrayRef {
+    use arrow::array::{AsArray, Float64Array};
+    use arrow::datatypes::Float64Type;
+    if array.data_type() != &arrow::datatypes::DataType::Float64 {
+        return array.clone();
+    }
+    let values = array.as_primitive::<Float64Type>();
+    let canonical: Vec<f64> = values.values().iter().map(|v| if v.is_nan() { f64::NAN } else { *v }).collect();
+    std::sync::Arc::new(Float64Array::new(canonical.into(), values.nulls().cloned()))
+}
+
 fn same(expr: &str, interpreted: sabot::Result<ArrayRef>, compiled: sabot::Result<ArrayRef>) {
     match (interpreted, compiled) {
         (Ok(i), Ok(c)) => {
             assert_eq!(i.data_type(), c.data_type(), "{expr}");
+            let (i, c) = (canonical_nan(&i), canonical_nan(&c));
             assert_eq!(i.to_data(), c.to_data(), "{expr}:\ninterpreted {i:?}\ncompiled {c:?}");
         }
         (Err(_), Err(_)) => {}
