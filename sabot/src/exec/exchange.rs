@@ -13,36 +13,33 @@ use crate::expr::Expr;
 use crate::operator::{Message, Watermark};
 use crate::{Result, SabotError};
 
-/// Runs `stream` on its own thread, sending its items tagged with `tag` into `tx` (bounded:
+/// Messages from input partitions: `(input, Some(item))` per item, then `(input, None)` once
+/// the input has ended (normally, with an error, or by a panic).
+type Tagged = (usize, Option<Result<Sequenced>>);
+
+/// Runs `stream` on its own thread, sending its items tagged with `input` into `tx` (bounded:
 /// the thread blocks when the consumer is behind, and stops when the consumer hangs up).
-pub(crate) fn spawn_into<T: Copy + Send + 'static>(
-    name: String,
-    stream: PartitionStream,
-    tx: SyncSender<(T, Result<Sequenced>)>,
-    tag: T,
-) {
+pub(crate) fn spawn_into(name: String, stream: PartitionStream, tx: SyncSender<Tagged>, input: usize) {
+    let thread_tx = tx.clone();
     let thread_name = name.clone();
-    let error_tx = tx.clone();
     let spawned = thread::Builder::new().name(thread_name).spawn(move || {
         let result = catch_unwind(AssertUnwindSafe(|| {
             for item in stream {
                 let stop = item.is_err();
-                if tx.send((tag, item)).is_err() || stop {
+                if thread_tx.send((input, Some(item))).is_err() || stop {
                     return;
                 }
             }
         }));
         if let Err(panic) = result {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            let _ = tx.send((tag, Err(SabotError::Execution(format!("{name} panicked: {message}")))));
+            let error = SabotError::Execution(format!("{name} panicked: {}", panic_message(&panic)));
+            let _ = thread_tx.send((input, Some(Err(error))));
         }
+        let _ = thread_tx.send((input, None));
     });
     if let Err(e) = spawned {
-        let _ = error_tx.send((tag, Err(SabotError::Execution(format!("cannot start a thread: {e}")))));
+        let _ = tx.send((input, Some(Err(SabotError::Execution(format!("cannot start a thread: {e}"))))));
+        let _ = tx.send((input, None));
     }
 }
 
@@ -77,7 +74,7 @@ pub(crate) fn gather(
             spawn_into(format!("sabot-{name}-{i}"), stream, tx.clone(), i);
         }
         drop(tx);
-        Box::new(UnorderedMerge { rx, watermarks: WatermarkMerge::new(n), idle_timeout, failed: false })
+        Box::new(MergedPartitions { rx, watermarks: WatermarkMerge::new(n), idle_timeout, failed: false })
     }
 }
 
@@ -172,45 +169,8 @@ fn recv_or_idle<T>(
     }
 }
 
-struct UnorderedMerge {
-    rx: Receiver<(usize, Result<Sequenced>)>,
-    watermarks: WatermarkMerge,
-    idle_timeout: Option<Duration>,
-    failed: bool,
-}
-
-impl Iterator for UnorderedMerge {
-    type Item = Result<Sequenced>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
-            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, &mut self.watermarks) {
-                Ok(received) => received,
-                Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
-                Err(None) => return None,
-            };
-            self.watermarks.touch(input);
-            match item {
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-                Ok(Sequenced { seq, msg: Message::Watermark(w) }) => {
-                    if let Some(merged) = self.watermarks.update(input, w) {
-                        return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
-                    }
-                }
-                Ok(other) => return Some(Ok(other)),
-            }
-        }
-    }
-}
-
 struct OrderedMerge {
-    inputs: Vec<Receiver<(usize, Result<Sequenced>)>>,
+    inputs: Vec<Receiver<Tagged>>,
     heads: Vec<Option<Sequenced>>,
     live: Vec<bool>,
     watermarks: WatermarkMerge,
@@ -218,7 +178,7 @@ struct OrderedMerge {
 }
 
 impl OrderedMerge {
-    fn new(inputs: Vec<Receiver<(usize, Result<Sequenced>)>>) -> Self {
+    fn new(inputs: Vec<Receiver<Tagged>>) -> Self {
         let n = inputs.len();
         OrderedMerge {
             inputs,
@@ -241,22 +201,22 @@ impl Iterator for OrderedMerge {
         for i in 0..self.inputs.len() {
             while self.live[i] && self.heads[i].is_none() {
                 match self.inputs[i].recv() {
-                    Err(_) => {
+                    Err(_) | Ok((_, None)) => {
                         self.live[i] = false;
                         if let Some(w) = self.watermarks.finish(i) {
                             return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
                         }
                     }
-                    Ok((_, Err(e))) => {
+                    Ok((_, Some(Err(e)))) => {
                         self.failed = true;
                         return Some(Err(e));
                     }
-                    Ok((_, Ok(Sequenced { seq, msg: Message::Watermark(w) }))) => {
+                    Ok((_, Some(Ok(Sequenced { seq, msg: Message::Watermark(w) })))) => {
                         if let Some(merged) = self.watermarks.update(i, w) {
                             return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
                         }
                     }
-                    Ok((_, Ok(item))) => self.heads[i] = Some(item),
+                    Ok((_, Some(Ok(item)))) => self.heads[i] = Some(item),
                 }
             }
         }
@@ -285,9 +245,9 @@ pub(crate) fn repartition(inputs: Vec<PartitionStream>, keys: Vec<Expr>, config:
     let mut senders = vec![];
     let mut outputs: Vec<PartitionStream> = vec![];
     for _ in 0..targets {
-        let (tx, rx) = sync_channel::<(usize, Option<Result<Sequenced>>)>(config.channel_capacity * n.max(1));
+        let (tx, rx) = sync_channel::<Tagged>(config.channel_capacity * n.max(1));
         senders.push(tx);
-        outputs.push(Box::new(RepartitionMerge {
+        outputs.push(Box::new(MergedPartitions {
             rx,
             watermarks: WatermarkMerge::new(n),
             idle_timeout: config.idle_timeout,
@@ -327,7 +287,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-type Route = SyncSender<(usize, Option<Result<Sequenced>>)>;
+type Route = SyncSender<Tagged>;
 
 fn route(input_index: usize, input: PartitionStream, keys: &[Expr], senders: &[Route]) -> Result<()> {
     let targets = senders.len();
@@ -394,14 +354,16 @@ fn partition_rows(batch: &RecordBatch, keys: &[Expr], targets: usize) -> Result<
     Ok(out)
 }
 
-struct RepartitionMerge {
-    rx: Receiver<(usize, Option<Result<Sequenced>>)>,
+/// Merges partitions that share one channel, batches in arrival order; watermarks are the
+/// minimum over the inputs that have not ended (or gone idle).
+struct MergedPartitions {
+    rx: Receiver<Tagged>,
     watermarks: WatermarkMerge,
     idle_timeout: Option<Duration>,
     failed: bool,
 }
 
-impl Iterator for RepartitionMerge {
+impl Iterator for MergedPartitions {
     type Item = Result<Sequenced>;
 
     fn next(&mut self) -> Option<Self::Item> {
