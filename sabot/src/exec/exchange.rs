@@ -399,3 +399,30 @@ impl Iterator for MergedPartitions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_watermark_is_the_minimum_and_never_goes_backwards() {
+        let mut merge = WatermarkMerge::new(2);
+        assert_eq!(merge.update(0, Watermark(100)), None, "input 1 has no watermark yet");
+        assert_eq!(merge.update(1, Watermark(50)), Some(Watermark(50)));
+        assert_eq!(merge.update(1, Watermark(150)), Some(Watermark(100)));
+        assert_eq!(merge.update(1, Watermark(120)), None, "an input's watermark never goes back");
+        assert_eq!(merge.finish(0), Some(Watermark(150)), "an ended input no longer holds the others back");
+    }
+
+    #[test]
+    fn idle_inputs_stop_holding_back_the_watermark() {
+        let mut merge = WatermarkMerge::new(2);
+        assert_eq!(merge.update(0, Watermark(100)), None);
+        merge.last_active[1] = Instant::now() - Duration::from_secs(1);
+        assert_eq!(merge.mark_idle(Duration::from_millis(500)), Some(Watermark(100)), "silent input 1 is idle");
+        // Input 1 wakes up behind the merged watermark: the merge does not go backwards.
+        assert_eq!(merge.update(1, Watermark(40)), None);
+        assert_eq!(merge.update(0, Watermark(300)), None, "input 1 (at 40) holds the merge again");
+        assert_eq!(merge.update(1, Watermark(200)), Some(Watermark(200)));
+    }
+}

@@ -252,6 +252,21 @@ impl PhysicalPlan {
     }
 }
 
+/// All partitions into one, keeping the source order when the input has one.
+fn gather_all(input: PhysicalPlan) -> PhysicalPlan {
+    let ordered = input.preserves_order();
+    PhysicalPlan::Gather { input: Box::new(input), ordered }
+}
+
+/// Rows of one key meet in one partition: hash-partitioned by `keys`, or all in one without keys.
+fn by_key(input: PhysicalPlan, keys: &[crate::expr::Expr]) -> PhysicalPlan {
+    if keys.is_empty() {
+        gather_all(input)
+    } else {
+        PhysicalPlan::Repartition { input: Box::new(input), keys: keys.to_vec() }
+    }
+}
+
 fn operator(input: PhysicalPlan, name: String, schema: SchemaRef, factory: OperatorFactory) -> PhysicalPlan {
     PhysicalPlan::Operator { input: Box::new(input), name, factory, schema }
 }
@@ -341,8 +356,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
             let (skip, fetch) = (*skip, *fetch);
             let global: OperatorFactory = Arc::new(move |_| Ok(Box::new(LimitOperator::new(skip, fetch)) as _));
             let partial = operator(create_physical_plan(input, config)?, "LocalLimit".into(), schema.clone(), local);
-            let ordered = partial.preserves_order();
-            let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered };
+            let gathered = gather_all(partial);
             operator(gathered, plan.describe(), schema, global)
         }
         LogicalPlan::Sort { input, keys, fetch } => {
@@ -383,8 +397,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                 let gathered = PhysicalPlan::Gather { input: Box::new(partial), ordered: false };
                 operator(gathered, format!("Final{}", plan.describe()), schema.clone(), make(AggregateMode::Final)?)
             } else {
-                let ordered = child.preserves_order();
-                let gathered = PhysicalPlan::Gather { input: Box::new(child), ordered };
+                let gathered = gather_all(child);
                 operator(gathered, plan.describe(), schema.clone(), make(AggregateMode::Single)?)
             }
         }
@@ -399,25 +412,14 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
         }
         LogicalPlan::KeyedProcess { input, keys, name, factory, schema } => {
             let child = create_physical_plan(input, config)?;
-            let exchanged = if keys.is_empty() {
-                let ordered = child.preserves_order();
-                PhysicalPlan::Gather { input: Box::new(child), ordered }
-            } else {
-                PhysicalPlan::Repartition { input: Box::new(child), keys: keys.clone() }
-            };
+            let exchanged = by_key(child, keys);
             let (name, factory, backend) = (name.clone(), factory.clone(), config.state_backend.clone());
             let make: OperatorFactory = Arc::new(move |partition| Ok(factory(format!("{name}-{partition}"), &backend)));
             operator(exchanged, plan.describe(), schema.clone(), make)
         }
         LogicalPlan::Window { input, keys, time_column, spec, aggregates, allowed_lateness, late_data, schema } => {
             let child = create_physical_plan(input, config)?;
-            // Rows of one key must meet in one partition; without keys, in the only one.
-            let exchanged = if keys.is_empty() {
-                let ordered = child.preserves_order();
-                PhysicalPlan::Gather { input: Box::new(child), ordered }
-            } else {
-                PhysicalPlan::Repartition { input: Box::new(child), keys: keys.clone() }
-            };
+            let exchanged = by_key(child, keys);
             let in_schema = input.schema();
             let (keys, aggregates, spec, lateness) = (keys.clone(), aggregates.clone(), *spec, *allowed_lateness);
             let (time, late) = (time_column.clone(), late_data.clone());
