@@ -112,6 +112,28 @@ pub enum SabotError {
         message: String,
     },
 
+    /// A Kafka client operation failed (connecting, producing, committing...).
+    #[error("kafka {context}: {message}")]
+    Kafka {
+        /// What was being done, naming the topic (e.g. "produce to 'alerts'").
+        context: String,
+        /// librdkafka's message.
+        message: String,
+    },
+
+    /// A Kafka message could not be decoded and the source has no dead-letter topic.
+    #[error("topic '{topic}' partition {partition} offset {offset}: {reason}")]
+    MalformedMessage {
+        /// The topic the message was read from.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset in the partition.
+        offset: i64,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+
     /// A worker thread panicked or the execution was torn down.
     #[error("execution failed: {0}")]
     Execution(String),
@@ -121,6 +143,11 @@ impl SabotError {
     /// Builds a [`SabotError::Plan`].
     pub fn plan(message: impl Into<String>) -> Self {
         SabotError::Plan(message.into())
+    }
+
+    /// Builds a [`SabotError::Kafka`] for an operation described by `context`.
+    pub fn kafka(context: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        SabotError::Kafka { context: context.into(), message: error.to_string() }
     }
 
     /// Builds a [`SabotError::ColumnNotFound`] listing the columns `schema` does have.

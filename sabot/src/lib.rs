@@ -13,6 +13,8 @@ pub mod expr;
 pub mod io;
 #[cfg(feature = "jit")]
 pub mod jit;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod operator;
 pub mod optimizer;
 pub mod plan;
@@ -35,6 +37,8 @@ extern crate self as sabot;
 pub mod deps {
     pub use arrow;
     pub use parquet;
+    #[cfg(feature = "kafka")]
+    pub use rdkafka;
 }
 
 /// The names most pipelines need: `use sabot::prelude::*;`.

@@ -10,7 +10,7 @@ use sabot::io::csv::{CsvSink, CsvSource};
 use sabot::io::{ScanRequest, Sink, Source};
 
 fn read_all(source: &dyn Source, projection: Option<Vec<usize>>, batch_size: usize) -> sabot::Result<Vec<RecordBatch>> {
-    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size })?;
+    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size, ..Default::default() })?;
     let mut out = Vec::new();
     for m in 0..scan.morsel_count() {
         for b in scan.read_morsel(m)? {
@@ -70,7 +70,9 @@ fn projection_reorders_and_small_batches() {
     }
     let p = write(dir.path(), "p.csv", &text);
     let source = CsvSource::new(&p).morsel_bytes(1000);
-    let scan = source.scan(&ScanRequest { projection: Some(vec![2, 0]), filters: vec![], batch_size: 64 }).unwrap();
+    let scan = source
+        .scan(&ScanRequest { projection: Some(vec![2, 0]), filters: vec![], batch_size: 64, ..Default::default() })
+        .unwrap();
     assert!(scan.morsel_count() > 10, "expected many morsels, got {}", scan.morsel_count());
     assert_eq!(scan.schema().field(0).name(), "name");
     let batches = read_all(&source, Some(vec![2, 0]), 64).unwrap();

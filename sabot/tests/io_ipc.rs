@@ -45,7 +45,7 @@ fn write(path: &std::path::Path, batches: &[RecordBatch]) {
 }
 
 fn read(source: &IpcSource, projection: Option<Vec<usize>>, batch_size: usize) -> Vec<RecordBatch> {
-    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size }).unwrap();
+    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size, ..Default::default() }).unwrap();
     (0..scan.morsel_count()).flat_map(|m| scan.read_morsel(m).unwrap()).map(|b| b.unwrap()).collect()
 }
 

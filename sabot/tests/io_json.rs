@@ -17,7 +17,7 @@ fn schema() -> SchemaRef {
 }
 
 fn read(source: &dyn Source, projection: Option<Vec<usize>>, batch_size: usize) -> sabot::Result<Vec<RecordBatch>> {
-    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size })?;
+    let scan = source.scan(&ScanRequest { projection, filters: vec![], batch_size, ..Default::default() })?;
     let mut out = Vec::new();
     for m in 0..scan.morsel_count() {
         for b in scan.read_morsel(m)? {

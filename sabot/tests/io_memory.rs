@@ -26,7 +26,9 @@ fn batch(start: i64, n: i64) -> RecordBatch {
 fn memory_source_morsels_projection_batch_size() {
     let source = MemorySource::new(schema(), vec![batch(0, 10), batch(10, 5)]).unwrap();
     assert_eq!(source.num_rows(), Some(15));
-    let scan = source.scan(&ScanRequest { projection: Some(vec![1]), filters: vec![], batch_size: 4 }).unwrap();
+    let scan = source
+        .scan(&ScanRequest { projection: Some(vec![1]), filters: vec![], batch_size: 4, ..Default::default() })
+        .unwrap();
     assert_eq!(scan.morsel_count(), 2);
     assert_eq!(scan.schema().field(0).name(), "s");
     let m0: Vec<RecordBatch> = scan.read_morsel(0).unwrap().map(|b| b.unwrap()).collect();
@@ -52,7 +54,9 @@ fn generate_source() {
             Ok(RecordBatch::try_new(s.clone(), b.columns().to_vec())?)
         }),
     );
-    let scan = source.scan(&ScanRequest { projection: Some(vec![0]), filters: vec![], batch_size: 1000 }).unwrap();
+    let scan = source
+        .scan(&ScanRequest { projection: Some(vec![0]), filters: vec![], batch_size: 1000, ..Default::default() })
+        .unwrap();
     assert_eq!(scan.morsel_count(), 3);
     let b = scan.read_morsel(1).unwrap().next().unwrap().unwrap();
     assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 100);

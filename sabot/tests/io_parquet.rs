@@ -50,7 +50,7 @@ fn write_file(path: &Path) {
 }
 
 fn read(source: &dyn Source, projection: Option<Vec<usize>>, filters: Vec<Expr>) -> (usize, Vec<RecordBatch>) {
-    let scan = source.scan(&ScanRequest { projection, filters, batch_size: 4096 }).unwrap();
+    let scan = source.scan(&ScanRequest { projection, filters, batch_size: 4096, ..Default::default() }).unwrap();
     let batches = (0..scan.morsel_count()).flat_map(|m| scan.read_morsel(m).unwrap()).map(|b| b.unwrap()).collect();
     (scan.morsel_count(), batches)
 }

@@ -12,7 +12,7 @@ use sabot::io::json::JsonLinesSource;
 use sabot::io::{ScanRequest, Source};
 
 fn drain(source: &dyn Source, batch_size: usize) -> sabot::Result<Vec<RecordBatch>> {
-    let scan = source.scan(&ScanRequest { projection: None, filters: vec![], batch_size })?;
+    let scan = source.scan(&ScanRequest { projection: None, filters: vec![], batch_size, ..Default::default() })?;
     let mut out = Vec::new();
     for m in 0..scan.morsel_count() {
         for b in scan.read_morsel(m)? {

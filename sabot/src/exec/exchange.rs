@@ -10,7 +10,7 @@ use arrow::record_batch::RecordBatch;
 use super::ExecConfig;
 use super::stream::{PartitionStream, Sequenced};
 use crate::expr::Expr;
-use crate::operator::{Message, Watermark};
+use crate::operator::{CheckpointBarrier, Message, Watermark};
 use crate::{Result, SabotError};
 
 /// Messages from input partitions: `(input, Some(item))` per item, then `(input, None)` once
@@ -74,7 +74,7 @@ pub(crate) fn gather(
             spawn_into(format!("sabot-{name}-{i}"), stream, tx.clone(), i);
         }
         drop(tx);
-        Box::new(MergedPartitions { rx, watermarks: WatermarkMerge::new(n), idle_timeout, failed: false })
+        Box::new(MergedPartitions::new(rx, n, idle_timeout))
     }
 }
 
@@ -147,6 +147,51 @@ impl WatermarkMerge {
     }
 }
 
+/// Tracks the checkpoint barriers of each input without blocking any (Flink's
+/// `BarrierTracker`, the at-least-once mode): barrier `n` is forwarded once every input that
+/// has not ended delivered a barrier `n` or later, so everything before it on every input has
+/// already gone downstream. Barrier ids are checkpoint epochs: they only grow.
+pub(crate) struct BarrierMerge {
+    per_input: Vec<Option<u64>>,
+    live: Vec<bool>,
+    emitted: Option<u64>,
+}
+
+impl BarrierMerge {
+    pub(crate) fn new(n: usize) -> Self {
+        BarrierMerge { per_input: vec![None; n], live: vec![true; n], emitted: None }
+    }
+
+    /// Records a barrier; returns the barrier to forward, if one is complete.
+    pub(crate) fn update(&mut self, input: usize, barrier: CheckpointBarrier) -> Option<CheckpointBarrier> {
+        let slot = &mut self.per_input[input];
+        *slot = Some(slot.map_or(barrier.id, |old| old.max(barrier.id)));
+        self.advance()
+    }
+
+    /// Excludes an input that ended: all its data has gone downstream.
+    pub(crate) fn finish(&mut self, input: usize) -> Option<CheckpointBarrier> {
+        self.live[input] = false;
+        self.advance()
+    }
+
+    fn advance(&mut self) -> Option<CheckpointBarrier> {
+        let mut min: Option<u64> = None;
+        for i in 0..self.per_input.len() {
+            if self.live[i] {
+                let id = self.per_input[i]?;
+                min = Some(min.map_or(id, |m| m.min(id)));
+            }
+        }
+        let min = min?;
+        if self.emitted.is_none_or(|e| min > e) {
+            self.emitted = Some(min);
+            return Some(CheckpointBarrier { id: min });
+        }
+        None
+    }
+}
+
 /// Receives from a channel, waking up every `idle_timeout` to let idle inputs go.
 fn recv_or_idle<T>(
     rx: &Receiver<T>,
@@ -174,6 +219,9 @@ struct OrderedMerge {
     heads: Vec<Option<Sequenced>>,
     live: Vec<bool>,
     watermarks: WatermarkMerge,
+    barriers: BarrierMerge,
+    /// A watermark released by an input's end, due right after the barrier that end released.
+    pending_watermark: Option<Watermark>,
     failed: bool,
 }
 
@@ -185,6 +233,8 @@ impl OrderedMerge {
             heads: vec![None; n],
             live: vec![true; n],
             watermarks: WatermarkMerge::new(n),
+            barriers: BarrierMerge::new(n),
+            pending_watermark: None,
             failed: false,
         }
     }
@@ -197,12 +247,19 @@ impl Iterator for OrderedMerge {
         if self.failed {
             return None;
         }
+        if let Some(w) = self.pending_watermark.take() {
+            return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
+        }
         // Every live input needs a head before the smallest can be chosen.
         for i in 0..self.inputs.len() {
             while self.live[i] && self.heads[i].is_none() {
                 match self.inputs[i].recv() {
                     Err(_) | Ok((_, None)) => {
                         self.live[i] = false;
+                        if let Some(b) = self.barriers.finish(i) {
+                            self.pending_watermark = self.watermarks.finish(i);
+                            return Some(Ok(Sequenced { seq: 0, msg: Message::Barrier(b) }));
+                        }
                         if let Some(w) = self.watermarks.finish(i) {
                             return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
                         }
@@ -214,6 +271,11 @@ impl Iterator for OrderedMerge {
                     Ok((_, Some(Ok(Sequenced { seq, msg: Message::Watermark(w) })))) => {
                         if let Some(merged) = self.watermarks.update(i, w) {
                             return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
+                        }
+                    }
+                    Ok((_, Some(Ok(Sequenced { seq, msg: Message::Barrier(b) })))) => {
+                        if let Some(merged) = self.barriers.update(i, b) {
+                            return Some(Ok(Sequenced { seq, msg: Message::Barrier(merged) }));
                         }
                     }
                     Ok((_, Some(Ok(item)))) => self.heads[i] = Some(item),
@@ -247,12 +309,7 @@ pub(crate) fn repartition(inputs: Vec<PartitionStream>, keys: Vec<Expr>, config:
     for _ in 0..targets {
         let (tx, rx) = sync_channel::<Tagged>(config.channel_capacity * n.max(1));
         senders.push(tx);
-        outputs.push(Box::new(MergedPartitions {
-            rx,
-            watermarks: WatermarkMerge::new(n),
-            idle_timeout: config.idle_timeout,
-            failed: false,
-        }));
+        outputs.push(Box::new(MergedPartitions::new(rx, n, config.idle_timeout)));
     }
     for (i, input) in inputs.into_iter().enumerate() {
         let (senders, error_tx) = (senders.clone(), senders[0].clone());
@@ -359,8 +416,24 @@ fn partition_rows(batch: &RecordBatch, keys: &[Expr], targets: usize) -> Result<
 struct MergedPartitions {
     rx: Receiver<Tagged>,
     watermarks: WatermarkMerge,
+    barriers: BarrierMerge,
+    /// A watermark released by an input's end, due right after the barrier that end released.
+    pending_watermark: Option<Watermark>,
     idle_timeout: Option<Duration>,
     failed: bool,
+}
+
+impl MergedPartitions {
+    fn new(rx: Receiver<Tagged>, inputs: usize, idle_timeout: Option<Duration>) -> Self {
+        MergedPartitions {
+            rx,
+            watermarks: WatermarkMerge::new(inputs),
+            barriers: BarrierMerge::new(inputs),
+            pending_watermark: None,
+            idle_timeout,
+            failed: false,
+        }
+    }
 }
 
 impl Iterator for MergedPartitions {
@@ -370,6 +443,9 @@ impl Iterator for MergedPartitions {
         if self.failed {
             return None;
         }
+        if let Some(w) = self.pending_watermark.take() {
+            return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
+        }
         loop {
             let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, &mut self.watermarks) {
                 Ok(received) => received,
@@ -378,6 +454,10 @@ impl Iterator for MergedPartitions {
             };
             match item {
                 None => {
+                    if let Some(b) = self.barriers.finish(input) {
+                        self.pending_watermark = self.watermarks.finish(input);
+                        return Some(Ok(Sequenced { seq: 0, msg: Message::Barrier(b) }));
+                    }
                     if let Some(w) = self.watermarks.finish(input) {
                         return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
                     }
@@ -389,6 +469,12 @@ impl Iterator for MergedPartitions {
                 Some(Ok(Sequenced { seq, msg: Message::Watermark(w) })) => {
                     if let Some(merged) = self.watermarks.update(input, w) {
                         return Some(Ok(Sequenced { seq, msg: Message::Watermark(merged) }));
+                    }
+                }
+                Some(Ok(Sequenced { seq, msg: Message::Barrier(b) })) => {
+                    self.watermarks.touch(input);
+                    if let Some(merged) = self.barriers.update(input, b) {
+                        return Some(Ok(Sequenced { seq, msg: Message::Barrier(merged) }));
                     }
                 }
                 Some(Ok(other)) => {
@@ -412,6 +498,19 @@ mod tests {
         assert_eq!(merge.update(1, Watermark(150)), Some(Watermark(100)));
         assert_eq!(merge.update(1, Watermark(120)), None, "an input's watermark never goes back");
         assert_eq!(merge.finish(0), Some(Watermark(150)), "an ended input no longer holds the others back");
+    }
+
+    #[test]
+    fn a_barrier_passes_once_every_live_input_delivered_it() {
+        let mut merge = BarrierMerge::new(3);
+        let b = |id| CheckpointBarrier { id };
+        assert_eq!(merge.update(0, b(1)), None);
+        assert_eq!(merge.update(1, b(2)), None);
+        assert_eq!(merge.update(2, b(1)), Some(b(1)));
+        assert_eq!(merge.update(0, b(2)), None);
+        // Input 2 ends: everything it sent has gone downstream, so barrier 2 is complete.
+        assert_eq!(merge.finish(2), Some(b(2)));
+        assert_eq!(merge.update(0, b(2)), None, "a barrier is forwarded once");
     }
 
     #[test]

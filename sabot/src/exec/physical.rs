@@ -126,7 +126,8 @@ impl PhysicalPlan {
     /// every partition's next batch could deadlock against the repartition's channels.
     pub fn preserves_order(&self) -> bool {
         match self {
-            PhysicalPlan::Scan { .. } | PhysicalPlan::Gather { .. } => true,
+            PhysicalPlan::Scan { source, .. } => !source.is_unbounded(),
+            PhysicalPlan::Gather { .. } => true,
             PhysicalPlan::Repartition { .. } => false,
             PhysicalPlan::Operator { input, .. } => input.preserves_order(),
             PhysicalPlan::HashJoin { probe, .. } => probe.preserves_order(),
@@ -189,7 +190,8 @@ impl PhysicalPlan {
     pub fn execute(&self, config: &ExecConfig) -> Result<Vec<PartitionStream>> {
         match self {
             PhysicalPlan::Scan { source, request, .. } => {
-                let request = ScanRequest { batch_size: config.batch_size, ..request.clone() };
+                let request =
+                    ScanRequest { batch_size: config.batch_size, partitions: config.parallelism, ..request.clone() };
                 let scan = source.scan(&request)?;
                 let next = Arc::new(AtomicUsize::new(0));
                 let partitions = config.parallelism.min(scan.morsel_count().max(1));
@@ -293,7 +295,12 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
     Ok(match plan {
         LogicalPlan::Scan { source, projection, filters, schema } => PhysicalPlan::Scan {
             source: source.clone(),
-            request: ScanRequest { projection: projection.clone(), filters: filters.clone(), batch_size: 0 },
+            request: ScanRequest {
+                projection: projection.clone(),
+                filters: filters.clone(),
+                batch_size: 0,
+                partitions: 0,
+            },
             schema: schema.clone(),
         },
         LogicalPlan::Filter { input, predicate } => {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::Result;
-use crate::io::{BatchIter, Scan};
+use crate::io::{MessageIter, Scan};
 use crate::operator::{Message, Operator, Output};
 
 /// A message with its position in the data: sources number batches by morsel, so that an
@@ -30,7 +30,7 @@ pub(crate) fn seq(morsel: usize, batch: usize) -> u64 {
 pub(crate) struct ScanStream {
     scan: Arc<dyn Scan>,
     next_morsel: Arc<AtomicUsize>,
-    current: Option<(usize, usize, BatchIter<'static>)>,
+    current: Option<(usize, usize, MessageIter<'static>)>,
 }
 
 impl ScanStream {
@@ -46,13 +46,13 @@ impl Iterator for ScanStream {
         loop {
             if let Some((morsel, batch_no, iter)) = self.current.as_mut() {
                 match iter.next() {
-                    Some(Ok(batch)) => {
+                    Some(Ok(msg)) => {
                         let s = seq(*morsel, *batch_no);
                         *batch_no += 1;
-                        if batch.num_rows() == 0 {
+                        if matches!(&msg, Message::Batch(batch) if batch.num_rows() == 0) {
                             continue;
                         }
-                        return Some(Ok(Sequenced { seq: s, msg: Message::Batch(batch) }));
+                        return Some(Ok(Sequenced { seq: s, msg }));
                     }
                     Some(Err(e)) => {
                         self.current = None;
@@ -66,7 +66,7 @@ impl Iterator for ScanStream {
             if morsel >= self.scan.morsel_count() {
                 return None;
             }
-            match self.scan.read_morsel(morsel) {
+            match self.scan.read_morsel_messages(morsel) {
                 Ok(iter) => self.current = Some((morsel, 0, iter)),
                 Err(e) => {
                     self.next_morsel.store(usize::MAX / 2, Ordering::Relaxed);

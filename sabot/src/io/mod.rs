@@ -15,6 +15,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::Result;
 use crate::expr::Expr;
+use crate::operator::Message;
 
 /// How much of a pushed-down filter a source applies itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +36,17 @@ pub struct ScanRequest {
     pub filters: Vec<Expr>,
     /// Preferred number of rows per output batch.
     pub batch_size: usize,
+    /// The number of parallel partitions that will read the scan (sources that are not cut
+    /// into morsels, such as a Kafka consumer group, open this many readers).
+    pub partitions: usize,
 }
 
 /// An iterator of batches read from one morsel.
 pub type BatchIter<'a> = Box<dyn Iterator<Item = Result<RecordBatch>> + Send + 'a>;
+
+/// An iterator of messages read from one morsel: batches, and for unbounded sources also
+/// watermarks and checkpoint barriers.
+pub type MessageIter<'a> = Box<dyn Iterator<Item = Result<Message>> + Send + 'a>;
 
 /// A table that Sabot can read.
 pub trait Source: Send + Sync + fmt::Debug {
@@ -58,6 +66,22 @@ pub trait Source: Send + Sync + fmt::Debug {
     }
     /// Plans a scan: opens files, reads footers, and cuts the data into morsels.
     fn scan(&self, request: &ScanRequest) -> Result<Arc<dyn Scan>>;
+    /// Whether the source never ends by itself (a topic, a channel). Merges of unbounded
+    /// inputs take batches as they come instead of restoring a source order.
+    fn is_unbounded(&self) -> bool {
+        false
+    }
+    /// The event-time column of the watermarks this source emits itself (e.g. per Kafka
+    /// partition), if it does; windows then need no `with_watermarks`.
+    fn event_time_column(&self) -> Option<String> {
+        None
+    }
+    /// Called once every record read before checkpoint barrier `id` has been processed and
+    /// written by the sink (Flink's `notifyCheckpointComplete`): a Kafka source commits its
+    /// offsets here. `id` is `u64::MAX` after a bounded run has finished.
+    fn checkpoint_complete(&self, _id: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A planned scan, cut into morsels that may be read concurrently.
@@ -69,6 +93,11 @@ pub trait Scan: Send + Sync {
     /// Reads morsel `index` (in `0..morsel_count()`). The iterator owns what it needs (clone
     /// the `Arc`s of the scan into it), so worker threads can keep it across calls.
     fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>>;
+    /// Reads morsel `index` as messages; sources that emit watermarks or barriers override
+    /// this, the others yield their batches.
+    fn read_morsel_messages(&self, index: usize) -> Result<MessageIter<'static>> {
+        Ok(Box::new(self.read_morsel(index)?.map(|batch| batch.map(Message::Batch))))
+    }
 }
 
 /// A destination for the result of a pipeline.
@@ -83,6 +112,11 @@ pub trait Sink: Send + Sync + fmt::Debug {
 pub trait SinkWriter: Send {
     /// Writes one batch.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes everything written so far durable (e.g. waits for Kafka delivery reports);
+    /// called at checkpoint barriers, before sources commit what the batches came from.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Flushes and closes the destination (e.g. writes a Parquet footer).
     fn finish(self: Box<Self>) -> Result<()>;
 }

@@ -58,6 +58,7 @@ pub use project::ProjectOperator;
 pub use session_window::SessionWindowOperator;
 pub use sort::SortOperator;
 pub use watermark_assigner::WatermarkAssigner;
+pub(crate) use watermark_assigner::event_times;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_aggregate::window_output_schema;
 

@@ -60,16 +60,45 @@ impl<T> Stream<T> {
     }
 
     /// Runs the pipeline and calls `f` with every result batch, in order, on this thread.
-    pub fn for_each_batch(&self, mut f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+    /// Unbounded sources (Kafka) learn that what they produced before each checkpoint barrier
+    /// has been handled once `f` has returned for it, and commit their offsets.
+    pub fn for_each_batch(&self, f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
+        self.drive(f, || Ok(()))?;
+        self.checkpoint_complete(u64::MAX)
+    }
+
+    /// Runs the pipeline: `on_batch` takes every result batch; at each checkpoint barrier,
+    /// `flush` makes the output durable and then the sources are told the checkpoint is done.
+    fn drive(
+        &self,
+        mut on_batch: impl FnMut(RecordBatch) -> Result<()>,
+        mut flush: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
         let physical = self.physical_plan()?;
         let streams = physical.execute(&self.config)?;
         let merged = crate::exec::gather(streams, physical.preserves_order(), self.config.channel_capacity);
         for item in merged {
-            if let Message::Batch(batch) = item?.msg {
-                f(batch)?;
+            match item?.msg {
+                Message::Batch(batch) => on_batch(batch)?,
+                Message::Barrier(barrier) => {
+                    flush()?;
+                    self.checkpoint_complete(barrier.id)?;
+                }
+                Message::Watermark(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// Tells every source of the plan that checkpoint `id` is complete.
+    fn checkpoint_complete(&self, id: u64) -> Result<()> {
+        fn visit(plan: &LogicalPlan, id: u64) -> Result<()> {
+            if let LogicalPlan::Scan { source, .. } = plan {
+                source.checkpoint_complete(id)?;
+            }
+            plan.inputs().into_iter().try_for_each(|input| visit(input, id))
+        }
+        visit(&self.plan, id)
     }
 
     /// Runs the pipeline and returns its batches, in order.
@@ -117,14 +146,33 @@ impl<T> Stream<T> {
     /// Runs the pipeline into `sink`; returns the number of rows written. Memory stays
     /// bounded for pipelines without blocking operators: batches stream to the sink.
     pub fn to_sink(&self, sink: &dyn Sink) -> Result<u64> {
-        let mut writer = sink.open(self.schema())?;
+        let writer = std::cell::RefCell::new(sink.open(self.schema())?);
         let mut rows = 0u64;
-        self.for_each_batch(|b| {
-            rows += b.num_rows() as u64;
-            writer.write(&b)
-        })?;
-        writer.finish()?;
+        self.drive(
+            |b| {
+                rows += b.num_rows() as u64;
+                writer.borrow_mut().write(&b)
+            },
+            || writer.borrow_mut().flush(),
+        )?;
+        writer.into_inner().finish()?;
+        self.checkpoint_complete(u64::MAX)?;
         Ok(rows)
+    }
+
+    /// Writes the result to a Kafka topic; returns the rows written. For an unbounded source
+    /// this runs until the source stops; offsets are committed after the sink's deliveries
+    /// are confirmed.
+    ///
+    /// ```no_run
+    /// use sabot::prelude::*;
+    /// use sabot::kafka::{KafkaSink, KafkaSource};
+    /// Stream::from_kafka(KafkaSource::new("localhost:9092", "in"))?.to_kafka(KafkaSink::new("localhost:9092", "out"))?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    #[cfg(feature = "kafka")]
+    pub fn to_kafka(&self, sink: crate::kafka::KafkaSink) -> Result<u64> {
+        self.to_sink(&sink)
     }
 
     /// Writes the result to a Parquet file (snappy); returns the rows written.

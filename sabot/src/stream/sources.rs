@@ -23,6 +23,25 @@ impl Stream<Untyped> {
         Stream::from_plan(LogicalPlan::scan(source), ExecConfig::default())
     }
 
+    /// An unbounded stream of the messages of Kafka topics (see [`KafkaSource`] for batching,
+    /// watermarks, dead letters and offset commits). Settings are checked here, before any
+    /// connection is made.
+    ///
+    /// [`KafkaSource`]: crate::kafka::KafkaSource
+    ///
+    /// ```no_run
+    /// use sabot::prelude::*;
+    /// use sabot::kafka::KafkaSource;
+    /// let lines = Stream::from_kafka(KafkaSource::new("localhost:9092", "logs"))?;
+    /// lines.filter(col("value").contains(lit("ERROR")))?.show(10)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    #[cfg(feature = "kafka")]
+    pub fn from_kafka(source: crate::kafka::KafkaSource) -> Result<Stream<Untyped>> {
+        source.validate()?;
+        Ok(Stream::from_source(Arc::new(source)))
+    }
+
     /// Reads a Parquet file (or a directory of them), pushing projections and filters into the
     /// scan (row groups whose statistics rule a filter out are skipped).
     ///

@@ -58,11 +58,15 @@ impl<T> Stream<T> {
     }
 }
 
-/// The event-time column declared upstream by [`Stream::with_watermarks`], if still present.
+/// The event-time column declared upstream by [`Stream::with_watermarks`] or by a source
+/// that emits its own watermarks (Kafka, per partition), if still present.
 fn event_time_column(plan: &LogicalPlan) -> Option<String> {
     match plan {
         LogicalPlan::Watermark { time_column, .. } => Some(time_column.clone()),
-        LogicalPlan::Scan { .. } | LogicalPlan::Aggregate { .. } | LogicalPlan::Window { .. } => None,
+        LogicalPlan::Scan { source, schema, .. } => {
+            source.event_time_column().filter(|column| schema.field_with_name(column).is_ok())
+        }
+        LogicalPlan::Aggregate { .. } | LogicalPlan::Window { .. } => None,
         other => {
             let found = other.inputs().first().and_then(|i| event_time_column(i))?;
             other.schema().field_with_name(&found).is_ok().then_some(found)

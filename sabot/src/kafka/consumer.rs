@@ -1,0 +1,596 @@
+//! One reader of a Kafka source: a consumer polled on a pipeline thread, turned into
+//! batches, watermarks and checkpoint barriers.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use arrow::compute::max;
+use arrow::datatypes::SchemaRef;
+use hashbrown::HashMap;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext as RdConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::KafkaConfig;
+use super::dead_letter::DeadLetter;
+use super::format::{Decoder, Format};
+use super::source::{KafkaSource, Position, SourceShared, StartOffset};
+use crate::operator::{CheckpointBarrier, Message, Watermark};
+use crate::window::{WatermarkGenerator, WatermarkStrategy};
+use crate::{Result, SabotError};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything a reader needs, shared by the readers of one scan.
+pub(crate) struct ReaderPlan {
+    pub(crate) config: KafkaConfig,
+    pub(crate) topics: Vec<String>,
+    pub(crate) group: String,
+    pub(crate) format: Arc<dyn Format>,
+    pub(crate) start: StartOffset,
+    pub(crate) max_batch_messages: usize,
+    pub(crate) linger: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) watermarks: Option<(String, WatermarkStrategy)>,
+    pub(crate) metadata_columns: bool,
+    pub(crate) projection: Option<Vec<usize>>,
+    pub(crate) schema: SchemaRef,
+    pub(crate) shared: Arc<SourceShared>,
+}
+
+/// Rebalance hooks of a reader's consumer: applies the start offset to partitions seen for
+/// the first time and forgets the pending offsets of partitions that were taken away.
+pub(crate) struct ConsumerContext {
+    reader: usize,
+    start: StartOffset,
+    shared: Arc<SourceShared>,
+}
+
+impl ClientContext for ConsumerContext {}
+
+impl RdConsumerContext for ConsumerContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.apply_start_offsets(consumer, tpl);
+                let partitions: Vec<_> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                tracing::info!(reader = self.reader, ?partitions, "partitions assigned");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(reader = self.reader, error = %e, "cannot take the assigned partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost: Vec<_> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                tracing::info!(reader = self.reader, partitions = ?lost, "partitions revoked");
+                self.shared.forget(self.reader, &lost);
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(reader = self.reader, error = %e, "cannot release the revoked partitions");
+                }
+            }
+            other => tracing::error!(reader = self.reader, error = ?other, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::trace!(reader = self.reader, partitions = offsets.count(), "offsets committed"),
+            Err(e) => tracing::warn!(reader = self.reader, error = %e, "offset commit failed"),
+        }
+    }
+}
+
+impl ConsumerContext {
+    fn apply_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let mut started = self.shared.started.lock().expect("kafka started partitions");
+        let mut by_time = TopicPartitionList::new();
+        let assigned: Vec<(String, i32)> =
+            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        for (topic, partition) in assigned {
+            if !started.insert((topic.clone(), partition)) {
+                continue;
+            }
+            let offset = match self.start {
+                StartOffset::Committed => continue,
+                StartOffset::Earliest => Offset::Beginning,
+                StartOffset::Latest => Offset::End,
+                StartOffset::Timestamp(ms) => {
+                    let _ = by_time.add_partition_offset(&topic, partition, Offset::Offset(ms));
+                    continue;
+                }
+            };
+            let _ = tpl.set_partition_offset(&topic, partition, offset);
+        }
+        drop(started);
+        if by_time.count() > 0 {
+            match consumer.offsets_for_times(by_time, METADATA_TIMEOUT) {
+                Ok(found) => {
+                    for e in found.elements() {
+                        // No message at or after the time: start at the end.
+                        let offset = match e.offset() {
+                            Offset::Offset(o) => Offset::Offset(o),
+                            _ => Offset::End,
+                        };
+                        let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot look up start offsets by timestamp"),
+            }
+        }
+    }
+}
+
+/// Per-partition progress of a reader.
+struct PartitionState {
+    /// The offset after the last message read.
+    next_offset: i64,
+    /// Bounded reads: the offset to stop at.
+    end: Option<i64>,
+    generator: Option<Box<dyn WatermarkGenerator>>,
+    watermark: Option<i64>,
+    last_active: Instant,
+}
+
+/// A reader: polls its consumer and yields batches, watermarks and barriers.
+pub(crate) struct KafkaReader {
+    plan: Arc<ReaderPlan>,
+    index: usize,
+    consumer: Arc<BaseConsumer<ConsumerContext>>,
+    decoder: Box<dyn Decoder>,
+    partitions: HashMap<(Arc<str>, i32), PartitionState>,
+    topic_names: HashMap<String, Arc<str>>,
+    out: VecDeque<Message>,
+    bounded: bool,
+    last_barrier: u64,
+    emitted_watermark: Option<i64>,
+    finished: bool,
+    /// Reused across polls: the payloads of one batch, back to back.
+    arena: Vec<u8>,
+}
+
+/// The assignment of a bounded scan: per reader, `(topic, partition, start, end)`.
+pub(crate) type BoundedAssignment = Vec<(String, i32, Offset, i64)>;
+
+/// Splits the partitions of a bounded source over `readers`, with the offsets to read.
+pub(crate) fn bounded_assignments(source: &KafkaSource, readers: usize) -> Result<Vec<BoundedAssignment>> {
+    let consumer: BaseConsumer = source
+        .config
+        .client_config(&[("group.id", &source.group_id()), ("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| SabotError::kafka("create a consumer", e))?;
+    let mut all = Vec::new();
+    for topic in &source.topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| SabotError::kafka(format!("read the metadata of '{topic}'"), e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(SabotError::kafka(format!("read '{topic}'"), "the topic does not exist or has no partitions"));
+        }
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+                .map_err(|e| SabotError::kafka(format!("read the offsets of '{topic}' partition {partition}"), e))?;
+            let start = match source.start {
+                StartOffset::Earliest => Offset::Offset(low),
+                StartOffset::Latest => Offset::Offset(high),
+                StartOffset::Committed => {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(topic, partition);
+                    let committed = consumer
+                        .committed_offsets(tpl, METADATA_TIMEOUT)
+                        .map_err(|e| SabotError::kafka(format!("read the committed offsets of '{topic}'"), e))?;
+                    match committed.find_partition(topic, partition).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Offset::Offset(o.max(low)),
+                        _ => Offset::Offset(low),
+                    }
+                }
+                StartOffset::Timestamp(ms) => {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
+                        .map_err(|e| SabotError::kafka(format!("read '{topic}'"), e))?;
+                    let found = consumer
+                        .offsets_for_times(tpl, METADATA_TIMEOUT)
+                        .map_err(|e| SabotError::kafka(format!("look up offsets by time in '{topic}'"), e))?;
+                    match found.find_partition(topic, partition).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => Offset::Offset(o),
+                        _ => Offset::Offset(high),
+                    }
+                }
+            };
+            all.push((topic.clone(), partition, start, high));
+        }
+    }
+    let mut per_reader = vec![Vec::new(); readers];
+    for (i, assignment) in all.into_iter().enumerate() {
+        per_reader[i % readers].push(assignment);
+    }
+    Ok(per_reader)
+}
+
+impl KafkaReader {
+    pub(crate) fn open(plan: Arc<ReaderPlan>, index: usize, assignment: Option<BoundedAssignment>) -> Result<Self> {
+        let context = ConsumerContext { reader: index, start: plan.start, shared: plan.shared.clone() };
+        let consumer: BaseConsumer<ConsumerContext> = plan
+            .config
+            .client_config(&[
+                ("group.id", &plan.group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("client.id", &format!("sabot-{}-{index}", plan.group)),
+            ])
+            .create_with_context(context)
+            .map_err(|e| SabotError::kafka(format!("create a consumer for '{}'", plan.topics.join(", ")), e))?;
+        let consumer = Arc::new(consumer);
+        let bounded = assignment.is_some();
+        let mut reader = KafkaReader {
+            decoder: plan.format.decoder()?,
+            plan: plan.clone(),
+            index,
+            consumer: consumer.clone(),
+            partitions: HashMap::new(),
+            topic_names: HashMap::new(),
+            out: VecDeque::new(),
+            bounded,
+            last_barrier: 0,
+            emitted_watermark: None,
+            finished: false,
+            arena: Vec::new(),
+        };
+        match assignment {
+            Some(assignment) => {
+                let mut tpl = TopicPartitionList::new();
+                for (topic, partition, start, end) in &assignment {
+                    let start_offset = match start {
+                        Offset::Offset(o) => *o,
+                        _ => 0,
+                    };
+                    if start_offset >= *end {
+                        continue;
+                    }
+                    tpl.add_partition_offset(topic, *partition, *start)
+                        .map_err(|e| SabotError::kafka(format!("assign '{topic}'"), e))?;
+                    let state = reader.partition_state(topic, *partition);
+                    state.end = Some(*end);
+                    state.next_offset = start_offset;
+                }
+                if tpl.count() == 0 {
+                    reader.finish();
+                } else {
+                    consumer.assign(&tpl).map_err(|e| SabotError::kafka("assign partitions", e))?;
+                }
+            }
+            None => {
+                let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&topics)
+                    .map_err(|e| SabotError::kafka(format!("subscribe to '{}'", plan.topics.join(", ")), e))?;
+            }
+        }
+        plan.shared.consumers.lock().expect("kafka consumers")[index] = Some(consumer);
+        Ok(reader)
+    }
+
+    fn partition_state(&mut self, topic: &str, partition: i32) -> &mut PartitionState {
+        let name = self.topic_names.entry_ref(topic).or_insert_with(|| Arc::from(topic)).clone();
+        let generator = self.plan.watermarks.as_ref().map(|(_, strategy)| strategy.create());
+        self.partitions.entry((name, partition)).or_insert_with(|| PartitionState {
+            next_offset: 0,
+            end: None,
+            generator,
+            watermark: None,
+            last_active: Instant::now(),
+        })
+    }
+
+    /// Polls one batch of messages (up to `max_batch_messages`, or what arrives within the
+    /// linger time) and queues what comes of them.
+    fn poll_batch(&mut self) -> Result<()> {
+        let plan = self.plan.clone();
+        let mut payloads: Vec<(usize, usize)> = Vec::with_capacity(plan.max_batch_messages);
+        let mut metas: Vec<MessageMeta> = Vec::with_capacity(plan.max_batch_messages);
+        self.arena.clear();
+        let deadline = Instant::now() + plan.linger;
+        // The first poll waits longer, so an idle reader does not spin.
+        let mut timeout = plan.linger.max(Duration::from_millis(100));
+        while payloads.len() < plan.max_batch_messages {
+            let polled = self.consumer.poll(timeout);
+            timeout = deadline.saturating_duration_since(Instant::now());
+            match polled {
+                None => break,
+                Some(Ok(message)) => {
+                    let start = self.arena.len();
+                    let has_payload = message.payload().is_some();
+                    self.arena.extend_from_slice(message.payload().unwrap_or_default());
+                    payloads.push((start, self.arena.len()));
+                    metas.push(MessageMeta {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp: message.timestamp().to_millis(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        has_payload,
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => {
+                    if let Some((code, reason)) = self.consumer.client().fatal_error() {
+                        return Err(SabotError::kafka(
+                            format!("consume '{}'", plan.topics.join(", ")),
+                            format!("{code:?}: {reason}"),
+                        ));
+                    }
+                    // librdkafka retries transient errors (a broker down, a leader moving) itself.
+                    tracing::warn!(reader = self.index, error = %e, "kafka consumer error; retrying");
+                    break;
+                }
+            }
+            if timeout.is_zero() {
+                break;
+            }
+        }
+        if metas.is_empty() {
+            return Ok(());
+        }
+        tracing::trace!(reader = self.index, messages = metas.len(), "polled");
+        self.process(&payloads, &metas)
+    }
+
+    /// Decodes polled messages, diverts the malformed ones, and updates partition progress.
+    fn process(&mut self, payloads: &[(usize, usize)], metas: &[MessageMeta]) -> Result<()> {
+        let plan = self.plan.clone();
+        plan.shared.metrics.messages.fetch_add(metas.len() as u64, Ordering::Relaxed);
+        // Messages without a payload (tombstones) cannot be rows of a stream.
+        let mut empty: Vec<usize> = Vec::new();
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(payloads.len());
+        let mut slice_to_message: Vec<usize> = Vec::with_capacity(payloads.len());
+        for (i, (start, end)) in payloads.iter().enumerate() {
+            if metas[i].has_payload {
+                slices.push(&self.arena[*start..*end]);
+                slice_to_message.push(i);
+            } else {
+                empty.push(i);
+            }
+        }
+        let decoded = self.decoder.decode(&slices)?;
+        let mut bad: Vec<(usize, String)> =
+            decoded.rejected.iter().map(|r| (slice_to_message[r.index], r.reason.clone())).collect();
+        bad.extend(empty.into_iter().map(|i| (i, "the message has no payload".to_string())));
+        bad.sort_by_key(|(i, _)| *i);
+        for (i, reason) in &bad {
+            let meta = &metas[*i];
+            let (start, end) = payloads[*i];
+            let Some(dead_letters) = &plan.shared.dead_letters else {
+                return Err(SabotError::MalformedMessage {
+                    topic: meta.topic.clone(),
+                    partition: meta.partition,
+                    offset: meta.offset,
+                    reason: reason.clone(),
+                });
+            };
+            tracing::warn!(topic = %meta.topic, partition = meta.partition, offset = meta.offset, %reason, "malformed message sent to the dead-letter topic");
+            dead_letters.send(&DeadLetter {
+                topic: &meta.topic,
+                partition: meta.partition,
+                offset: meta.offset,
+                key: meta.key.as_deref(),
+                payload: &self.arena[start..end],
+                reason,
+            })?;
+            plan.shared.metrics.dead_letters.fetch_add(1, Ordering::Relaxed);
+        }
+        // Accepted messages, in order, with their row counts.
+        let mut accepted: Vec<(usize, usize)> = Vec::with_capacity(decoded.rows_per_payload.len());
+        let mut bad_iter = bad.iter().map(|(i, _)| *i).peekable();
+        let mut rows = decoded.rows_per_payload.iter();
+        for i in 0..metas.len() {
+            if bad_iter.peek() == Some(&i) {
+                bad_iter.next();
+                continue;
+            }
+            accepted.push((i, *rows.next().unwrap_or(&0)));
+        }
+        let batch = decoded.batch;
+        plan.shared.metrics.rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.track_event_time(&batch, &accepted, metas)?;
+        for meta in metas {
+            let state = self.partition_state(&meta.topic, meta.partition);
+            state.next_offset = state.next_offset.max(meta.offset + 1);
+            state.last_active = Instant::now();
+        }
+        let batch = if plan.metadata_columns { with_metadata(batch, &accepted, metas)? } else { batch };
+        let batch = match &plan.projection {
+            Some(p) => batch.project(p)?,
+            None => batch,
+        };
+        if batch.num_rows() > 0 {
+            self.out.push_back(Message::Batch(batch));
+        }
+        Ok(())
+    }
+
+    /// Feeds each partition's largest event time in the batch to its watermark generator.
+    fn track_event_time(
+        &mut self,
+        batch: &RecordBatch,
+        accepted: &[(usize, usize)],
+        metas: &[MessageMeta],
+    ) -> Result<()> {
+        let Some((column, _)) = &self.plan.watermarks else { return Ok(()) };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = crate::operator::event_times(batch, column)?;
+        let mut row = 0;
+        let mut per_partition: HashMap<(&str, i32), i64> = HashMap::new();
+        for (i, count) in accepted {
+            if *count > 0 {
+                let slice = times.slice(row, *count);
+                if let Some(m) = max(&slice) {
+                    let meta = &metas[*i];
+                    let entry = per_partition.entry((meta.topic.as_str(), meta.partition)).or_insert(m);
+                    *entry = (*entry).max(m);
+                }
+            }
+            row += count;
+        }
+        let updates: Vec<(String, i32, i64)> =
+            per_partition.into_iter().map(|((t, p), m)| (t.to_string(), p, m)).collect();
+        for (topic, partition, max_time) in updates {
+            let state = self.partition_state(&topic, partition);
+            if let Some(w) = state.generator.as_mut().and_then(|g| g.on_batch(max_time)) {
+                state.watermark = Some(state.watermark.map_or(w, |old| old.max(w)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The minimum watermark over partitions that are not idle, if it advanced.
+    fn advance_watermark(&mut self) {
+        if self.plan.watermarks.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let idle_timeout = self.plan.idle_timeout;
+        let assigned: Option<Vec<(String, i32)>> = if self.bounded {
+            None
+        } else {
+            self.consumer
+                .assignment()
+                .ok()
+                .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+        };
+        let mut min: Option<i64> = None;
+        for ((topic, partition), state) in &self.partitions {
+            let owned = assigned.as_ref().is_none_or(|a| a.iter().any(|(t, p)| t == topic.as_ref() && p == partition));
+            let done = state.end.is_some_and(|end| state.next_offset >= end);
+            if !owned || done || now.duration_since(state.last_active) >= idle_timeout {
+                continue;
+            }
+            let Some(w) = state.watermark else { return };
+            min = Some(min.map_or(w, |m| m.min(w)));
+        }
+        if let Some(w) = min
+            && self.emitted_watermark.is_none_or(|e| w > e)
+        {
+            self.emitted_watermark = Some(w);
+            self.out.push_back(Message::Watermark(Watermark(w)));
+        }
+    }
+
+    /// Emits a barrier when a new commit interval has begun, recording the positions.
+    fn maybe_barrier(&mut self) {
+        let interval = self.plan.commit_interval.as_millis().max(1) as u64;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        // Ids are aligned to the interval, so readers of every source agree on them.
+        let id = now / interval * interval;
+        if id <= self.last_barrier {
+            return;
+        }
+        self.last_barrier = id;
+        self.record_positions(id);
+        self.out.push_back(Message::Barrier(CheckpointBarrier { id }));
+    }
+
+    fn record_positions(&self, id: u64) {
+        let positions: Vec<Position> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.next_offset > 0)
+            .map(|((t, p), s)| (t.clone(), *p, s.next_offset))
+            .collect();
+        let mut pending = self.plan.shared.pending.lock().expect("kafka pending offsets");
+        pending[self.index].push((id, positions));
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.record_positions(u64::MAX);
+        if self.plan.watermarks.is_some() {
+            self.out.push_back(Message::Watermark(Watermark(i64::MAX)));
+        }
+    }
+
+    fn reached_end(&self) -> bool {
+        self.bounded && self.partitions.values().all(|s| s.end.is_none_or(|end| s.next_offset >= end))
+    }
+}
+
+impl Iterator for KafkaReader {
+    type Item = Result<Message>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(message) = self.out.pop_front() {
+                return Some(Ok(message));
+            }
+            if self.finished {
+                return None;
+            }
+            if self.plan.shared.stop.is_stopped() || self.reached_end() {
+                self.finish();
+                continue;
+            }
+            if let Err(e) = self.poll_batch() {
+                self.finished = true;
+                return Some(Err(e));
+            }
+            self.advance_watermark();
+            if !self.bounded {
+                self.maybe_barrier();
+            }
+        }
+    }
+}
+
+struct MessageMeta {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    has_payload: bool,
+}
+
+/// Appends the `_topic`, `_partition`, `_offset`, `_timestamp` and `_key` columns.
+fn with_metadata(batch: RecordBatch, accepted: &[(usize, usize)], metas: &[MessageMeta]) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let (mut topics, mut partitions, mut offsets, mut timestamps) =
+        (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let mut keys = BinaryBuilder::new();
+    for (i, count) in accepted {
+        let meta = &metas[*i];
+        for _ in 0..*count {
+            topics.push(meta.topic.as_str());
+            partitions.push(meta.partition);
+            offsets.push(meta.offset);
+            timestamps.push(meta.timestamp);
+            keys.append_option(meta.key.as_deref());
+        }
+    }
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(topics)));
+    columns.push(Arc::new(Int32Array::from(partitions)));
+    columns.push(Arc::new(Int64Array::from(offsets)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(timestamps)));
+    columns.push(Arc::new(keys.finish()));
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields.extend(super::source::metadata_fields().into_iter().map(Arc::new));
+    let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, batch.schema().metadata().clone()));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}

@@ -1,0 +1,524 @@
+//! [`KafkaSource`]: topics read by a consumer group into Arrow batches.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::KafkaConfig;
+use super::consumer::{BoundedAssignment, ConsumerContext, KafkaReader, ReaderPlan};
+use super::dead_letter::DeadLetterProducer;
+use super::format::Format;
+use crate::io::{BatchIter, MessageIter, Scan, ScanRequest, Source};
+use crate::window::WatermarkStrategy;
+use crate::{Result, SabotError};
+
+/// Where a consumer starts reading a partition it has no position for yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The group's committed offset; the earliest offset when none was committed.
+    Committed,
+    /// The first offset still in the partition, ignoring committed offsets.
+    Earliest,
+    /// Only messages produced after the start, ignoring committed offsets.
+    Latest,
+    /// The first message with a timestamp at or after this one (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// When a source stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Runs until [`StopHandle::stop`] (a consumer group member).
+    Unbounded,
+    /// Reads up to the high watermarks found when the scan starts, then ends (a snapshot of
+    /// the topic read as a table: partitions are assigned, not subscribed).
+    AtStart,
+}
+
+/// Stops a running unbounded source gracefully: readers finish their current batch, the
+/// pipeline drains, and the final offsets are committed.
+///
+/// ```
+/// let stop = sabot::kafka::StopHandle::default();
+/// assert!(!stop.is_stopped());
+/// stop.stop();
+/// assert!(stop.is_stopped());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Asks the source to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether [`StopHandle::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Counters of a source, shared by its readers; read them while the pipeline runs.
+///
+/// ```
+/// let metrics = sabot::kafka::SourceMetrics::default();
+/// assert_eq!(metrics.messages(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    pub(crate) messages: AtomicU64,
+    pub(crate) rows: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) commits: AtomicU64,
+}
+
+impl SourceMetrics {
+    /// Messages consumed (good and malformed).
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+    /// Rows decoded.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+    /// Malformed messages sent to the dead-letter topic.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+    /// Offset commits issued.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+}
+
+/// One partition's next offset, recorded at a checkpoint barrier.
+pub(crate) type Position = (Arc<str>, i32, i64);
+
+/// A reader's positions recorded at each barrier it emitted, oldest first.
+pub(crate) type Snapshots = Vec<(u64, Vec<Position>)>;
+
+/// What the readers of one source share: the consumers (to commit from the driver thread),
+/// the offsets recorded at each barrier, counters and the stop flag.
+pub(crate) struct SourceShared {
+    pub(crate) metrics: Arc<SourceMetrics>,
+    pub(crate) stop: StopHandle,
+    /// Per reader: its consumer, once open.
+    pub(crate) consumers: Mutex<Vec<Option<Arc<BaseConsumer<ConsumerContext>>>>>,
+    /// Per reader: (barrier id, positions) recorded when the reader emitted the barrier.
+    pub(crate) pending: Mutex<Vec<Snapshots>>,
+    pub(crate) dead_letters: Option<DeadLetterProducer>,
+    /// Partitions that have started once in this process: start offsets apply to them only
+    /// the first time, later assignments resume from the committed offsets.
+    pub(crate) started: Mutex<hashbrown::HashSet<(String, i32)>>,
+}
+
+impl SourceShared {
+    /// Drops recorded positions of partitions a reader lost in a rebalance: their new owner
+    /// commits them.
+    pub(crate) fn forget(&self, reader: usize, lost: &[(String, i32)]) {
+        let mut pending = self.pending.lock().expect("kafka pending offsets");
+        if let Some(snapshots) = pending.get_mut(reader) {
+            for (_, positions) in snapshots.iter_mut() {
+                positions.retain(|(t, p, _)| !lost.iter().any(|(lt, lp)| lt.as_str() == t.as_ref() && lp == p));
+            }
+        }
+    }
+}
+
+/// Reads Kafka topics into Arrow batches: one consumer per parallel partition of the
+/// pipeline, all in one consumer group, so partitions spread over the readers of this worker
+/// and over every other worker of the group.
+///
+/// - Messages are batched by count and by time (`max_batch_messages`, `linger`).
+/// - With [`KafkaSource::watermarks`], watermarks are tracked per Kafka partition and the
+///   reader's watermark is the minimum over its partitions; partitions silent for
+///   [`KafkaSource::idle_timeout`] stop holding it back.
+/// - Offsets are committed after the records they cover have been written by the sink
+///   (at-least-once): readers emit checkpoint barriers every [`KafkaSource::commit_interval`],
+///   and commit the positions recorded at a barrier once it has reached the end of the pipeline.
+/// - A message the format cannot decode goes to the [dead-letter topic](KafkaSource::dead_letter_topic)
+///   with its topic, partition, offset and error; without one it stops the pipeline with a
+///   [`SabotError::MalformedMessage`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use sabot::prelude::*;
+/// use sabot::kafka::{KafkaSource, StartOffset, format::JsonFormat};
+///
+/// #[derive(sabot::Record)]
+/// struct Payment { account: String, amount: f64, ts: i64 }
+///
+/// let source = KafkaSource::new("localhost:9092", "payments")
+///     .group("fraud-detection")
+///     .format(JsonFormat::for_record::<Payment>())
+///     .start_offset(StartOffset::Earliest)
+///     .dead_letter_topic("payments.dlq")
+///     .watermarks("ts", WatermarkStrategy::bounded_out_of_orderness(Duration::from_secs(5)));
+/// let large = Stream::from_kafka(source)?.filter(col("amount").gt(lit(1000.0)))?;
+/// # Ok::<(), sabot::SabotError>(())
+/// ```
+pub struct KafkaSource {
+    pub(crate) config: KafkaConfig,
+    pub(crate) topics: Vec<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) format: Arc<dyn Format>,
+    pub(crate) start: StartOffset,
+    bound: Bound,
+    pub(crate) max_batch_messages: usize,
+    pub(crate) linger: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) watermarks: Option<(String, WatermarkStrategy)>,
+    pub(crate) metadata_columns: bool,
+    pub(crate) readers: Option<usize>,
+    dead_letter_topic: Option<String>,
+    metrics: Arc<SourceMetrics>,
+    stop: StopHandle,
+    shared: Mutex<Option<Arc<SourceShared>>>,
+}
+
+impl KafkaSource {
+    /// Reads `topic` from the cluster at `brokers`, as raw strings until a
+    /// [format](KafkaSource::format) is set.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        KafkaSource::with_config(KafkaConfig::new(brokers), topic)
+    }
+
+    /// Reads `topic` with full client settings (security, timeouts…).
+    pub fn with_config(config: KafkaConfig, topic: impl Into<String>) -> Self {
+        KafkaSource {
+            config,
+            topics: vec![topic.into()],
+            group: None,
+            format: Arc::new(super::format::RawFormat::string()),
+            start: StartOffset::Committed,
+            bound: Bound::Unbounded,
+            max_batch_messages: 4096,
+            linger: Duration::from_millis(20),
+            commit_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            watermarks: None,
+            metadata_columns: false,
+            readers: None,
+            dead_letter_topic: None,
+            metrics: Arc::default(),
+            stop: StopHandle::default(),
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// Also reads `topic`.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// The consumer group (default: `sabot-<first topic>`). Workers of one app share it.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// How messages are decoded.
+    pub fn format(mut self, format: impl Format + 'static) -> Self {
+        self.format = Arc::new(format);
+        self
+    }
+
+    /// Where to start in partitions that have no position yet (default: committed offsets).
+    pub fn start_offset(mut self, start: StartOffset) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Reads only what the topic holds when the pipeline starts, then ends: the topic read
+    /// as a table. Partitions are assigned to readers, not subscribed in a group.
+    pub fn bounded(mut self) -> Self {
+        self.bound = Bound::AtStart;
+        self
+    }
+
+    /// The most messages in one batch (default 4,096).
+    pub fn max_batch_messages(mut self, messages: usize) -> Self {
+        self.max_batch_messages = messages.max(1);
+        self
+    }
+
+    /// How long a reader waits to fill a batch before emitting a smaller one (default 20 ms).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// How often readers emit checkpoint barriers, after which offsets are committed
+    /// (default 1 s).
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a partition may stay silent before it stops holding back the watermark
+    /// (default 5 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Emits watermarks from the event-time column `column` (`Int64` or `Timestamp(ms)`),
+    /// tracked per Kafka partition with `strategy`; windows downstream then need no
+    /// `with_watermarks`.
+    pub fn watermarks(mut self, column: impl Into<String>, strategy: WatermarkStrategy) -> Self {
+        self.watermarks = Some((column.into(), strategy));
+        self
+    }
+
+    /// Appends `_topic`, `_partition`, `_offset`, `_timestamp` and `_key` columns.
+    pub fn with_metadata(mut self) -> Self {
+        self.metadata_columns = true;
+        self
+    }
+
+    /// Number of consumers in this worker (default: the pipeline's parallelism).
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = Some(readers.max(1));
+        self
+    }
+
+    /// Sends malformed messages to `topic` (on the same cluster) instead of failing.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// A librdkafka consumer property, passed through.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config = self.config.set(key, value);
+        self
+    }
+
+    /// The source's counters.
+    pub fn metrics(&self) -> Arc<SourceMetrics> {
+        self.metrics.clone()
+    }
+
+    /// A handle that stops the source gracefully.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// The consumer group this source joins.
+    pub fn group_id(&self) -> String {
+        self.group.clone().unwrap_or_else(|| format!("sabot-{}", self.topics[0]))
+    }
+
+    /// The topics read.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The schema of decoded rows, with the metadata columns when asked for.
+    fn output_schema(&self) -> SchemaRef {
+        let schema = self.format.schema();
+        if !self.metadata_columns {
+            return schema;
+        }
+        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+        fields.extend(metadata_fields().into_iter().map(Arc::new));
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    /// Validates settings that can be checked before connecting.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if let Some((column, _)) = &self.watermarks {
+            let schema = self.format.schema();
+            let field = schema.field_with_name(column).map_err(|_| SabotError::column_not_found(&schema, column))?;
+            if !matches!(field.data_type(), DataType::Int64 | DataType::Timestamp(TimeUnit::Millisecond, _)) {
+                return Err(SabotError::TypeMismatch {
+                    column: column.clone(),
+                    expected: DataType::Timestamp(TimeUnit::Millisecond, None),
+                    found: field.data_type().clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn shared(&self) -> Option<Arc<SourceShared>> {
+        self.shared.lock().expect("kafka source state").clone()
+    }
+}
+
+/// The metadata columns of [`KafkaSource::with_metadata`].
+pub(crate) fn metadata_fields() -> Vec<Field> {
+    vec![
+        Field::new("_topic", DataType::Utf8, false),
+        Field::new("_partition", DataType::Int32, false),
+        Field::new("_offset", DataType::Int64, false),
+        Field::new("_timestamp", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("_key", DataType::Binary, true),
+    ]
+}
+
+impl fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("config", &self.config)
+            .field("topics", &self.topics)
+            .field("group", &self.group_id())
+            .field("format", &self.format.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.output_schema()
+    }
+
+    fn describe(&self) -> String {
+        let mode = match self.bound {
+            Bound::Unbounded => format!("group {}", self.group_id()),
+            Bound::AtStart => "bounded".to_string(),
+        };
+        format!("kafka: {} ({}, {mode})", self.topics.join(", "), self.format.name())
+    }
+
+    fn is_unbounded(&self) -> bool {
+        self.bound == Bound::Unbounded
+    }
+
+    fn event_time_column(&self) -> Option<String> {
+        self.watermarks.as_ref().map(|(column, _)| column.clone())
+    }
+
+    fn scan(&self, request: &ScanRequest) -> Result<Arc<dyn Scan>> {
+        self.validate()?;
+        let readers = self.readers.unwrap_or(request.partitions).max(1);
+        let dead_letters = match &self.dead_letter_topic {
+            Some(topic) => Some(DeadLetterProducer::new(&self.config, topic)?),
+            None => None,
+        };
+        let shared = Arc::new(SourceShared {
+            metrics: self.metrics.clone(),
+            stop: self.stop.clone(),
+            consumers: Mutex::new(vec![None; readers]),
+            pending: Mutex::new(vec![Vec::new(); readers]),
+            dead_letters,
+            started: Mutex::default(),
+        });
+        *self.shared.lock().expect("kafka source state") = Some(shared.clone());
+        let assignments = match self.bound {
+            Bound::Unbounded => None,
+            Bound::AtStart => Some(super::consumer::bounded_assignments(self, readers)?),
+        };
+        let schema = self.output_schema();
+        let projected = match &request.projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => schema.clone(),
+        };
+        let plan = ReaderPlan {
+            config: self.config.clone(),
+            topics: self.topics.clone(),
+            group: self.group_id(),
+            format: self.format.clone(),
+            start: self.start,
+            max_batch_messages: self.max_batch_messages,
+            linger: self.linger,
+            commit_interval: self.commit_interval,
+            idle_timeout: self.idle_timeout,
+            watermarks: self.watermarks.clone(),
+            metadata_columns: self.metadata_columns,
+            projection: request.projection.clone(),
+            schema: projected,
+            shared,
+        };
+        Ok(Arc::new(KafkaScan { plan: Arc::new(plan), readers, assignments }))
+    }
+
+    fn checkpoint_complete(&self, id: u64) -> Result<()> {
+        let Some(shared) = self.shared() else { return Ok(()) };
+        // Dead letters of the committed range must be durable before their offsets are.
+        if let Some(dead_letters) = &shared.dead_letters {
+            dead_letters.flush()?;
+        }
+        let consumers = shared.consumers.lock().expect("kafka consumers").clone();
+        let mut pending = shared.pending.lock().expect("kafka pending offsets");
+        for (reader, snapshots) in pending.iter_mut().enumerate() {
+            let done = snapshots.iter().take_while(|(barrier, _)| *barrier <= id).count();
+            if done == 0 {
+                continue;
+            }
+            let (_, positions) = snapshots.drain(..done).next_back().expect("a completed snapshot");
+            let Some(consumer) = consumers.get(reader).and_then(Option::as_ref) else { continue };
+            if positions.is_empty() {
+                continue;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, next) in &positions {
+                offsets
+                    .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| SabotError::kafka(format!("commit offsets of '{topic}'"), e))?;
+            }
+            // The final commit of a run waits for the broker; periodic ones do not.
+            let mode = if id == u64::MAX { CommitMode::Sync } else { CommitMode::Async };
+            match consumer.commit(&offsets, mode) {
+                Ok(()) => {
+                    shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(reader, checkpoint = id, partitions = positions.len(), "committed offsets");
+                }
+                // A rebalance may have taken the partitions: their new owner re-reads from
+                // the last commit (at-least-once), so this is not fatal.
+                Err(e) => tracing::warn!(reader, checkpoint = id, error = %e, "offset commit failed"),
+            }
+        }
+        if id == u64::MAX {
+            // The run is over: closing the consumers leaves the group at once, so partitions
+            // move to the remaining members without waiting for the session timeout.
+            drop(pending);
+            shared.consumers.lock().expect("kafka consumers").iter_mut().for_each(|c| *c = None);
+        }
+        Ok(())
+    }
+}
+
+/// A planned Kafka scan: one morsel per reader.
+struct KafkaScan {
+    plan: Arc<ReaderPlan>,
+    readers: usize,
+    /// For bounded scans: the partitions (with start and end offsets) of each reader.
+    assignments: Option<Vec<BoundedAssignment>>,
+}
+
+impl Scan for KafkaScan {
+    fn schema(&self) -> SchemaRef {
+        self.plan.schema.clone()
+    }
+
+    fn morsel_count(&self) -> usize {
+        self.readers
+    }
+
+    fn read_morsel(&self, index: usize) -> Result<BatchIter<'static>> {
+        let messages = self.read_morsel_messages(index)?;
+        Ok(Box::new(messages.filter_map(|m| match m {
+            Ok(crate::operator::Message::Batch(b)) => Some(Ok(b)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })))
+    }
+
+    fn read_morsel_messages(&self, index: usize) -> Result<MessageIter<'static>> {
+        let assignment = self.assignments.as_ref().map(|a| a[index].clone());
+        Ok(Box::new(KafkaReader::open(self.plan.clone(), index, assignment)?))
+    }
+}
