@@ -1,6 +1,8 @@
 //! Procedural macros for Sabot. Use them through the `sabot` crate (`sabot::Record`), which
 //! re-exports them; the generated code refers to `::sabot`.
 
+mod app_ast;
+mod app_attr;
 mod ast;
 mod expand;
 mod udf_attr;
@@ -68,4 +70,69 @@ pub fn derive_record(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn udf(attr: TokenStream, item: TokenStream) -> TokenStream {
     udf_attr::udf(attr.into(), item.into()).into()
+}
+
+/// Declares a Faust-style app: an inline module whose `#[agent(...)]` functions consume Kafka
+/// topics.
+///
+/// Arguments: `name = "..."` (default: the module's name with `_` replaced by `-`) and
+/// `main = false` (do not generate `fn main`).
+///
+/// Each agent is a function marked `#[agent("topic", sink = "...", group = "...",
+/// dead_letter = "...")]`: the input topic comes first, the keys are optional.
+/// - A sync `fn(stream: Stream<I>) -> Stream<O>` (or `sabot::Result<Stream<O>>`) builds a
+///   pipeline over the topic's records; `sink` names the topic its output goes to.
+/// - An `async fn(stream: AgentStream<I>)` returning `()` or `sabot::Result<()>` consumes the
+///   records one by one; it takes no `sink`.
+///
+/// `I` and `O` are `#[derive(Record)]` types. Agents cannot be generic or take `self`. The
+/// `#[agent]` attributes are removed and every item of the module is kept as written; the
+/// macro adds to the module `pub fn app() -> sabot::app::App` registering the agents (named
+/// after their functions), and next to the module `fn main() -> ExitCode { module::app().main() }`,
+/// which runs the app's command line (`worker`, `agents`, `explain`).
+///
+/// ```ignore
+/// #[sabot::app(name = "fraud-detection")]
+/// mod fraud {
+///     use super::*;
+///
+///     #[agent("transactions", sink = "alerts")]
+///     fn detect(stream: Stream<Transaction>) -> sabot::Result<Stream<Alert>> {
+///         Ok(stream.filter_rows(|t| t.amount > 10_000.0).map(|t| Alert { account: t.account.to_string() }))
+///     }
+///
+///     #[agent("transactions", group = "auditors")]
+///     async fn audit(mut stream: AgentStream<Transaction>) -> sabot::Result<()> {
+///         while let Some(tx) = stream.next().await {
+///             println!("{tx:?}");
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
+    app_attr::app(attr.into(), item.into()).into()
+}
+
+/// Marks an agent function inside a [`macro@app`] module: `#[agent("topic", sink = "...",
+/// group = "...", dead_letter = "...")]`.
+///
+/// `#[sabot::app]` reads and removes these attributes itself, so this macro only runs on an
+/// `#[agent]` outside such a module, and reports it as an error.
+///
+/// ```ignore
+/// #[sabot::app]
+/// mod alerts {
+///     use super::*;
+///
+///     #[agent("readings", sink = "alerts", dead_letter = "readings-dlq")]
+///     fn too_hot(stream: Stream<Reading>) -> Stream<Reading> {
+///         stream.filter_rows(|r| r.celsius > 40.0)
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn agent(attr: TokenStream, item: TokenStream) -> TokenStream {
+    app_attr::agent(attr.into(), item.into()).into()
 }

@@ -7,6 +7,8 @@
 //! partition-parallel engine.
 #![warn(missing_docs)]
 
+#[cfg(feature = "kafka")]
+pub mod app;
 pub mod error;
 pub mod exec;
 pub mod expr;
@@ -28,6 +30,8 @@ pub use error::{Result, SabotError};
 pub use record::Record;
 pub use sabot_macros::Record;
 pub use sabot_macros::udf;
+#[cfg(feature = "kafka")]
+pub use sabot_macros::{agent, app};
 pub use stream::{GroupedStream, Stream, Untyped};
 
 // Lets `#[derive(Record)]` refer to `::sabot` from inside this crate's own tests too.

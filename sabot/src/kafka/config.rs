@@ -48,6 +48,16 @@ impl KafkaConfig {
         self.properties.get(key).map(String::as_str)
     }
 
+    /// A producer's configuration: as [`client_config`](Self::client_config), without the
+    /// consumer-only properties a worker sets for all its clients (librdkafka warns on them).
+    pub(crate) fn producer_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = self.client_config(defaults);
+        for key in self.properties.keys().filter(|k| is_consumer_only(k)) {
+            config.remove(key);
+        }
+        config
+    }
+
     /// A librdkafka configuration: Sabot's `defaults` first, then the user's properties,
     /// which win.
     pub(crate) fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -61,6 +71,16 @@ impl KafkaConfig {
         }
         config
     }
+}
+
+/// Whether a property only applies to consumers.
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("group.")
+        || key.starts_with("fetch.")
+        || key.starts_with("enable.auto.")
+        || key.starts_with("auto.")
+        || key.starts_with("partition.assignment")
+        || matches!(key, "session.timeout.ms" | "heartbeat.interval.ms" | "max.poll.interval.ms" | "isolation.level")
 }
 
 /// Whether a property's value is a secret (passwords, keys, tokens).

@@ -87,7 +87,7 @@ impl DeadLetterProducer {
     pub(crate) fn new(config: &KafkaConfig, topic: &str) -> Result<Self> {
         let deliveries = Arc::new(DeliveryCounter::default());
         let producer = config
-            .client_config(&[("enable.idempotence", "true"), ("linger.ms", "5")])
+            .producer_config(&[("enable.idempotence", "true"), ("linger.ms", "5")])
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| SabotError::kafka(format!("create the dead-letter producer for '{topic}'"), e))?;
         Ok(DeadLetterProducer { topic: topic.to_string(), producer, deliveries })

@@ -108,7 +108,7 @@ impl Sink for KafkaSink {
         let deliveries = Arc::new(DeliveryCounter::default());
         let producer = self
             .config
-            .client_config(&[
+            .producer_config(&[
                 ("enable.idempotence", "true"),
                 ("linger.ms", "5"),
                 ("partitioner", "murmur2_random"),

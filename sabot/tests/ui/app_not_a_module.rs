@@ -1,0 +1,4 @@
+#[sabot::app(name = "nothing")]
+struct Nothing;
+
+fn main() {}
