@@ -232,6 +232,9 @@ impl KafkaReader {
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
+                // Brokers answer a fetch as soon as data arrives or after this wait: Kafka's
+                // 500 ms default adds that much latency to a quiet stream.
+                ("fetch.wait.max.ms", "20"),
                 ("client.id", &format!("sabot-{}-{index}", plan.group)),
             ])
             .create_with_context(context)
