@@ -8,7 +8,9 @@ pub mod fraud {
 
     /// Runs VELOCITY, AMOUNT_ANOMALY and GEO_IMPOSSIBLE per account; malformed messages go to
     /// `transactions.dlq`.
-    #[agent("transactions", sink = "alerts", dead_letter = "transactions.dlq")]
+    /// Producers key transactions by account, so the rules run where the data is (no
+    /// repartition topic).
+    #[agent("transactions", sink = "alerts", dead_letter = "transactions.dlq", key = "account_number")]
     pub fn detect(transactions: Stream<Transaction>) -> sabot::Result<Stream<Alert>> {
         transactions.key_by(["account_number"]).process(FraudRules::default)
     }

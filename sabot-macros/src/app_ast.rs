@@ -53,7 +53,7 @@ pub fn parse_app_args(tokens: TokenStream, args: &mut AppArgs) -> Result<()> {
     parser.parse2(tokens)
 }
 
-/// The arguments of `#[agent("topic", sink = "...", group = "...", dead_letter = "...")]`.
+/// The arguments of `#[agent("topic", sink = "...", group = "...", dead_letter = "...", key = "...")]`.
 pub struct AgentArgs {
     /// The input topic.
     pub topic: LitStr,
@@ -63,6 +63,8 @@ pub struct AgentArgs {
     pub group: Option<LitStr>,
     /// The dead-letter topic.
     pub dead_letter: Option<LitStr>,
+    /// The column the input topic's messages are keyed (partitioned) by.
+    pub key: Option<LitStr>,
 }
 
 /// How an agent consumes its input, from the function's signature.
@@ -128,7 +130,7 @@ pub fn parse_agent_args(attr: &Attribute) -> Result<AgentArgs> {
         if topic.value().is_empty() {
             return Err(Error::new(topic.span(), "a topic name cannot be empty"));
         }
-        let mut args = AgentArgs { topic, sink: None, group: None, dead_letter: None };
+        let mut args = AgentArgs { topic, sink: None, group: None, dead_letter: None, key: None };
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -140,10 +142,11 @@ pub fn parse_agent_args(attr: &Attribute) -> Result<AgentArgs> {
                 "sink" => None,
                 "group" => Some(&mut args.group),
                 "dead_letter" => Some(&mut args.dead_letter),
+                "key" => Some(&mut args.key),
                 _ => {
                     return Err(Error::new(
                         key.span(),
-                        format!("unknown agent attribute `{name}`; expected `sink`, `group` or `dead_letter`"),
+                        format!("unknown agent attribute `{name}`; expected `sink`, `group`, `dead_letter` or `key`"),
                     ));
                 }
             };

@@ -194,11 +194,12 @@ fn register(agent: &Agent) -> TokenStream {
     let sink = agent.args.sink.as_ref().map(|(_, s)| quote!(.sink(#s)));
     let group = agent.args.group.as_ref().map(|g| quote!(.group(#g)));
     let dead_letter = agent.args.dead_letter.as_ref().map(|d| quote!(.dead_letter(#d)));
+    let key = agent.args.key.as_ref().map(|k| quote!(.key(#k)));
     let cfgs = &agent.cfgs;
     let call = quote_spanned!(agent.output_span=> ::sabot::app::Agent::#constructor(#name, #topic, #ident));
     quote! {
         #( #cfgs )*
-        let app = app.agent(#call #sink #group #dead_letter);
+        let app = app.agent(#call #sink #group #dead_letter #key);
     }
 }
 
@@ -478,7 +479,7 @@ mod tests {
                         }
                     }
                 ),
-                vec!["unknown agent attribute `sinks`; expected `sink`, `group` or `dead_letter`"],
+                vec!["unknown agent attribute `sinks`; expected `sink`, `group`, `dead_letter` or `key`"],
             ),
             (
                 quote!(),

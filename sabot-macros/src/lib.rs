@@ -79,7 +79,9 @@ pub fn udf(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `main = false` (do not generate `fn main`).
 ///
 /// Each agent is a function marked `#[agent("topic", sink = "...", group = "...",
-/// dead_letter = "...")]`: the input topic comes first, the keys are optional.
+/// dead_letter = "...", key = "...")]`: the input topic comes first, the keys are optional;
+/// `key` names the column the topic's messages are keyed by, so a `key_by` on that column
+/// needs no repartition topic.
 /// - A sync `fn(stream: Stream<I>) -> Stream<O>` (or `sabot::Result<Stream<O>>`) builds a
 ///   pipeline over the topic's records; `sink` names the topic its output goes to.
 /// - An `async fn(stream: AgentStream<I>)` returning `()` or `sabot::Result<()>` consumes the

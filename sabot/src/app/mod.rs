@@ -47,6 +47,7 @@
 
 mod cli;
 mod records;
+mod repartition;
 mod worker;
 
 use std::future::Future;
@@ -60,6 +61,7 @@ use crate::{Record, Result, Stream, Untyped};
 
 pub use cli::WorkerOptions;
 pub use records::AgentStream;
+pub use worker::{Worker, WorkerStatus};
 
 /// What a stream agent returns: a stream of records, or a `Result` of one.
 pub trait AgentOutput {
@@ -132,6 +134,7 @@ pub struct Agent {
     sink: Option<&'static str>,
     group: Option<&'static str>,
     dead_letter: Option<&'static str>,
+    key: Option<&'static str>,
     input_schema: SchemaRef,
     event_time: Option<&'static str>,
     kind: AgentKind,
@@ -177,6 +180,7 @@ impl Agent {
             sink: None,
             group: None,
             dead_letter: None,
+            key: None,
             input_schema: I::schema(),
             event_time: I::event_time_column(),
             kind,
@@ -199,6 +203,14 @@ impl Agent {
     /// Sends malformed messages to `topic` instead of stopping the agent.
     pub fn dead_letter(mut self, topic: &'static str) -> Agent {
         self.dead_letter = Some(topic);
+        self
+    }
+
+    /// Declares that the topic's messages are keyed by `column` (their producer partitions by
+    /// it): a `key_by(column)` then runs where the data is; any other `key_by` goes through a
+    /// repartition topic, so that each key meets one worker.
+    pub fn key(mut self, column: &'static str) -> Agent {
+        self.key = Some(column);
         self
     }
 
@@ -293,7 +305,12 @@ impl App {
     /// Runs a worker until it is stopped (SIGINT/SIGTERM or `stop`), or until every agent has
     /// ended. Returns the rows each agent produced.
     pub fn run_worker(&self, options: &WorkerOptions, stop: Option<StopHandle>) -> Result<Vec<(String, u64)>> {
-        worker::run(self, options, stop)
+        worker::run(self, options, stop, Arc::default())
+    }
+
+    /// Starts a worker on its own thread and returns its handle (status, stop, join).
+    pub fn start_worker(&self, options: &WorkerOptions) -> Result<Worker> {
+        worker::start(self, options)
     }
 
     /// Each agent's plan, as text.

@@ -2,14 +2,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::{AgentStream, Delivery};
-use super::{Agent, AgentKind, App, WorkerOptions};
+use super::{Agent, AgentKind, App, WorkerOptions, repartition};
 use crate::kafka::format::JsonFormat;
-use crate::kafka::{EmbeddedCluster, KafkaSource, StopHandle};
+use crate::kafka::{EmbeddedCluster, KafkaSource, SourceMetrics, StopHandle};
 use crate::window::WatermarkStrategy;
 use crate::{Record, Result, SabotError, Stream, Untyped};
 
@@ -35,6 +36,51 @@ fn source_for(app: &App, agent: &Agent, options: &WorkerOptions) -> KafkaSource 
     source
 }
 
+/// The settings of an agent's repartition topics.
+fn repartition_settings(app: &App, agent: &Agent, options: &WorkerOptions) -> repartition::RepartitionSettings {
+    let prefix = options.group.clone().unwrap_or_else(|| app.name.clone());
+    repartition::RepartitionSettings {
+        config: options.kafka_config(),
+        prefix: format!("{prefix}-{}", agent.name),
+        readers: options.concurrency,
+        watermarks: WatermarkStrategy::bounded_out_of_orderness(DEFAULT_OUT_OF_ORDERNESS),
+    }
+}
+
+/// Creates a repartition topic on a real cluster (Kafka Streams creates its internal topics
+/// the same way); an existing topic is fine.
+fn ensure_topic(options: &WorkerOptions, topic: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = options
+        .kafka_config()
+        .producer_config(&[])
+        .create()
+        .map_err(|e| SabotError::kafka("create an admin client", e))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| SabotError::kafka(format!("read the metadata of '{topic}'"), e))?;
+    if metadata.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()) {
+        return Ok(());
+    }
+    let new = NewTopic::new(topic, options.partitions as i32, TopicReplication::Fixed(-1));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SabotError::Execution(format!("cannot start a runtime: {e}")))?;
+    let results = runtime
+        .block_on(admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .map_err(|e| SabotError::kafka(format!("create topic '{topic}'"), e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(SabotError::kafka(format!("create topic '{topic}'"), code)),
+        }
+    }
+    Ok(())
+}
+
 /// Every topic the app reads or writes.
 fn topics(app: &App) -> Vec<&'static str> {
     let mut topics: Vec<&'static str> =
@@ -44,7 +90,76 @@ fn topics(app: &App) -> Vec<&'static str> {
     topics
 }
 
-pub(super) fn run(app: &App, options: &WorkerOptions, stop: Option<StopHandle>) -> Result<Vec<(String, u64)>> {
+/// What a running worker exposes: the counters of each of its Kafka sources, by group.
+///
+/// ```
+/// let status = sabot::app::WorkerStatus::default();
+/// assert_eq!(status.assigned_partitions("payments-detect"), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct WorkerStatus {
+    sources: Mutex<Vec<(String, Arc<SourceMetrics>)>>,
+}
+
+impl WorkerStatus {
+    fn add(&self, group: String, metrics: Arc<SourceMetrics>) {
+        self.sources.lock().expect("worker status").push((group, metrics));
+    }
+
+    /// The consumer group and counters of every source the worker runs.
+    pub fn sources(&self) -> Vec<(String, Arc<SourceMetrics>)> {
+        self.sources.lock().expect("worker status").clone()
+    }
+
+    /// The partitions this worker owns now in consumer group `group`.
+    pub fn assigned_partitions(&self, group: &str) -> u64 {
+        self.sources().iter().filter(|(g, _)| g == group).map(|(_, m)| m.assigned_partitions()).sum()
+    }
+}
+
+/// A worker running on its own thread, like a started `KafkaStreams` instance.
+#[derive(Debug)]
+pub struct Worker {
+    thread: std::thread::JoinHandle<Result<Vec<(String, u64)>>>,
+    stop: StopHandle,
+    status: Arc<WorkerStatus>,
+}
+
+impl Worker {
+    /// Asks the worker to stop gracefully.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// The worker's sources and their counters.
+    pub fn status(&self) -> &WorkerStatus {
+        &self.status
+    }
+
+    /// Waits for the worker to end; the rows each agent produced.
+    pub fn join(self) -> Result<Vec<(String, u64)>> {
+        self.thread.join().map_err(|_| SabotError::Execution("the worker panicked".into()))?
+    }
+}
+
+pub(super) fn start(app: &App, options: &WorkerOptions) -> Result<Worker> {
+    let (app, options) = (app.clone(), options.clone());
+    let stop = StopHandle::default();
+    let status = Arc::new(WorkerStatus::default());
+    let (thread_stop, thread_status) = (stop.clone(), status.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("sabot-worker-{}", app.name))
+        .spawn(move || run(&app, &options, Some(thread_stop), thread_status))
+        .map_err(|e| SabotError::Execution(format!("cannot start the worker: {e}")))?;
+    Ok(Worker { thread, stop, status })
+}
+
+pub(super) fn run(
+    app: &App,
+    options: &WorkerOptions,
+    stop: Option<StopHandle>,
+    status: Arc<WorkerStatus>,
+) -> Result<Vec<(String, u64)>> {
     if app.agents.is_empty() {
         return Err(SabotError::plan(format!("app '{}' has no agents", app.name)));
     }
@@ -80,32 +195,73 @@ pub(super) fn run(app: &App, options: &WorkerOptions, stop: Option<StopHandle>) 
     for agent in &app.agents {
         let source = source_for(app, agent, &options);
         stops.push(source.stop_handle());
+        status.add(source.group_id(), source.metrics());
         let input = Stream::from_kafka(source)?.with_parallelism(options.concurrency);
-        let sink = app.sink_for(agent, &options);
-        let (agent, handle, agent_stop) = (agent.clone(), runtime.handle().clone(), stops.last().cloned());
-        let thread = std::thread::Builder::new().name(format!("sabot-agent-{}", agent.name)).spawn(move || {
-            tracing::info!(agent = agent.name, topic = agent.topic, sink = ?agent.sink, "agent started");
-            let rows = match &agent.kind {
-                AgentKind::Stream(build) => {
-                    let output = build(input)?;
-                    match sink {
-                        Some(sink) => output.to_kafka(sink),
-                        None => {
-                            let mut rows = 0u64;
-                            output.for_each_batch(|b| {
-                                rows += b.num_rows() as u64;
-                                Ok(())
-                            })?;
-                            Ok(rows)
-                        }
+        match &agent.kind {
+            AgentKind::Stream(build) => {
+                let output = build(input)?;
+                let config = output.config().clone();
+                let stages = repartition::stages(
+                    output.logical_plan().clone(),
+                    agent.key,
+                    &repartition_settings(app, agent, &options),
+                );
+                for (i, stage) in stages.into_iter().enumerate() {
+                    stops.extend(stage.stop.clone());
+                    if let Some((group, metrics)) = stage.metrics.clone() {
+                        status.add(group, metrics);
                     }
+                    let stream = Stream::<Untyped>::from_plan((*stage.plan).clone(), config.clone());
+                    let sink = match &stage.repartition {
+                        Some((topic, keys)) => {
+                            if let Some(cluster) = &_embedded {
+                                cluster.create_topic(topic, options.partitions)?;
+                            } else {
+                                ensure_topic(&options, topic)?;
+                            }
+                            tracing::info!(
+                                agent = agent.name,
+                                topic,
+                                ?keys,
+                                "key_by across workers goes through a repartition topic"
+                            );
+                            Some(repartition::sink(&options.kafka_config(), topic, stream.schema(), keys.clone()))
+                        }
+                        None => app.sink_for(agent, &options),
+                    };
+                    let name = format!("{}-{i}", agent.name);
+                    let thread = std::thread::Builder::new().name(format!("sabot-agent-{name}")).spawn(move || {
+                        let rows = match sink {
+                            Some(sink) => stream.to_kafka(sink),
+                            None => {
+                                let mut rows = 0u64;
+                                stream.for_each_batch(|b| {
+                                    rows += b.num_rows() as u64;
+                                    Ok(())
+                                })?;
+                                Ok(rows)
+                            }
+                        };
+                        rows.map(|r| (name, r))
+                    });
+                    let thread =
+                        thread.map_err(|e| SabotError::Execution(format!("cannot start agent {}: {e}", agent.name)))?;
+                    handles.push((agent.name, thread));
                 }
-                AgentKind::Records(run) => run(input, &handle, agent_stop.unwrap_or_default()),
-            };
-            rows.map(|r| (agent.name.to_string(), r))
-        });
-        let thread = thread.map_err(|e| SabotError::Execution(format!("cannot start agent {}: {e}", agent.name)))?;
-        handles.push((agent.name, thread));
+            }
+            AgentKind::Records(run) => {
+                let (run, handle, agent_stop) =
+                    (run.clone(), runtime.handle().clone(), stops.last().cloned().unwrap_or_default());
+                let name = agent.name.to_string();
+                let thread = std::thread::Builder::new()
+                    .name(format!("sabot-agent-{name}"))
+                    .spawn(move || run(input, &handle, agent_stop).map(|rows| (name, rows)));
+                let thread =
+                    thread.map_err(|e| SabotError::Execution(format!("cannot start agent {}: {e}", agent.name)))?;
+                handles.push((agent.name, thread));
+            }
+        }
+        tracing::info!(agent = agent.name, topic = agent.topic, sink = ?agent.sink, "agent started");
     }
     // Stop every agent on Ctrl-C / SIGTERM, on the caller's stop handle, or when one fails.
     let watcher_stops = stops.clone();
@@ -134,7 +290,17 @@ pub(super) fn run(app: &App, options: &WorkerOptions, stop: Option<StopHandle>) 
     let mut first_error = None;
     for (name, thread) in handles {
         match thread.join() {
-            Ok(Ok(rows)) => produced.push(rows),
+            Ok(Ok((stage, rows))) => {
+                // An agent's rows are those of its last stage (the one writing its sink).
+                let agent = stage
+                    .rsplit_once('-')
+                    .filter(|(_, n)| n.parse::<usize>().is_ok())
+                    .map_or(stage.as_str(), |(a, _)| a);
+                match produced.iter_mut().find(|(a, _): &&mut (String, u64)| a == agent) {
+                    Some(entry) => entry.1 = rows,
+                    None => produced.push((agent.to_string(), rows)),
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(agent = name, error = %e, "agent failed");
                 stops.iter().for_each(StopHandle::stop);
@@ -195,8 +361,23 @@ pub(super) fn explain(app: &App) -> Result<String> {
         out.push_str(&format!("### agent {} (topic '{}' -> {sink})\n", agent.name, agent.topic));
         match &agent.kind {
             AgentKind::Stream(build) => {
-                let input = Stream::from_kafka(source_for(app, agent, &options))?;
-                out.push_str(&build(input)?.explain()?);
+                let output = build(Stream::from_kafka(source_for(app, agent, &options))?)?;
+                let settings = repartition_settings(app, agent, &options);
+                let stages = repartition::stages(output.logical_plan().clone(), agent.key, &settings);
+                let count = stages.len();
+                for (i, stage) in stages.into_iter().enumerate() {
+                    let writes = match &stage.repartition {
+                        Some((topic, keys)) => {
+                            let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
+                            format!("repartition topic '{topic}' by [{}]", keys.join(", "))
+                        }
+                        None => sink.clone(),
+                    };
+                    out.push_str(&format!("-- stage {} of {count}, writes {writes}\n", i + 1));
+                    let stream = Stream::<Untyped>::from_plan((*stage.plan).clone(), output.config().clone());
+                    out.push_str(&stream.explain()?);
+                    out.push('\n');
+                }
             }
             AgentKind::Records(_) => out.push_str("async agent: takes the records one by one (no plan)\n"),
         }

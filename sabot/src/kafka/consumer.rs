@@ -65,6 +65,7 @@ impl RdConsumerContext for ConsumerContext {
                 let partitions: Vec<_> =
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, ?partitions, "partitions assigned");
+                self.shared.metrics.assigned.fetch_add(partitions.len() as u64, Ordering::Relaxed);
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(reader = self.reader, error = %e, "cannot take the assigned partitions");
                 }
@@ -73,6 +74,7 @@ impl RdConsumerContext for ConsumerContext {
                 let lost: Vec<_> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, partitions = ?lost, "partitions revoked");
                 self.shared.forget(self.reader, &lost);
+                self.shared.metrics.assigned.fetch_sub(lost.len() as u64, Ordering::Relaxed);
                 if let Err(e) = consumer.unassign() {
                     tracing::error!(reader = self.reader, error = %e, "cannot release the revoked partitions");
                 }

@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -13,6 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use super::KafkaConfig;
 use super::dead_letter::{DeliveryContext, DeliveryCounter};
 use super::format::{Encoder, Format, JsonFormat};
+use crate::expr::Expr;
 use crate::io::{Sink, SinkWriter};
 use crate::{Result, SabotError};
 
@@ -42,6 +45,7 @@ pub struct KafkaSink {
     topic: String,
     format: Option<Arc<dyn Format>>,
     key: Option<String>,
+    partition_by: Vec<Expr>,
 }
 
 impl KafkaSink {
@@ -52,7 +56,7 @@ impl KafkaSink {
 
     /// Writes to `topic` with full client settings.
     pub fn with_config(config: KafkaConfig, topic: impl Into<String>) -> Self {
-        KafkaSink { config, topic: topic.into(), format: None, key: None }
+        KafkaSink { config, topic: topic.into(), format: None, key: None, partition_by: Vec::new() }
     }
 
     /// How rows are encoded (default: one JSON object per row).
@@ -64,6 +68,15 @@ impl KafkaSink {
     /// Takes each message's key from `column`.
     pub fn key(mut self, column: impl Into<String>) -> Self {
         self.key = Some(column.into());
+        self
+    }
+
+    /// Sends all rows with equal `keys` to one partition of the topic, chosen by a hash of the
+    /// key values; each message holds rows of one partition only (so an Arrow IPC message of
+    /// many rows is still partitioned correctly). This is how repartition topics between the
+    /// workers of an app are written.
+    pub fn partition_by(mut self, keys: Vec<Expr>) -> Self {
+        self.partition_by = keys;
         self
     }
 
@@ -106,7 +119,7 @@ impl Sink for KafkaSink {
             None => JsonFormat::new(schema.clone()).encoder(schema.clone())?,
         };
         let deliveries = Arc::new(DeliveryCounter::default());
-        let producer = self
+        let producer: ThreadedProducer<DeliveryContext> = self
             .config
             .producer_config(&[
                 ("enable.idempotence", "true"),
@@ -116,7 +129,28 @@ impl Sink for KafkaSink {
             ])
             .create_with_context(DeliveryContext(deliveries.clone()))
             .map_err(|e| SabotError::kafka(format!("create a producer for '{}'", self.topic), e))?;
-        Ok(Box::new(KafkaWriter { topic: self.topic.clone(), producer, deliveries, encoder, key }))
+        let partitions = if self.partition_by.is_empty() {
+            0
+        } else {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+                .map_err(|e| SabotError::kafka(format!("read the metadata of '{}'", self.topic), e))?;
+            let count = metadata.topics().iter().find(|t| t.name() == self.topic).map_or(0, |t| t.partitions().len());
+            if count == 0 {
+                return Err(SabotError::kafka(format!("write to '{}'", self.topic), "the topic has no partitions"));
+            }
+            count
+        };
+        Ok(Box::new(KafkaWriter {
+            topic: self.topic.clone(),
+            producer,
+            deliveries,
+            encoder,
+            key,
+            partition_by: self.partition_by.clone(),
+            partitions,
+        }))
     }
 }
 
@@ -126,6 +160,8 @@ struct KafkaWriter {
     deliveries: Arc<DeliveryCounter>,
     encoder: Box<dyn Encoder>,
     key: Option<usize>,
+    partition_by: Vec<Expr>,
+    partitions: usize,
 }
 
 /// The bytes of each row's key.
@@ -141,11 +177,24 @@ fn key_bytes(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
     })
 }
 
+/// The partition of each row: a hash of its key values.
+fn row_partitions(batch: &RecordBatch, keys: &[Expr], partitions: usize) -> Result<Vec<u32>> {
+    let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<ArrayRef>>>()?;
+    let fields = arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect();
+    let rows = RowConverter::new(fields)?.convert_columns(&arrays)?;
+    Ok((0..rows.num_rows())
+        .map(|i| (crate::operator::hash_bytes(rows.row(i).as_ref()) % partitions as u64) as u32)
+        .collect())
+}
+
 impl KafkaWriter {
-    fn send(&self, payload: &[u8], key: Option<&[u8]>) -> Result<()> {
+    fn send(&self, payload: &[u8], key: Option<&[u8]>, partition: Option<i32>) -> Result<()> {
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
         loop {
             match self.producer.send(record) {
@@ -163,13 +212,30 @@ impl KafkaWriter {
 
 impl SinkWriter for KafkaWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if !self.partition_by.is_empty() {
+            let targets = row_partitions(batch, &self.partition_by, self.partitions)?;
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); self.partitions];
+            for (row, target) in targets.iter().enumerate() {
+                rows_of[*target as usize].push(row as u32);
+            }
+            for (partition, rows) in rows_of.into_iter().enumerate() {
+                if rows.is_empty() {
+                    continue;
+                }
+                let part = take_record_batch(batch, &UInt32Array::from(rows))?;
+                for message in self.encoder.encode(&part)? {
+                    self.send(&message.payload, None, Some(partition as i32))?;
+                }
+            }
+            return self.deliveries.check(&format!("produce to '{}'", self.topic));
+        }
         let keys = match self.key {
             Some(index) => Some(key_bytes(batch.column(index))?),
             None => None,
         };
         for message in self.encoder.encode(batch)? {
             let key = keys.as_ref().and_then(|k| k[message.first_row].as_deref());
-            self.send(&message.payload, key)?;
+            self.send(&message.payload, key, None)?;
         }
         self.deliveries.check(&format!("produce to '{}'", self.topic))
     }

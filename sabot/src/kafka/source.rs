@@ -76,6 +76,7 @@ pub struct SourceMetrics {
     pub(crate) rows: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
     pub(crate) commits: AtomicU64,
+    pub(crate) assigned: AtomicU64,
 }
 
 impl SourceMetrics {
@@ -94,6 +95,10 @@ impl SourceMetrics {
     /// Offset commits issued.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+    /// Partitions the source's readers own now (after the group's last rebalance).
+    pub fn assigned_partitions(&self) -> u64 {
+        self.assigned.load(Ordering::Relaxed)
     }
 }
 

@@ -9,6 +9,7 @@ mod sinks;
 mod sources;
 mod typed;
 mod windowed;
+pub(crate) use windowed::event_time_column;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -60,7 +60,7 @@ impl<T> Stream<T> {
 
 /// The event-time column declared upstream by [`Stream::with_watermarks`] or by a source
 /// that emits its own watermarks (Kafka, per partition), if still present.
-fn event_time_column(plan: &LogicalPlan) -> Option<String> {
+pub(crate) fn event_time_column(plan: &LogicalPlan) -> Option<String> {
     match plan {
         LogicalPlan::Watermark { time_column, .. } => Some(time_column.clone()),
         LogicalPlan::Scan { source, schema, .. } => {

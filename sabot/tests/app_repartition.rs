@@ -1,0 +1,143 @@
+//! `key_by` across workers: two workers of one app, in one consumer group, over a topic that
+//! is not keyed by the grouping column. Each user's clicks are spread over every partition,
+//! yet each user's running count must be counted in one place: the repartition topic sends
+//! all of a user's rows to one worker.
+#![cfg(feature = "kafka")]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+use sabot::app::{Worker, WorkerOptions};
+use sabot::kafka::{EmbeddedCluster, StartOffset};
+use sabot::operator::{KeyedProcessFunction, ProcessContext};
+use sabot::prelude::*;
+use sabot::state::{ValueState, ValueStateDescriptor};
+
+#[derive(sabot::Record, Debug, Clone)]
+pub struct Click {
+    pub user: String,
+    pub page: i64,
+}
+
+#[derive(sabot::Record, Debug, Clone)]
+pub struct Count {
+    pub user: String,
+    pub clicks: i64,
+}
+
+/// A running count of clicks per user, in keyed state.
+#[derive(Default)]
+pub struct CountClicks {
+    count: Option<ValueState<i64>>,
+}
+
+impl KeyedProcessFunction for CountClicks {
+    type In = Click;
+    type Out = Count;
+
+    fn open(&mut self, ctx: &mut ProcessContext<'_>) -> sabot::Result<()> {
+        self.count = Some(ctx.state().value_state(&ValueStateDescriptor::new("clicks"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        click: ClickView<'_>,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Vec<Count>,
+    ) -> sabot::Result<()> {
+        let state = self.count.expect("opened");
+        let clicks = state.value(ctx.state())?.unwrap_or(0) + 1;
+        state.update(ctx.state(), clicks)?;
+        out.push(Count { user: click.user.to_string(), clicks });
+        Ok(())
+    }
+}
+
+#[sabot::app(name = "clicks", main = false)]
+mod clicks {
+    use super::*;
+
+    /// The topic is not keyed by user: `key_by(user)` goes through a repartition topic.
+    #[agent("clicks", sink = "counts")]
+    fn count(clicks: Stream<Click>) -> sabot::Result<Stream<Count>> {
+        clicks.key_by(["user"]).process(CountClicks::default)
+    }
+}
+
+/// Waits until the group's partitions are split over both workers: each owns some, and
+/// together they own all of them (so no rebalance is pending).
+fn wait_for_split(workers: &[Worker], group: &str, partitions: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let owned: Vec<u64> = workers.iter().map(|w| w.status().assigned_partitions(group)).collect();
+        if owned.iter().all(|n| *n > 0) && owned.iter().sum::<u64>() == partitions {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("group {group} did not split its {partitions} partitions over the workers");
+}
+
+#[test]
+fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
+        cluster.create_topic(topic, 4).unwrap();
+    }
+    let explain = clicks::app().explain().unwrap();
+    assert!(explain.contains("repartition topic 'clicks-count-repartition-0' by [user]"), "{explain}");
+
+    let options = WorkerOptions::default()
+        .with_broker(&brokers)
+        .with_concurrency(1)
+        .with_start_offset(StartOffset::Earliest)
+        .with_property("session.timeout.ms", "2000")
+        .with_property("heartbeat.interval.ms", "300");
+    let workers: Vec<Worker> = (0..2).map(|_| clicks::app().start_worker(&options).unwrap()).collect();
+    wait_for_split(&workers, "clicks-count", 4);
+    wait_for_split(&workers, "clicks-count-repartition", 4);
+
+    // 20 users x 25 clicks, round-robin over the 4 partitions.
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let mut n = 0;
+    for click in 0..25 {
+        for user in 0..20 {
+            let payload = format!(r#"{{"user": "u{user}", "page": {click}}}"#);
+            producer.send(BaseRecord::<(), str>::to("clicks").payload(&payload).partition(n % 4)).unwrap();
+            n += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "count-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["counts"]).unwrap();
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = 0;
+    while received < 500 && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            counts.entry(row["user"].as_str().unwrap().to_string()).or_default().push(row["clicks"].as_i64().unwrap());
+            received += 1;
+        }
+    }
+    workers.iter().for_each(Worker::stop);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert_eq!(counts.len(), 20);
+    for (user, mut seen) in counts {
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=25).collect::<Vec<_>>(), "user {user} counted in one place, each click once");
+    }
+}
