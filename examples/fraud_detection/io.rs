@@ -95,6 +95,7 @@ pub fn read_alerts(
         .set("group.id", format!("alert-reader-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "2000")
+        .set("heartbeat.interval.ms", "500")
         .create()
         .map_err(|e| SabotError::kafka("create the alert reader", e))?;
     consumer.subscribe(&[topic]).map_err(|e| SabotError::kafka(format!("subscribe to '{topic}'"), e))?;

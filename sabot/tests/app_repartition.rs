@@ -141,3 +141,69 @@ fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
         assert_eq!(seen, (1..=25).collect::<Vec<_>>(), "user {user} counted in one place, each click once");
     }
 }
+
+/// Clicks seen by the async agent below (agents are plain functions: state outside them
+/// goes through statics or channels).
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[sabot::app(name = "audit", main = false)]
+mod audit {
+    use super::*;
+    use sabot::app::AgentStream;
+
+    /// Faust style: the records one by one, the state in the agent's variables.
+    #[agent("audited")]
+    async fn tally(mut clicks: AgentStream<Click>) -> sabot::Result<()> {
+        let mut pages = 0;
+        while let Some(click) = clicks.next().await {
+            pages += click.page;
+            SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        tracing::info!(pages, "tally done");
+        Ok(())
+    }
+}
+
+#[test]
+fn an_async_agent_takes_every_record_and_its_offsets_are_committed() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("audited", 2).unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for i in 0..300 {
+        let payload = format!(r#"{{"user": "u{}", "page": {i}}}"#, i % 7);
+        producer.send(BaseRecord::<(), str>::to("audited").payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let options = WorkerOptions::default()
+        .with_broker(&brokers)
+        .with_concurrency(1)
+        .with_start_offset(StartOffset::Earliest)
+        .with_property("session.timeout.ms", "2000");
+    let worker = audit::app().start_worker(&options).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while SEEN.load(std::sync::atomic::Ordering::SeqCst) < 300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.stop();
+    let produced = worker.join().unwrap();
+    assert_eq!(produced, vec![("tally".to_string(), 300)]);
+    assert_eq!(SEEN.load(std::sync::atomic::Ordering::SeqCst), 300);
+
+    // The group resumes after everything: all 300 offsets were committed.
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &brokers).set("group.id", "audit-tally").create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("audited", 0);
+    tpl.add_partition("audited", 1);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, 300);
+}

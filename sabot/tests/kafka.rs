@@ -313,3 +313,31 @@ fn settings_are_checked_before_connecting() {
     let err = Stream::from_kafka(source).unwrap_err();
     assert!(err.to_string().contains("account"), "{err}");
 }
+
+/// `StartOffset::Timestamp` is not covered: librdkafka's mock cluster answers every
+/// ListOffsets-by-time request with the end of the partition.
+#[test]
+fn start_offsets_choose_where_reading_begins() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("timed", 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for i in 0..10i64 {
+        let payload = payment(i, "A", 1.0, i);
+        producer
+            .send(BaseRecord::<str, [u8]>::to("timed").payload(&payload).timestamp(1_000_000 + i * 1000))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let ids = |start: StartOffset| -> Vec<i64> {
+        let source = KafkaSource::new(&brokers, "timed")
+            .format(JsonFormat::new(payments_schema()))
+            .start_offset(start)
+            .bounded();
+        let batch = Stream::from_kafka(source).unwrap().collect_batch().unwrap();
+        batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec()
+    };
+    assert_eq!(ids(StartOffset::Earliest), (0..10).collect::<Vec<_>>());
+    assert_eq!(ids(StartOffset::Latest), Vec::<i64>::new());
+}

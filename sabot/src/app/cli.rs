@@ -52,7 +52,8 @@ struct WorkerArgs {
     /// Partitions of the topics the embedded cluster creates [default: 4].
     #[arg(long, env = "SABOT_PARTITIONS")]
     partitions: Option<usize>,
-    /// Where new consumer groups start: committed (default), earliest or latest.
+    /// Where partitions without a committed offset start (Kafka's auto.offset.reset):
+    /// earliest (default) or latest; `committed` is the same as earliest.
     #[arg(long, env = "SABOT_START_OFFSET")]
     start_offset: Option<String>,
     /// A librdkafka property, `key=value` (repeatable), e.g. `--set security.protocol=SSL`.
@@ -83,7 +84,7 @@ struct ConfigFile {
 /// assert_eq!(options.concurrency, 2);
 /// assert_eq!(options.kafka_config().brokers(), "kafka-1:9092");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerOptions {
     /// Bootstrap servers; `None` starts an embedded cluster.
     pub broker: Option<String>,
@@ -95,10 +96,26 @@ pub struct WorkerOptions {
     pub loglevel: String,
     /// Partitions of topics created in the embedded cluster.
     pub partitions: usize,
-    /// Where new consumer groups start.
+    /// Where partitions without a committed offset start: `Earliest` or `Latest` (a worker
+    /// that takes over a partition always resumes from its committed offset), or
+    /// `Timestamp`, applied the first time this process reads a partition.
     pub start_offset: StartOffset,
     /// librdkafka properties passed to every client.
     pub kafka: BTreeMap<String, String>,
+}
+
+/// Secrets among the Kafka properties are redacted, as in [`KafkaConfig`]'s `Debug`.
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("concurrency", &self.concurrency)
+            .field("group", &self.group)
+            .field("loglevel", &self.loglevel)
+            .field("partitions", &self.partitions)
+            .field("start_offset", &self.start_offset)
+            .field("kafka", &self.kafka_config())
+            .finish()
+    }
 }
 
 impl Default for WorkerOptions {
@@ -292,6 +309,14 @@ mod tests {
         assert_eq!(options.start_offset, StartOffset::Earliest);
         assert_eq!(options.kafka.get("security.protocol").map(String::as_str), Some("SSL"));
         assert_eq!(options.kafka.get("sasl.mechanism").map(String::as_str), Some("PLAIN"));
+    }
+
+    #[test]
+    fn secrets_never_reach_the_logs() {
+        let options = parse(&["app", "worker", "-b", "k:9092", "--set", "sasl.password=hunter2"]);
+        let logged = format!("{options:?}");
+        assert!(logged.contains("k:9092") && logged.contains("sasl.password"), "{logged}");
+        assert!(!logged.contains("hunter2"), "{logged}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::records::{AgentStream, Delivery};
 use super::{Agent, AgentKind, App, WorkerOptions, repartition};
 use crate::kafka::format::JsonFormat;
-use crate::kafka::{EmbeddedCluster, KafkaSource, SourceMetrics, StopHandle};
+use crate::kafka::{EmbeddedCluster, KafkaSource, SourceMetrics, StartOffset, StopHandle};
 use crate::window::WatermarkStrategy;
 use crate::{Record, Result, SabotError, Stream, Untyped};
 
@@ -25,8 +25,14 @@ fn source_for(app: &App, agent: &Agent, options: &WorkerOptions) -> KafkaSource 
     let mut source = KafkaSource::with_config(options.kafka_config(), agent.topic)
         .group(group)
         .format(JsonFormat::new(agent.input_schema.clone()))
-        .start_offset(options.start_offset)
         .readers(options.concurrency);
+    // The worker's start offset is where partitions without a committed offset begin (Kafka
+    // Streams' auto.offset.reset): a worker taking over a partition resumes from its commit.
+    source = match options.start_offset {
+        StartOffset::Earliest => source.start_offset(StartOffset::Committed).set("auto.offset.reset", "earliest"),
+        StartOffset::Latest => source.start_offset(StartOffset::Committed).set("auto.offset.reset", "latest"),
+        other => source.start_offset(other),
+    };
     if let Some(column) = agent.event_time {
         source = source.watermarks(column, WatermarkStrategy::bounded_out_of_orderness(DEFAULT_OUT_OF_ORDERNESS));
     }

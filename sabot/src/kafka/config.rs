@@ -58,6 +58,19 @@ impl KafkaConfig {
         config
     }
 
+    /// A consumer's configuration: as [`client_config`](Self::client_config); a session
+    /// timeout set without a heartbeat interval gets one of a third of it (librdkafka's 3 s
+    /// default heartbeat would expire any session shorter than that).
+    pub(crate) fn consumer_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = self.client_config(defaults);
+        if let Some(session) = self.get("session.timeout.ms").and_then(|s| s.parse::<u64>().ok())
+            && self.get("heartbeat.interval.ms").is_none()
+        {
+            config.set("heartbeat.interval.ms", (session / 3).clamp(1, 3000).to_string());
+        }
+        config
+    }
+
     /// A librdkafka configuration: Sabot's `defaults` first, then the user's properties,
     /// which win.
     pub(crate) fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -117,6 +130,17 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("/etc/key.pem"), "{shown}");
+    }
+
+    #[test]
+    fn a_short_session_gets_a_heartbeat_that_keeps_it_alive() {
+        let config = KafkaConfig::new("b:9092").set("session.timeout.ms", "2000").consumer_config(&[]);
+        assert_eq!(config.get("heartbeat.interval.ms"), Some("666"));
+        let config = KafkaConfig::new("b:9092")
+            .set("session.timeout.ms", "2000")
+            .set("heartbeat.interval.ms", "100")
+            .consumer_config(&[]);
+        assert_eq!(config.get("heartbeat.interval.ms"), Some("100"));
     }
 
     #[test]

@@ -229,7 +229,7 @@ impl KafkaReader {
         let context = ConsumerContext { reader: index, start: plan.start, shared: plan.shared.clone() };
         let consumer: BaseConsumer<ConsumerContext> = plan
             .config
-            .client_config(&[
+            .consumer_config(&[
                 ("group.id", &plan.group),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
@@ -512,7 +512,17 @@ impl KafkaReader {
         self.out.push_back(Message::Barrier(CheckpointBarrier { id }));
     }
 
-    fn record_positions(&self, id: u64) {
+    fn record_positions(&mut self, id: u64) {
+        // Only partitions this reader still owns: a partition taken away in a rebalance is
+        // committed by its new owner, and a stale commit from here would move it backwards.
+        if !self.bounded {
+            let owned: hashbrown::HashSet<(String, i32)> = self
+                .consumer
+                .assignment()
+                .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+                .unwrap_or_default();
+            self.partitions.retain(|(t, p), _| owned.contains(&(t.to_string(), *p)));
+        }
         let positions: Vec<Position> = self
             .partitions
             .iter()

@@ -121,6 +121,8 @@ pub(crate) struct SourceShared {
     /// Partitions that have started once in this process: start offsets apply to them only
     /// the first time, later assignments resume from the committed offsets.
     pub(crate) started: Mutex<hashbrown::HashSet<(String, i32)>>,
+    /// Per reader: the positions it committed last, so unchanged positions are not re-sent.
+    pub(crate) last_committed: Mutex<Vec<Vec<Position>>>,
 }
 
 impl SourceShared {
@@ -420,6 +422,7 @@ impl Source for KafkaSource {
             pending: Mutex::new(vec![Vec::new(); readers]),
             dead_letters,
             started: Mutex::default(),
+            last_committed: Mutex::new(vec![Vec::new(); readers]),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
         let assignments = match self.bound {
@@ -463,11 +466,15 @@ impl Source for KafkaSource {
             if done == 0 {
                 continue;
             }
-            let (_, positions) = snapshots.drain(..done).next_back().expect("a completed snapshot");
+            let (_, mut positions) = snapshots.drain(..done).next_back().expect("a completed snapshot");
             let Some(consumer) = consumers.get(reader).and_then(Option::as_ref) else { continue };
-            if positions.is_empty() {
+            positions.sort();
+            let mut last = shared.last_committed.lock().expect("kafka committed offsets");
+            if positions.is_empty() || last[reader] == positions {
                 continue;
             }
+            last[reader] = positions.clone();
+            drop(last);
             let mut offsets = TopicPartitionList::new();
             for (topic, partition, next) in &positions {
                 offsets
