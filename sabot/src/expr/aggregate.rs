@@ -28,6 +28,8 @@ pub enum AggFunc {
     First,
     /// The last value in input order (may be null).
     Last,
+    /// A user-defined aggregate (see [`AggExpr::udaf`]).
+    Udaf,
 }
 
 impl fmt::Display for AggFunc {
@@ -40,6 +42,7 @@ impl fmt::Display for AggFunc {
             AggFunc::Max => "max",
             AggFunc::CountDistinct => "count_distinct",
             AggFunc::First => "first",
+            AggFunc::Udaf => "udaf",
             AggFunc::Last => "last",
         })
     }
@@ -61,6 +64,8 @@ pub struct AggExpr {
     pub input: Expr,
     /// The output column name; defaults to `func(input)`.
     pub alias: Option<String>,
+    /// The function, for [`AggFunc::Udaf`].
+    pub udaf: Option<super::udaf::Udaf>,
 }
 
 impl AggExpr {
@@ -75,7 +80,15 @@ impl AggExpr {
         match &self.alias {
             Some(a) => a.clone(),
             None if self.func == AggFunc::CountAll => "count".to_string(),
-            None => format!("{}({})", self.func, self.input),
+            None => format!("{}({})", self.function_name(), self.input),
+        }
+    }
+
+    /// The function's name (`sum`, or a user-defined aggregate's name).
+    pub fn function_name(&self) -> String {
+        match &self.udaf {
+            Some(udaf) => udaf.name().to_string(),
+            None => self.func.to_string(),
         }
     }
 
@@ -100,6 +113,21 @@ impl AggExpr {
                 (DataType::Float64, true)
             }
             AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last => (input, true),
+            AggFunc::Udaf => {
+                let udaf = self
+                    .udaf
+                    .as_ref()
+                    .ok_or_else(|| SabotError::plan("a user-defined aggregate without its function"))?;
+                if input != udaf.input_type() {
+                    return Err(SabotError::plan(format!(
+                        "{} takes {}, {} is {input}",
+                        udaf.name(),
+                        udaf.input_type(),
+                        self.input
+                    )));
+                }
+                (udaf.output_type(), false)
+            }
         };
         Ok(Field::new(self.output_name(), data_type, nullable))
     }
@@ -109,7 +137,7 @@ impl fmt::Display for AggExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.func {
             AggFunc::CountAll => f.write_str("count(*)")?,
-            func => write!(f, "{func}({})", self.input)?,
+            _ => write!(f, "{}({})", self.function_name(), self.input)?,
         }
         if let Some(a) = &self.alias {
             write!(f, " AS {a}")?;
@@ -119,7 +147,7 @@ impl fmt::Display for AggExpr {
 }
 
 fn agg(func: AggFunc, input: Expr) -> AggExpr {
-    AggExpr { func, input, alias: None }
+    AggExpr { func, input, alias: None, udaf: None }
 }
 
 /// `count(*)`: the number of rows.

@@ -17,6 +17,7 @@ mod function;
 pub mod parse;
 mod scalar;
 mod types;
+mod udaf;
 pub mod udf;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,7 @@ pub use function::{ScalarFunction, coalesce, concat};
 pub use parse::parse_expr;
 pub use scalar::ScalarValue;
 pub(crate) use types::common_type;
+pub use udaf::{AggregateFunction, Udaf, udaf};
 pub use udf::ScalarUdf;
 
 /// A binary operator.

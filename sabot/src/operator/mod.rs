@@ -43,6 +43,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::Result;
 
+pub(crate) use aggregate::Accumulator as AggregateAccumulator;
 pub(crate) use aggregate::supports_two_phase as aggregate_supports_two_phase;
 pub use aggregate::{AggregateMode, AggregateOperator};
 pub(crate) use aggregate::{hash_bytes, hash_u64};

@@ -39,6 +39,7 @@ pub(crate) fn state_fields(func: AggFunc, name: &str, input: &DataType, output: 
             Field::new(format!("{name}[count]"), DataType::Int64, false),
         ],
         AggFunc::Min | AggFunc::Max => vec![Field::new(format!("{name}[{func}]"), min_max_kind(input).0, true)],
+        AggFunc::Udaf => vec![Field::new(format!("{name}[state]"), DataType::Binary, true)],
         _ => vec![Field::new(format!("{name}[{func}]"), output.clone(), true)],
     }
 }
@@ -72,6 +73,9 @@ pub(crate) fn new_accumulator(func: AggFunc, input: &DataType, output: &DataType
             seen: HashSet::new(),
             counts: vec![],
         }),
+        AggFunc::Udaf => {
+            return Err(SabotError::plan("a user-defined aggregate brings its own accumulator"));
+        }
         AggFunc::First | AggFunc::Last => Box::new(FirstLastAcc {
             is_last: func == AggFunc::Last,
             chosen: vec![],

@@ -11,7 +11,8 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use super::{Operator, Output};
 use crate::Result;
 use crate::expr::{AggExpr, Expr};
-use accumulator::{Accumulator, new_accumulator, state_fields};
+pub(crate) use accumulator::Accumulator;
+use accumulator::{new_accumulator, state_fields};
 use groups::{GroupKeys, new_group_keys};
 
 pub(crate) use accumulator::supports_two_phase;
@@ -68,7 +69,10 @@ impl AggregateOperator {
         for a in &aggregates {
             let input_type = a.input.data_type(input)?;
             let out = a.to_field(input)?;
-            accumulators.push(new_accumulator(a.func, &input_type, out.data_type())?);
+            accumulators.push(match &a.udaf {
+                Some(udaf) => udaf.accumulator(),
+                None => new_accumulator(a.func, &input_type, out.data_type())?,
+            });
             let states = state_fields(a.func, &a.output_name(), &input_type, out.data_type());
             state_widths.push(states.len());
             match mode {
