@@ -141,10 +141,10 @@ fn a_udaf_in_tumbling_sliding_and_session_windows_equals_the_builtins() {
         WindowSpec::sliding(Duration::from_secs(10), Duration::from_secs(2)),
         WindowSpec::session(Duration::from_millis(650)),
     ] {
-        let ours = stream.key_by(["k"]).window(spec.clone()).aggregate([range.call(col("x")).alias("r")]).unwrap();
+        let ours = stream.key_by(["k"]).window(spec).aggregate([range.call(col("x")).alias("r")]).unwrap();
         let builtin = stream
             .key_by(["k"])
-            .window(spec.clone())
+            .window(spec)
             .aggregate([max(col("x")).alias("hi"), min(col("x")).alias("lo")])
             .unwrap()
             .with_column("r", col("hi") - col("lo"))

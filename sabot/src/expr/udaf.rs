@@ -54,7 +54,7 @@ use crate::{Result, SabotError};
 /// let out = Stream::from_batches(vec![batch])?
 ///     .group_by(["k"])
 ///     .agg([geo_mean.call(col("x")).alias("g")])?
-///     .sort([SortKey::asc("k")])?
+///     .sort([SortKey::asc(col("k"))])?
 ///     .collect_batch()?;
 /// let g = out.column(1).as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
 /// assert!((g.value(0) - 4.0).abs() < 1e-9 && (g.value(1) - 5.0).abs() < 1e-9);
