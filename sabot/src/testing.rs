@@ -31,6 +31,10 @@ use arrow::record_batch::RecordBatch;
 use crate::Result;
 use crate::operator::{CheckpointBarrier, Message, Operator, Output, Watermark};
 
+#[path = "testing_two_input.rs"]
+mod two_input;
+pub use two_input::TwoInputHarness;
+
 /// Drives one operator instance directly, without threads or channels.
 pub struct OperatorHarness<O: Operator> {
     operator: O,

@@ -235,21 +235,23 @@ pub(super) fn run(
                         }
                         None => app.sink_for(agent, &options),
                     };
-                    let name = format!("{}-{i}", agent.name);
-                    let thread = std::thread::Builder::new().name(format!("sabot-agent-{name}")).spawn(move || {
-                        let rows = match sink {
-                            Some(sink) => stream.to_kafka(sink),
-                            None => {
-                                let mut rows = 0u64;
-                                stream.for_each_batch(|b| {
-                                    rows += b.num_rows() as u64;
-                                    Ok(())
-                                })?;
-                                Ok(rows)
-                            }
-                        };
-                        rows.map(|r| (name, r))
-                    });
+                    // An agent's rows are those of its last stage, the one writing its sink.
+                    let last = stage.repartition.is_none();
+                    let thread =
+                        std::thread::Builder::new().name(format!("sabot-agent-{}-{i}", agent.name)).spawn(move || {
+                            let rows = match sink {
+                                Some(sink) => stream.to_kafka(sink),
+                                None => {
+                                    let mut rows = 0u64;
+                                    stream.for_each_batch(|b| {
+                                        rows += b.num_rows() as u64;
+                                        Ok(())
+                                    })?;
+                                    Ok(rows)
+                                }
+                            };
+                            rows.map(|r| last.then_some(r))
+                        });
                     let thread =
                         thread.map_err(|e| SabotError::Execution(format!("cannot start agent {}: {e}", agent.name)))?;
                     handles.push((agent.name, thread));
@@ -258,10 +260,9 @@ pub(super) fn run(
             AgentKind::Records(run) => {
                 let (run, handle, agent_stop) =
                     (run.clone(), runtime.handle().clone(), stops.last().cloned().unwrap_or_default());
-                let name = agent.name.to_string();
                 let thread = std::thread::Builder::new()
-                    .name(format!("sabot-agent-{name}"))
-                    .spawn(move || run(input, &handle, agent_stop).map(|rows| (name, rows)));
+                    .name(format!("sabot-agent-{}", agent.name))
+                    .spawn(move || run(input, &handle, agent_stop).map(Some));
                 let thread =
                     thread.map_err(|e| SabotError::Execution(format!("cannot start agent {}: {e}", agent.name)))?;
                 handles.push((agent.name, thread));
@@ -296,17 +297,8 @@ pub(super) fn run(
     let mut first_error = None;
     for (name, thread) in handles {
         match thread.join() {
-            Ok(Ok((stage, rows))) => {
-                // An agent's rows are those of its last stage (the one writing its sink).
-                let agent = stage
-                    .rsplit_once('-')
-                    .filter(|(_, n)| n.parse::<usize>().is_ok())
-                    .map_or(stage.as_str(), |(a, _)| a);
-                match produced.iter_mut().find(|(a, _): &&mut (String, u64)| a == agent) {
-                    Some(entry) => entry.1 = rows,
-                    None => produced.push((agent.to_string(), rows)),
-                }
-            }
+            Ok(Ok(Some(rows))) => produced.push((name.to_string(), rows)),
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::error!(agent = name, error = %e, "agent failed");
                 stops.iter().for_each(StopHandle::stop);

@@ -50,6 +50,9 @@ pub struct ExecConfig {
     pub jit: bool,
     /// Where keyed state lives (`process()` operators).
     pub state_backend: crate::state::StateBackend,
+    /// How often a partition behind an exchange wakes up when no data arrives: it repeats its
+    /// watermark as a heartbeat, so processing-time timers fire on an idle stream.
+    pub timer_interval: std::time::Duration,
 }
 
 impl Default for ExecConfig {
@@ -62,6 +65,7 @@ impl Default for ExecConfig {
             idle_timeout: None,
             state_backend: crate::state::StateBackend::default(),
             jit: true,
+            timer_interval: std::time::Duration::from_millis(100),
         }
     }
 }

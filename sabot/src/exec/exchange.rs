@@ -13,6 +13,9 @@ use crate::expr::Expr;
 use crate::operator::{CheckpointBarrier, Message, Watermark};
 use crate::{Result, SabotError};
 
+/// The heartbeat interval of merges whose consumer has no timers (sinks, collecting).
+pub(crate) const NO_HEARTBEAT: Duration = Duration::from_secs(3600);
+
 /// Messages from input partitions: `(input, Some(item))` per item, then `(input, None)` once
 /// the input has ended (normally, with an error, or by a panic).
 type Tagged = (usize, Option<Result<Sequenced>>);
@@ -52,6 +55,7 @@ pub(crate) fn gather(
     ordered: bool,
     capacity: usize,
     idle_timeout: Option<Duration>,
+    tick: Duration,
 ) -> PartitionStream {
     if inputs.len() == 1 {
         return inputs.into_iter().next().expect("one input");
@@ -74,7 +78,7 @@ pub(crate) fn gather(
             spawn_into(format!("sabot-{name}-{i}"), stream, tx.clone(), i);
         }
         drop(tx);
-        Box::new(MergedPartitions::new(rx, n, idle_timeout))
+        Box::new(MergedPartitions::new(rx, n, idle_timeout, tick))
     }
 }
 
@@ -192,25 +196,27 @@ impl BarrierMerge {
     }
 }
 
-/// Receives from a channel, waking up every `idle_timeout` to let idle inputs go.
+/// Receives from a channel. When nothing arrives for `tick`, lets inputs idle for
+/// `idle_timeout` go, and otherwise returns the current watermark again (or `i64::MIN`) as a
+/// heartbeat, so that operators downstream can fire processing-time timers.
 fn recv_or_idle<T>(
     rx: &Receiver<T>,
     idle_timeout: Option<Duration>,
+    tick: Duration,
     watermarks: &mut WatermarkMerge,
 ) -> Result<T, Option<Watermark>> {
-    match idle_timeout {
-        None => rx.recv().map_err(|_| None),
-        Some(timeout) => loop {
-            match rx.recv_timeout(timeout) {
-                Ok(item) => return Ok(item),
-                Err(RecvTimeoutError::Disconnected) => return Err(None),
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Some(w) = watermarks.mark_idle(timeout) {
-                        return Err(Some(w));
-                    }
-                }
+    let wait = idle_timeout.map_or(tick, |t| t.min(tick)).max(Duration::from_millis(1));
+    match rx.recv_timeout(wait) {
+        Ok(item) => Ok(item),
+        Err(RecvTimeoutError::Disconnected) => Err(None),
+        Err(RecvTimeoutError::Timeout) => {
+            if let Some(timeout) = idle_timeout
+                && let Some(w) = watermarks.mark_idle(timeout)
+            {
+                return Err(Some(w));
             }
-        },
+            Err(Some(Watermark(watermarks.emitted.unwrap_or(i64::MIN))))
+        }
     }
 }
 
@@ -290,7 +296,7 @@ impl Iterator for OrderedMerge {
 /// Drains every partition on its own thread and returns the batches in source order.
 pub(crate) fn collect_ordered(name: &str, inputs: Vec<PartitionStream>, capacity: usize) -> Result<Vec<RecordBatch>> {
     let mut out = vec![];
-    for item in gather(name, inputs, true, capacity, None) {
+    for item in gather(name, inputs, true, capacity, None, NO_HEARTBEAT) {
         if let Message::Batch(b) = item?.msg {
             out.push(b);
         }
@@ -309,7 +315,7 @@ pub(crate) fn repartition(inputs: Vec<PartitionStream>, keys: Vec<Expr>, config:
     for _ in 0..targets {
         let (tx, rx) = sync_channel::<Tagged>(config.channel_capacity * n.max(1));
         senders.push(tx);
-        outputs.push(Box::new(MergedPartitions::new(rx, n, config.idle_timeout)));
+        outputs.push(Box::new(MergedPartitions::new(rx, n, config.idle_timeout, config.timer_interval)));
     }
     for (i, input) in inputs.into_iter().enumerate() {
         let (senders, error_tx) = (senders.clone(), senders[0].clone());
@@ -420,17 +426,19 @@ struct MergedPartitions {
     /// A watermark released by an input's end, due right after the barrier that end released.
     pending_watermark: Option<Watermark>,
     idle_timeout: Option<Duration>,
+    tick: Duration,
     failed: bool,
 }
 
 impl MergedPartitions {
-    fn new(rx: Receiver<Tagged>, inputs: usize, idle_timeout: Option<Duration>) -> Self {
+    fn new(rx: Receiver<Tagged>, inputs: usize, idle_timeout: Option<Duration>, tick: Duration) -> Self {
         MergedPartitions {
             rx,
             watermarks: WatermarkMerge::new(inputs),
             barriers: BarrierMerge::new(inputs),
             pending_watermark: None,
             idle_timeout,
+            tick,
             failed: false,
         }
     }
@@ -447,7 +455,7 @@ impl Iterator for MergedPartitions {
             return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
         }
         loop {
-            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, &mut self.watermarks) {
+            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, self.tick, &mut self.watermarks) {
                 Ok(received) => received,
                 Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
                 Err(None) => return None,

@@ -5,6 +5,7 @@
 //! only at exchanges (gathers, join builds), through bounded channels that propagate
 //! backpressure and bound memory.
 
+mod co_stream;
 mod config;
 mod exchange;
 mod graph;
@@ -18,5 +19,5 @@ pub use stream::{PartitionStream, Sequenced};
 
 /// Merges partitions into one stream, in source order when `ordered` (threads start here).
 pub(crate) fn gather(streams: Vec<PartitionStream>, ordered: bool, capacity: usize) -> PartitionStream {
-    exchange::gather("sink", streams, ordered, capacity, None)
+    exchange::gather("sink", streams, ordered, capacity, None, exchange::NO_HEARTBEAT)
 }

@@ -82,6 +82,22 @@ pub enum PhysicalPlan {
         /// The inputs.
         inputs: Vec<PhysicalPlan>,
     },
+    /// A streaming join: partition `i` of `left` and partition `i` of `right` (partitioned
+    /// alike by their join keys) feed one two-input operator instance.
+    StreamJoin {
+        /// Left input.
+        left: Box<PhysicalPlan>,
+        /// Right input.
+        right: Box<PhysicalPlan>,
+        /// Shown by `explain()`.
+        name: String,
+        /// Makes the instance of partition `i`.
+        factory: crate::operator::TwoInputOperatorFactory,
+        /// Read the whole (bounded) right side before the left one.
+        right_first: bool,
+        /// Output schema.
+        schema: SchemaRef,
+    },
 }
 
 impl PhysicalPlan {
@@ -90,7 +106,8 @@ impl PhysicalPlan {
         match self {
             PhysicalPlan::Scan { schema, .. }
             | PhysicalPlan::Operator { schema, .. }
-            | PhysicalPlan::HashJoin { schema, .. } => schema.clone(),
+            | PhysicalPlan::HashJoin { schema, .. }
+            | PhysicalPlan::StreamJoin { schema, .. } => schema.clone(),
             PhysicalPlan::Gather { input, .. } | PhysicalPlan::Repartition { input, .. } => input.schema(),
             PhysicalPlan::Union { inputs } => inputs[0].schema(),
         }
@@ -105,6 +122,7 @@ impl PhysicalPlan {
             PhysicalPlan::Repartition { .. } => config.parallelism,
             PhysicalPlan::HashJoin { probe, .. } => probe.partitions(config),
             PhysicalPlan::Union { inputs } => inputs.iter().map(|i| i.partitions(config)).sum(),
+            PhysicalPlan::StreamJoin { left, .. } => left.partitions(config),
         }
     }
 
@@ -117,6 +135,7 @@ impl PhysicalPlan {
             | PhysicalPlan::Repartition { input, .. } => vec![input],
             PhysicalPlan::HashJoin { probe, build, .. } => vec![probe, build],
             PhysicalPlan::Union { inputs } => inputs.iter().collect(),
+            PhysicalPlan::StreamJoin { left, right, .. } => vec![left, right],
         }
     }
 
@@ -132,6 +151,8 @@ impl PhysicalPlan {
             PhysicalPlan::Operator { input, .. } => input.preserves_order(),
             PhysicalPlan::HashJoin { probe, .. } => probe.preserves_order(),
             PhysicalPlan::Union { inputs } => inputs.iter().all(|i| i.preserves_order()),
+            // Rows of two sides interleave as they arrive.
+            PhysicalPlan::StreamJoin { .. } => false,
         }
     }
 
@@ -162,6 +183,7 @@ impl PhysicalPlan {
                 format!("Repartition: hash({})", keys.join(", "))
             }
             PhysicalPlan::Union { .. } => "Union".into(),
+            PhysicalPlan::StreamJoin { name, .. } => name.clone(),
         }
     }
 
@@ -207,7 +229,8 @@ impl PhysicalPlan {
                 .collect(),
             PhysicalPlan::Gather { input, ordered } => {
                 let name = input.describe().split(':').next().unwrap_or("gather").to_lowercase();
-                Ok(vec![gather(&name, input.execute(config)?, *ordered, config.channel_capacity, config.idle_timeout)])
+                let (capacity, idle, tick) = (config.channel_capacity, config.idle_timeout, config.timer_interval);
+                Ok(vec![gather(&name, input.execute(config)?, *ordered, capacity, idle, tick)])
             }
             PhysicalPlan::HashJoin { probe, build, join_type, probe_keys, build_keys, key_types, output, schema } => {
                 let probes = probe.execute(config)?;
@@ -249,6 +272,9 @@ impl PhysicalPlan {
                     out.extend(input.execute(config)?.into_iter().map(|s| tag_union_input(s, i)));
                 }
                 Ok(out)
+            }
+            PhysicalPlan::StreamJoin { left, right, name, factory, right_first, .. } => {
+                super::co_stream::execute(left, right, name, factory, *right_first, config)
             }
         }
     }
@@ -469,6 +495,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
         LogicalPlan::Union { inputs, .. } => PhysicalPlan::Union {
             inputs: inputs.iter().map(|i| create_physical_plan(i, config)).collect::<Result<_>>()?,
         },
+        LogicalPlan::StreamJoin { .. } => super::co_stream::plan_stream_join(plan, config)?,
     })
 }
 

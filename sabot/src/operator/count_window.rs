@@ -48,27 +48,9 @@ impl CountWindowOperator {
         })
     }
 
-    /// Keeps memory proportional to the rows of open windows: once many batches are held,
-    /// the open rows are copied into one batch and the rest is released.
+    /// Keeps memory proportional to the rows of open windows.
     fn compact(&mut self) -> Result<()> {
-        if self.open.values().all(|(_, rows)| rows.is_empty()) {
-            self.batches.clear();
-            return Ok(());
-        }
-        if self.batches.len() < 32 {
-            return Ok(());
-        }
-        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-        let mut all_rows = vec![];
-        for (_, rows) in self.open.values_mut() {
-            for r in rows.iter_mut() {
-                all_rows.push(*r);
-                *r = (0, all_rows.len() - 1);
-            }
-        }
-        let compacted = interleave_record_batch(&batches, &all_rows)?;
-        self.batches = vec![compacted];
-        Ok(())
+        super::global_window::compact_rows(&mut self.batches, self.open.values_mut().map(|(_, rows)| rows))
     }
 
     fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {

@@ -142,6 +142,7 @@ pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
     keys: Vec<Expr>,
     backend: StateBackend,
     store: Option<KeyedStateStore>,
+    clock: Option<crate::state::StateClock>,
     timers: Timers,
     watermark: i64,
     output: Vec<F::Out>,
@@ -158,11 +159,19 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
             keys,
             backend,
             store: None,
+            clock: None,
             timers: Timers::default(),
             watermark: i64::MIN,
             output: vec![],
             _types: PhantomData,
         }
+    }
+
+    /// Reads processing time (timers, state TTL) from `clock` instead of the system clock,
+    /// so tests control it.
+    pub fn with_clock(mut self, clock: impl Into<crate::state::StateClock>) -> Self {
+        self.clock = Some(clock.into());
+        self
     }
 
     fn emit(&mut self, out: &mut Output) {
@@ -204,6 +213,9 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
 
     fn on_start(&mut self) -> Result<()> {
         let mut store = KeyedStateStore::open(&self.backend, &self.name)?;
+        if let Some(clock) = self.clock.clone() {
+            store = store.with_clock(clock);
+        }
         let mut ctx = ProcessContext {
             state: &mut store,
             timers: &mut self.timers,
@@ -242,12 +254,16 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         self.fire_timers(self.watermark, out)
     }
 
+    /// Fires due event-time timers, and processing-time timers whatever the watermark: the
+    /// exchange in front of this operator repeats its watermark as a heartbeat when no data
+    /// comes (`ExecConfig::timer_interval`), so processing-time timers fire on an idle stream.
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
-        if watermark.0 > self.watermark {
-            self.watermark = watermark.0;
-            self.fire_timers(watermark.0, out)?;
+        let advanced = watermark.0 > self.watermark;
+        self.watermark = self.watermark.max(watermark.0);
+        self.fire_timers(self.watermark, out)?;
+        if advanced {
+            out.emit_watermark(watermark);
         }
-        out.emit_watermark(watermark);
         Ok(())
     }
 

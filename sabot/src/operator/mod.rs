@@ -25,6 +25,7 @@
 mod aggregate;
 mod count_window;
 mod filter;
+mod global_window;
 mod hash_join;
 #[cfg(feature = "jit")]
 mod jit_calc;
@@ -36,6 +37,13 @@ mod session_window;
 mod sort;
 mod watermark_assigner;
 mod window_aggregate;
+// Streaming joins: two-input operators.
+mod asof_join;
+mod interval_join;
+mod join_state;
+mod table_join;
+mod two_input;
+mod window_join;
 
 use std::collections::VecDeque;
 
@@ -49,6 +57,7 @@ pub use aggregate::{AggregateMode, AggregateOperator};
 pub(crate) use aggregate::{hash_bytes, hash_u64};
 pub use count_window::CountWindowOperator;
 pub use filter::FilterOperator;
+pub use global_window::GlobalWindowOperator;
 pub use hash_join::{HashJoinProbe, JoinBuild, JoinColumn, JoinTable};
 #[cfg(feature = "jit")]
 pub use jit_calc::JitCalcOperator;
@@ -62,6 +71,14 @@ pub use watermark_assigner::WatermarkAssigner;
 pub(crate) use watermark_assigner::event_times;
 pub use window_aggregate::WindowAggregateOperator;
 pub(crate) use window_aggregate::window_output_schema;
+// Streaming joins.
+pub use asof_join::AsofJoinOperator;
+pub use interval_join::IntervalJoinOperator;
+pub(crate) use join_state::{JoinKeys, JoinOutput};
+pub use table_join::TableJoinOperator;
+pub(crate) use two_input::CoWatermarks;
+pub use two_input::{TwoInputOperator, TwoInputOperatorFactory};
+pub use window_join::WindowJoinOperator;
 
 /// Event time, in milliseconds since the Unix epoch, below which no more events are expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

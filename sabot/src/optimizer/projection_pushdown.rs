@@ -156,6 +156,17 @@ fn prune(plan: &Arc<LogicalPlan>, required: Required) -> Result<Arc<LogicalPlan>
             let input = prune(input, Some(needed))?;
             Ok(Arc::new(plan.with_new_inputs(vec![input])))
         }
+        // A stream join keeps its keys and event times; other columns only when wanted above.
+        LogicalPlan::StreamJoin { left, right, .. } => {
+            if let Some(required) = &required
+                && let Some((l, r)) = crate::plan::stream_join_input_columns(plan, required)
+                && let Some(pruned) =
+                    crate::plan::rebuild_stream_join(plan, prune(left, Some(l))?, prune(right, Some(r))?, required)?
+            {
+                return Ok(pruned);
+            }
+            map_children(plan, |c| prune(c, None))
+        }
         // A user function may read any column.
         LogicalPlan::MapBatches { .. } | LogicalPlan::KeyedProcess { .. } => map_children(plan, |c| prune(c, None)),
     }

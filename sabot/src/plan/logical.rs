@@ -223,6 +223,22 @@ pub enum LogicalPlan {
         /// The output record's schema.
         schema: SchemaRef,
     },
+    /// A streaming join of two inputs on equal keys: interval, window, as-of or table join
+    /// (see [`super::StreamJoinKind`]); built with [`LogicalPlan::stream_join`].
+    StreamJoin {
+        /// Left input.
+        left: Arc<LogicalPlan>,
+        /// Right input.
+        right: Arc<LogicalPlan>,
+        /// Left key columns.
+        left_keys: Vec<String>,
+        /// Right key columns, pairwise equal to the left ones.
+        right_keys: Vec<String>,
+        /// What else matches, and how.
+        kind: super::StreamJoinKind,
+        /// Left columns, then right columns (see [`join_schema`]), then window bounds.
+        schema: SchemaRef,
+    },
     /// The rows of all inputs, which share one schema.
     Union {
         /// The inputs.
@@ -243,6 +259,7 @@ impl LogicalPlan {
             | LogicalPlan::Join { schema, .. }
             | LogicalPlan::Window { schema, .. }
             | LogicalPlan::KeyedProcess { schema, .. }
+            | LogicalPlan::StreamJoin { schema, .. }
             | LogicalPlan::Union { schema, .. } => schema.clone(),
             LogicalPlan::Filter { input, .. }
             | LogicalPlan::Limit { input, .. }
@@ -264,7 +281,7 @@ impl LogicalPlan {
             | LogicalPlan::Window { input, .. }
             | LogicalPlan::KeyedProcess { input, .. }
             | LogicalPlan::Aggregate { input, .. } => vec![input],
-            LogicalPlan::Join { left, right, .. } => vec![left, right],
+            LogicalPlan::Join { left, right, .. } | LogicalPlan::StreamJoin { left, right, .. } => vec![left, right],
             LogicalPlan::Union { inputs, .. } => inputs.iter().collect(),
         }
     }
@@ -323,6 +340,17 @@ impl LogicalPlan {
                 schema: schema.clone(),
             },
             LogicalPlan::Union { schema, .. } => LogicalPlan::Union { inputs: new, schema: schema.clone() },
+            LogicalPlan::StreamJoin { left_keys, right_keys, kind, schema, .. } => {
+                let left = next();
+                LogicalPlan::StreamJoin {
+                    left,
+                    right: next(),
+                    left_keys: left_keys.clone(),
+                    right_keys: right_keys.clone(),
+                    kind: kind.clone(),
+                    schema: schema.clone(),
+                }
+            }
         }
     }
 
@@ -448,6 +476,9 @@ impl LogicalPlan {
                 format!("Join: {join_type:?} on [{}]", keys.join(", "))
             }
             LogicalPlan::Union { .. } => "Union".to_string(),
+            LogicalPlan::StreamJoin { left_keys, right_keys, kind, .. } => {
+                super::stream_join::describe(left_keys, right_keys, kind)
+            }
             LogicalPlan::KeyedProcess { keys, name, .. } => format!("KeyedProcess: {name} keys=[{}]", list(keys)),
             LogicalPlan::Watermark { time_column, strategy, .. } => format!("Watermark: {time_column} {strategy:?}"),
             LogicalPlan::Window { keys, spec, aggregates, allowed_lateness, time_column, .. } => {

@@ -5,6 +5,9 @@
 
 mod display;
 mod logical;
+mod stream_join;
 
 pub(crate) use logical::join_output_columns;
 pub use logical::{BatchFn, JoinType, LogicalPlan, ProcessFactory, SortKey, join_schema};
+pub use stream_join::StreamJoinKind;
+pub(crate) use stream_join::{rebuild_stream_join, stream_join_input_columns, stream_join_output};

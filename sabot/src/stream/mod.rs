@@ -5,6 +5,7 @@
 //! nothing runs until a sink or [`Stream::collect`].
 
 mod build;
+mod joins;
 mod sinks;
 mod sources;
 mod typed;
@@ -21,7 +22,7 @@ use crate::expr::Expr;
 use crate::plan::LogicalPlan;
 
 pub use build::GroupedStream;
-pub use windowed::{KeyedStream, WindowedStream};
+pub use windowed::{GlobalWindowedStream, KeyedStream, WindowedStream};
 
 /// The record type of a stream whose schema is only known at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

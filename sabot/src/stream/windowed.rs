@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::{IntoExpr, Stream, Untyped};
 use crate::expr::{AggExpr, Expr};
-use crate::operator::{KeyedProcessFunction, KeyedProcessOperator};
+use crate::operator::{GlobalWindowOperator, KeyedProcessFunction, KeyedProcessOperator};
 use crate::plan::{LogicalPlan, ProcessFactory};
-use crate::window::{LateData, WatermarkStrategy, WindowSpec};
+use crate::window::{LateData, Trigger, WatermarkStrategy, WindowSpec};
 use crate::{Result, SabotError};
 
 impl<T> Stream<T> {
@@ -81,6 +81,31 @@ pub struct KeyedStream {
 }
 
 impl KeyedStream {
+    /// One window per key that never ends by itself: `trigger` decides when it emits its
+    /// aggregates (Flink's `GlobalWindows` with a trigger). Built-in triggers:
+    /// [`CountTrigger`](crate::window::CountTrigger),
+    /// [`EventTimeTrigger`](crate::window::EventTimeTrigger),
+    /// [`ProcessingTimeTrigger`](crate::window::ProcessingTimeTrigger),
+    /// [`PurgingTrigger`](crate::window::PurgingTrigger); or implement [`Trigger`].
+    ///
+    /// ```
+    /// use sabot::prelude::*;
+    /// use sabot::window::CountTrigger;
+    /// # let batch = arrow::array::RecordBatch::try_from_iter([
+    /// #     ("user", std::sync::Arc::new(arrow::array::StringArray::from(vec!["a", "a", "a", "b"])) as _),
+    /// #     ("amount", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3, 4])) as _),
+    /// # ])?;
+    /// let every_two = Stream::from_batches(vec![batch])?
+    ///     .key_by(["user"])
+    ///     .global_window(CountTrigger(2))
+    ///     .aggregate([sum(col("amount"))])?;
+    /// assert_eq!(every_two.count()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn global_window(self, trigger: impl Trigger) -> GlobalWindowedStream {
+        GlobalWindowedStream { input: self.input, keys: self.keys, trigger: Arc::new(trigger) }
+    }
+
     /// Groups each key's rows into windows.
     pub fn window(self, spec: WindowSpec) -> WindowedStream {
         WindowedStream { input: self.input, keys: self.keys, spec, lateness: 0, late: None, time_column: None }
@@ -110,6 +135,51 @@ impl KeyedStream {
             name,
             factory,
             schema: <F::Out as crate::Record>::schema(),
+        };
+        Ok(self.input.derive(plan))
+    }
+}
+
+/// A keyed stream in global windows, waiting for its aggregates.
+pub struct GlobalWindowedStream {
+    input: Stream<Untyped>,
+    keys: Vec<Expr>,
+    trigger: Arc<dyn Trigger>,
+}
+
+impl GlobalWindowedStream {
+    /// Aggregates each key's window whenever the trigger fires; the results carry
+    /// `window_start` and `window_end` (ms, spanning the rows of the firing).
+    pub fn aggregate(self, aggregates: impl IntoIterator<Item = AggExpr>) -> Result<Stream<Untyped>> {
+        let aggregates: Vec<AggExpr> = aggregates.into_iter().collect();
+        let input_schema = self.input.schema();
+        let time_column = event_time_column(&self.input.plan);
+        let checked = GlobalWindowOperator::try_new(
+            self.trigger.clone(),
+            input_schema.clone(),
+            self.keys.clone(),
+            aggregates.clone(),
+            time_column.clone(),
+        )?;
+        let schema = checked.output_schema();
+        let (trigger, keys) = (self.trigger.clone(), self.keys.clone());
+        let output = schema.clone();
+        let factory: ProcessFactory = Arc::new(move |_, _| {
+            Box::new(GlobalWindowOperator::validated(
+                trigger.clone(),
+                input_schema.clone(),
+                output.clone(),
+                keys.clone(),
+                aggregates.clone(),
+                time_column.clone(),
+            ))
+        });
+        let plan = LogicalPlan::KeyedProcess {
+            input: self.input.plan.clone(),
+            keys: self.keys,
+            name: format!("global_window({:?})", self.trigger),
+            factory,
+            schema,
         };
         Ok(self.input.derive(plan))
     }

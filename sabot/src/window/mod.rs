@@ -8,9 +8,13 @@
 
 mod late;
 mod spec;
+mod trigger;
 mod watermark;
 
 pub use late::LateData;
 pub(crate) use late::divert_late_rows;
 pub use spec::WindowSpec;
+pub use trigger::{
+    CountTrigger, EventTimeTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerResult, TriggerState,
+};
 pub use watermark::{WatermarkGenerator, WatermarkStrategy};

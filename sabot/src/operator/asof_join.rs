@@ -1,0 +1,433 @@
+//! As-of join: each left row with the latest right row of its key at or before its time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::SchemaRef;
+
+use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, Picks, Side, times_of};
+use super::{Output, TwoInputOperator, Watermark};
+use crate::plan::{StreamJoinKind, stream_join_output};
+use crate::{Result, SabotError};
+
+/// An as-of join (left outer): each left row `l` is joined with the latest right row `r`
+/// with the same key and `r.ts <= l.ts` (the one that arrived last among equal times), if
+/// `l.ts - r.ts <= tolerance`; otherwise the right columns are null.
+///
+/// A left row waits until the watermark passes its time (`l.ts < watermark`), so that right
+/// rows that arrive later with earlier times are respected; rows are then emitted in event
+/// time order. The right side keeps, per key, the rows at or after the watermark plus the
+/// latest one before it (if within the tolerance): the watermark bounds both sides' state.
+/// Rows behind the watermark on arrival are late and dropped ([`AsofJoinOperator::late_rows`]).
+///
+/// The output has every left column, then the right columns (nullable; right keys named like
+/// their left key are dropped, other clashing names get the suffix `_right`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, RecordBatch};
+/// use sabot::operator::AsofJoinOperator;
+/// use sabot::testing::TwoInputHarness;
+///
+/// let rows = |k: i64, ts: i64, v: i64| RecordBatch::try_from_iter([
+///     ("k", Arc::new(Int64Array::from(vec![k])) as _),
+///     ("ts", Arc::new(Int64Array::from(vec![ts])) as _),
+///     ("v", Arc::new(Int64Array::from(vec![v])) as _),
+/// ]).unwrap();
+/// let schema = rows(0, 0, 0).schema();
+/// let op = AsofJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", Some(100))?;
+/// let mut h = TwoInputHarness::new(op);
+/// h.process_left(rows(1, 50, 0))?;
+/// h.process_right(rows(1, 40, 7))?;
+/// h.process_right(rows(1, 45, 8))?; // later quote, still before the trade: wins
+/// h.watermark(51)?;
+/// let out = h.take_output();
+/// assert_eq!(out[0].column_by_name("v_right").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().value(0), 8);
+/// # Ok::<(), sabot::SabotError>(())
+/// ```
+pub struct AsofJoinOperator {
+    keys: JoinKeys,
+    output: JoinOutput,
+    left_time: String,
+    right_time: String,
+    tolerance: Option<i64>,
+    pending: Vec<Pending>,
+    pending_rows: usize,
+    right: RightIndex,
+    watermark: i64,
+    late_rows: usize,
+}
+
+/// Left rows waiting for the watermark.
+struct Pending {
+    batch: RecordBatch,
+    times: Vec<i64>,
+    min: i64,
+    max: i64,
+}
+
+impl AsofJoinOperator {
+    /// Joins each row of `left_schema` with the latest row of `right_schema` whose
+    /// `right_keys` equal its `left_keys` and whose `right_time` is at most its `left_time`,
+    /// by at most `tolerance` ms (`None`: any distance).
+    pub fn try_new(
+        left_schema: SchemaRef,
+        right_schema: SchemaRef,
+        left_keys: &[&str],
+        right_keys: &[&str],
+        left_time: &str,
+        right_time: &str,
+        tolerance: Option<i64>,
+    ) -> Result<Self> {
+        let kind =
+            StreamJoinKind::AsOf { left_time: left_time.to_string(), right_time: right_time.to_string(), tolerance };
+        let output = stream_join_output(&left_schema, &right_schema, left_keys, right_keys, &kind)?;
+        Ok(AsofJoinOperator {
+            keys: JoinKeys::try_new(&left_schema, &right_schema, left_keys, right_keys)?,
+            output,
+            left_time: left_time.to_string(),
+            right_time: right_time.to_string(),
+            tolerance,
+            pending: vec![],
+            pending_rows: 0,
+            right: RightIndex::default(),
+            watermark: i64::MIN,
+            late_rows: 0,
+        })
+    }
+
+    /// The output schema.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.schema()
+    }
+
+    /// The rows buffered: left rows waiting for the watermark and right rows kept for matching.
+    pub fn buffered_rows(&self) -> usize {
+        self.pending_rows + self.right.rows
+    }
+
+    /// The rows dropped because they arrived behind the watermark.
+    pub fn late_rows(&self) -> usize {
+        self.late_rows
+    }
+
+    /// Emits every pending left row with a time before `watermark` (all of them for `None`).
+    fn emit_due(&mut self, watermark: Option<i64>, out: &mut Output) -> Result<()> {
+        let due_before = watermark.unwrap_or(i64::MAX);
+        let mut due: Vec<RecordBatch> = vec![];
+        let mut due_times: Vec<i64> = vec![];
+        let mut kept = vec![];
+        for p in std::mem::take(&mut self.pending) {
+            if watermark.is_none() || p.max < due_before {
+                due_times.extend_from_slice(&p.times);
+                due.push(p.batch);
+            } else if p.min >= due_before {
+                kept.push(p);
+            } else {
+                let mask: BooleanArray = p.times.iter().map(|&t| Some(t < due_before)).collect();
+                let (now, later): (Vec<i64>, Vec<i64>) = p.times.iter().partition(|&&t| t < due_before);
+                due.push(filter_record_batch(&p.batch, &mask)?);
+                due_times.extend(now);
+                let rest = filter_record_batch(&p.batch, &arrow::compute::not(&mask)?)?;
+                kept.push(pending(rest, later));
+            }
+        }
+        self.pending = kept;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(due[0].schema_ref(), &due)?;
+        self.pending_rows -= batch.num_rows();
+        // In event-time order (ties in arrival order).
+        let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        order.sort_by_key(|&i| due_times[i as usize]);
+        let keys = self.keys.encode(&batch, Side::Left)?;
+        let mut sources: Vec<&RecordBatch> = vec![];
+        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picks = Vec::with_capacity(order.len());
+        for &row in &order {
+            let found =
+                keys.get(row as usize).and_then(|k| self.right.latest(k, due_times[row as usize], self.tolerance));
+            picks.push(match found {
+                None => None,
+                Some((segment, r)) => {
+                    let source = match source_of.get(&segment) {
+                        Some(&s) => s,
+                        None => {
+                            let b = self.right.segment(segment)?;
+                            sources.push(b);
+                            source_of.insert(segment, sources.len() - 1);
+                            sources.len() - 1
+                        }
+                    };
+                    Some((source, r as usize))
+                }
+            });
+        }
+        out.emit(self.output.build(Picks::Take(&batch, &order), Picks::Interleave(&sources, &picks), vec![])?);
+        Ok(())
+    }
+}
+
+fn pending(batch: RecordBatch, times: Vec<i64>) -> Pending {
+    let min = times.iter().copied().min().unwrap_or(i64::MAX);
+    let max = times.iter().copied().max().unwrap_or(i64::MIN);
+    Pending { batch, times, min, max }
+}
+
+impl TwoInputOperator for AsofJoinOperator {
+    fn name(&self) -> &str {
+        "asof_join"
+    }
+
+    fn process_left(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let times = times_of(&batch, &self.left_time)?;
+        let on_time = times.iter().filter(|&&t| t >= self.watermark).count();
+        self.late_rows += times.len() - on_time;
+        let (batch, times) = if on_time == times.len() {
+            (batch, times)
+        } else {
+            let mask: BooleanArray = times.iter().map(|&t| Some(t >= self.watermark)).collect();
+            let kept: Vec<i64> = times.iter().copied().filter(|&t| t >= self.watermark).collect();
+            (filter_record_batch(&batch, &mask)?, kept)
+        };
+        if batch.num_rows() > 0 {
+            self.pending_rows += batch.num_rows();
+            self.pending.push(pending(batch, times));
+        }
+        Ok(())
+    }
+
+    fn process_right(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
+        let times = times_of(&batch, &self.right_time)?;
+        let keys = self.keys.encode(&batch, Side::Right)?;
+        let mut selected = Vec::with_capacity(times.len());
+        for (row, &t) in times.iter().enumerate() {
+            if t < self.watermark {
+                self.late_rows += 1;
+            } else if keys.get(row).is_some() {
+                selected.push(row as u32);
+            }
+        }
+        self.right.insert(&batch, &times, &keys, &selected)
+    }
+
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        if watermark.0 <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark.0;
+        self.emit_due(Some(watermark.0), out)?;
+        self.right.seal(watermark.0, self.tolerance);
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        self.emit_due(None, out)?;
+        self.right = RightIndex::default();
+        Ok(())
+    }
+}
+
+/// The rows of one key, by `(time, arrival)`, each pointing to `(segment, row)`.
+struct KeyRows {
+    key: Box<[u8]>,
+    rows: BTreeMap<(i64, u64), (u64, u32)>,
+}
+
+/// The right side's rows, indexed by key and time. The columns stay in the arriving batches
+/// (segments), which are freed once none of their rows is kept.
+#[derive(Default)]
+struct RightIndex {
+    segments: hashbrown::HashMap<u64, (RecordBatch, usize)>,
+    next_segment: u64,
+    next_seq: u64,
+    ids: hashbrown::HashMap<Box<[u8]>, u32>,
+    keys: Vec<Option<KeyRows>>,
+    free: Vec<u32>,
+    /// `(time, arrival, key)` of the rows at or after the watermark.
+    unsealed: BTreeSet<(i64, u64, u32)>,
+    /// The latest row before the watermark, per key.
+    sealed: BTreeSet<(i64, u64, u32)>,
+    rows: usize,
+}
+
+impl RightIndex {
+    fn insert(&mut self, batch: &RecordBatch, times: &[i64], keys: &EncodedKeys, selected: &[u32]) -> Result<()> {
+        if selected.is_empty() {
+            return Ok(());
+        }
+        let part = if selected.len() == batch.num_rows() {
+            batch.clone()
+        } else {
+            arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(selected.to_vec()))?
+        };
+        let segment = self.next_segment;
+        self.next_segment += 1;
+        for (position, &row) in selected.iter().enumerate() {
+            let key =
+                keys.get(row as usize).ok_or_else(|| SabotError::Execution("a right row has a null key".into()))?;
+            let id = match self.ids.get(key) {
+                Some(&id) => id,
+                None => {
+                    let slot = KeyRows { key: Box::from(key), rows: BTreeMap::new() };
+                    let id = match self.free.pop() {
+                        Some(id) => {
+                            self.keys[id as usize] = Some(slot);
+                            id
+                        }
+                        None => {
+                            self.keys.push(Some(slot));
+                            u32::try_from(self.keys.len() - 1)
+                                .map_err(|_| SabotError::Execution("too many as-of join keys".into()))?
+                        }
+                    };
+                    self.ids.insert(Box::from(key), id);
+                    id
+                }
+            };
+            let (time, seq) = (times[row as usize], self.next_seq);
+            self.next_seq += 1;
+            if let Some(slot) = self.keys[id as usize].as_mut() {
+                slot.rows.insert((time, seq), (segment, position as u32));
+            }
+            self.unsealed.insert((time, seq, id));
+        }
+        self.rows += selected.len();
+        self.segments.insert(segment, (part, selected.len()));
+        Ok(())
+    }
+
+    /// The latest row of `key` at or before `time`, within `tolerance`.
+    fn latest(&self, key: &[u8], time: i64, tolerance: Option<i64>) -> Option<(u64, u32)> {
+        let id = *self.ids.get(key)?;
+        let slot = self.keys[id as usize].as_ref()?;
+        let (&(found, _), &at) = slot.rows.range(..=(time, u64::MAX)).next_back()?;
+        tolerance.is_none_or(|tol| time.saturating_sub(found) <= tol).then_some(at)
+    }
+
+    fn segment(&self, id: u64) -> Result<&RecordBatch> {
+        self.segments
+            .get(&id)
+            .map(|(b, _)| b)
+            .ok_or_else(|| SabotError::Execution("an as-of join row points to dropped state".into()))
+    }
+
+    /// Forgets row `(time, seq)` of key `id`.
+    fn remove(&mut self, id: u32, time: i64, seq: u64) {
+        let Some(slot) = self.keys[id as usize].as_mut() else { return };
+        let Some((segment, _)) = slot.rows.remove(&(time, seq)) else { return };
+        self.rows -= 1;
+        if slot.rows.is_empty() {
+            self.ids.remove(&slot.key);
+            self.keys[id as usize] = None;
+            self.free.push(id);
+        }
+        if let Some((_, live)) = self.segments.get_mut(&segment) {
+            *live -= 1;
+            if *live == 0 {
+                self.segments.remove(&segment);
+            }
+        }
+    }
+
+    /// The watermark reached `watermark` and every left row before it was emitted: future
+    /// left rows are at or after it. Per key, only the latest row before the watermark can
+    /// still match (if within `tolerance` of it), plus the rows after it.
+    fn seal(&mut self, watermark: i64, tolerance: Option<i64>) {
+        while let Some(&(time, seq, id)) = self.unsealed.first() {
+            if time >= watermark {
+                break;
+            }
+            self.unsealed.pop_first();
+            // Every earlier row of the key is sealed already, and only the latest is kept.
+            let previous = self.keys[id as usize]
+                .as_ref()
+                .and_then(|slot| slot.rows.first_key_value().map(|(&k, _)| k))
+                .filter(|&k| k < (time, seq));
+            if let Some((old_time, old_seq)) = previous {
+                self.sealed.remove(&(old_time, old_seq, id));
+                self.remove(id, old_time, old_seq);
+            }
+            self.sealed.insert((time, seq, id));
+        }
+        if let Some(tolerance) = tolerance {
+            let oldest_useful = watermark.saturating_sub(tolerance);
+            while let Some(&(time, seq, id)) = self.sealed.first() {
+                if time >= oldest_useful {
+                    break;
+                }
+                self.sealed.pop_first();
+                self.remove(id, time, seq);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+    use crate::testing::TwoInputHarness;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]))
+    }
+
+    fn rows(data: &[(Option<i64>, i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(data.iter().map(|r| r.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(data.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(data.iter().map(|r| r.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn matched(batches: &[RecordBatch]) -> Vec<(i64, Option<i64>)> {
+        let mut out = vec![];
+        for b in batches {
+            let ts = b.column_by_name("ts").unwrap().as_primitive::<Int64Type>();
+            let v = b.column_by_name("v_right").unwrap().as_primitive::<Int64Type>();
+            for i in 0..b.num_rows() {
+                out.push((ts.value(i), v.is_valid(i).then(|| v.value(i))));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn superseded_right_rows_are_dropped_and_the_latest_kept() {
+        let op = AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", None).unwrap();
+        let mut h = TwoInputHarness::new(op);
+        h.process_right(rows(&[(Some(1), 10, 1), (Some(1), 20, 2), (Some(1), 30, 3), (Some(2), 5, 9)])).unwrap();
+        h.watermark(25).unwrap();
+        assert_eq!(h.operator().buffered_rows(), 3, "key 1 keeps 20 (latest before 25) and 30; key 2 keeps 5");
+        h.process_left(rows(&[(Some(1), 27, 0), (Some(2), 1000, 0), (None, 26, 0)])).unwrap();
+        h.watermark(2000).unwrap();
+        assert_eq!(matched(&h.take_output()), vec![(26, None), (27, Some(2)), (1000, Some(9))]);
+    }
+
+    #[test]
+    fn late_rows_are_counted_and_dropped() {
+        let op = AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", Some(5)).unwrap();
+        let mut h = TwoInputHarness::new(op);
+        h.watermark(100).unwrap();
+        h.process_left(rows(&[(Some(1), 99, 0)])).unwrap();
+        h.process_right(rows(&[(Some(1), 50, 0)])).unwrap();
+        assert_eq!(h.operator().late_rows(), 2);
+        assert_eq!(h.operator().buffered_rows(), 0);
+    }
+}

@@ -1,0 +1,246 @@
+//! Global windows: one window per key that never ends by itself; a [`Trigger`] decides when
+//! it emits its aggregates and whether it then forgets its rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+
+use super::window_aggregate::{window_output_schema, with_window_columns};
+use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
+use crate::Result;
+use crate::expr::{AggExpr, Expr};
+use crate::window::{Trigger, TriggerResult, TriggerState};
+
+/// Keeps memory proportional to the rows still referenced: once many batches are held, the
+/// referenced rows are copied into one batch and the rest is released.
+pub(crate) fn compact_rows<'a>(
+    batches: &mut Vec<RecordBatch>,
+    open: impl Iterator<Item = &'a mut Vec<(usize, usize)>>,
+) -> Result<()> {
+    let open: Vec<&mut Vec<(usize, usize)>> = open.collect();
+    if open.iter().all(|rows| rows.is_empty()) {
+        batches.clear();
+        return Ok(());
+    }
+    if batches.len() < 32 {
+        return Ok(());
+    }
+    let held: Vec<&RecordBatch> = batches.iter().collect();
+    let mut all_rows = vec![];
+    let mut open = open;
+    for rows in open.iter_mut() {
+        for r in rows.iter_mut() {
+            all_rows.push(*r);
+            *r = (0, all_rows.len() - 1);
+        }
+    }
+    let compacted = interleave_record_batch(&held, &all_rows)?;
+    *batches = vec![compacted];
+    Ok(())
+}
+
+/// One key's window: what the trigger knows and the `(batch, row)` positions of its rows.
+#[derive(Default)]
+struct KeyWindow {
+    state: TriggerState,
+    rows: Vec<(usize, usize)>,
+}
+
+/// Per key, rows gather in a window that only the trigger closes: on each row
+/// ([`Trigger::on_element`]) and when event or processing time moves ([`Trigger::on_time`];
+/// the exchange in front repeats its watermark as a heartbeat when idle). A firing emits the
+/// key's aggregates with `window_start` / `window_end` spanning its rows' times (event time
+/// when the input has an event-time column, arrival time otherwise).
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, RecordBatch, StringArray};
+/// use sabot::expr::{col, sum};
+/// use sabot::operator::GlobalWindowOperator;
+/// use sabot::testing::OperatorHarness;
+/// use sabot::window::CountTrigger;
+///
+/// let batch = RecordBatch::try_from_iter([
+///     ("k", Arc::new(StringArray::from(vec!["a", "a", "b", "a"])) as _),
+///     ("x", Arc::new(Int64Array::from(vec![1, 2, 3, 4])) as _),
+/// ])?;
+/// let op = GlobalWindowOperator::try_new(
+///     Arc::new(CountTrigger(2)), batch.schema(), vec![col("k")], vec![sum(col("x"))], None)?;
+/// let mut harness = OperatorHarness::new(op);
+/// harness.process(batch)?;
+/// assert_eq!(harness.output_rows(), 1); // a: 1 + 2; b and the second a wait for more rows
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct GlobalWindowOperator {
+    trigger: Arc<dyn Trigger>,
+    keys: Vec<Expr>,
+    aggregates: Vec<AggExpr>,
+    time_column: Option<String>,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
+    converter: Option<RowConverter>,
+    /// Batches still referenced by some key's window.
+    batches: Vec<RecordBatch>,
+    open: HashMap<Box<[u8]>, KeyWindow>,
+    watermark: i64,
+}
+
+impl GlobalWindowOperator {
+    /// Global windows per `keys`, fired by `trigger`; `time_column` holds event times.
+    pub fn try_new(
+        trigger: Arc<dyn Trigger>,
+        input_schema: SchemaRef,
+        keys: Vec<Expr>,
+        aggregates: Vec<AggExpr>,
+        time_column: Option<String>,
+    ) -> Result<Self> {
+        let output_schema = window_output_schema(&input_schema, &keys, &aggregates, &DataType::Int64)?;
+        AggregateOperator::try_new(AggregateMode::Single, &input_schema, keys.clone(), aggregates.clone())?;
+        if let Some(column) = &time_column {
+            input_schema.index_of(column).map_err(|_| crate::SabotError::column_not_found(&input_schema, column))?;
+        }
+        Ok(Self::validated(trigger, input_schema, output_schema, keys, aggregates, time_column))
+    }
+
+    /// An instance from parts [`GlobalWindowOperator::try_new`] has checked (one per partition).
+    pub(crate) fn validated(
+        trigger: Arc<dyn Trigger>,
+        input_schema: SchemaRef,
+        output_schema: SchemaRef,
+        keys: Vec<Expr>,
+        aggregates: Vec<AggExpr>,
+        time_column: Option<String>,
+    ) -> Self {
+        GlobalWindowOperator {
+            trigger,
+            keys,
+            aggregates,
+            time_column,
+            input_schema,
+            output_schema,
+            converter: None,
+            batches: vec![],
+            open: HashMap::new(),
+            watermark: i64::MIN,
+        }
+    }
+
+    /// The schema of the results.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Emits the aggregates of `key`'s window, purging it when asked.
+    fn fire(&mut self, key: &[u8], result: TriggerResult, out: &mut Output) -> Result<()> {
+        if result == TriggerResult::Continue {
+            return Ok(());
+        }
+        let Some(window) = self.open.get_mut(key) else { return Ok(()) };
+        if window.rows.is_empty() {
+            return Ok(());
+        }
+        let (start, end) = (window.state.first_time.unwrap_or(0), window.state.last_time.unwrap_or(0) + 1);
+        let rows = if result == TriggerResult::FireAndPurge {
+            window.state = TriggerState { timer: window.state.timer, ..TriggerState::default() };
+            std::mem::take(&mut window.rows)
+        } else {
+            window.rows.clone()
+        };
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        let window_rows = interleave_record_batch(&batches, &rows)?;
+        let mut aggregate = AggregateOperator::try_new(
+            AggregateMode::Single,
+            &self.input_schema,
+            self.keys.clone(),
+            self.aggregates.clone(),
+        )?;
+        aggregate.process_batch(window_rows, &mut Output::default())?;
+        let mut result = Output::default();
+        aggregate.on_close(&mut result)?;
+        while let Some(super::Message::Batch(b)) = result.pop() {
+            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        }
+        Ok(())
+    }
+
+    /// Asks the trigger about every key with a timer.
+    fn on_time(&mut self, out: &mut Output) -> Result<()> {
+        let now = Self::now();
+        let due: Vec<(Box<[u8]>, TriggerResult)> = self
+            .open
+            .iter_mut()
+            .filter(|(_, w)| w.state.timer.is_some())
+            .map(|(key, w)| (key.clone(), self.trigger.on_time(&mut w.state, self.watermark, now)))
+            .filter(|(_, r)| *r != TriggerResult::Continue)
+            .collect();
+        for (key, result) in due {
+            self.fire(&key, result, out)?;
+        }
+        compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
+    }
+}
+
+impl Operator for GlobalWindowOperator {
+    fn name(&self) -> &str {
+        "global_window"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let key_arrays = self.keys.iter().map(|k| k.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
+        if self.converter.is_none() && !self.keys.is_empty() {
+            let fields = key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let key_rows = match &self.converter {
+            Some(c) => Some(c.convert_columns(&key_arrays)?),
+            None => None,
+        };
+        let times = match &self.time_column {
+            Some(column) => Some(super::event_times(&batch, column)?),
+            None => None,
+        };
+        let now = Self::now();
+        let batch_index = self.batches.len();
+        self.batches.push(batch.clone());
+        for row in 0..batch.num_rows() {
+            let key: Box<[u8]> = key_rows.as_ref().map_or(Box::from(&[][..]), |r| Box::from(r.row(row).data()));
+            let time = times.as_ref().map_or(now, |t| t.value(row));
+            let window = self.open.entry(key.clone()).or_default();
+            window.rows.push((batch_index, row));
+            let state = &mut window.state;
+            state.count += 1;
+            state.first_time = Some(state.first_time.map_or(time, |t| t.min(time)));
+            state.last_time = Some(state.last_time.map_or(time, |t| t.max(time)));
+            let result = self.trigger.on_element(state, self.watermark, now);
+            self.fire(&key, result, out)?;
+        }
+        compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
+    }
+
+    fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
+        let advanced = watermark.0 > self.watermark;
+        self.watermark = self.watermark.max(watermark.0);
+        self.on_time(out)?;
+        if advanced {
+            out.emit_watermark(watermark);
+        }
+        Ok(())
+    }
+
+    /// The end of a bounded input: event time is complete, so event-time triggers get the
+    /// final watermark; windows their trigger never fires are dropped, as in Flink.
+    fn on_close(&mut self, out: &mut Output) -> Result<()> {
+        self.watermark = i64::MAX;
+        self.on_time(out)
+    }
+}
