@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
-use super::window_aggregate::{window_output_schema, with_window_columns};
+use super::global_window::WindowAggregation;
+use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output};
 use crate::Result;
 use crate::expr::{AggExpr, Expr};
@@ -54,22 +54,14 @@ impl CountWindowOperator {
     }
 
     fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
-        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-        let window_rows = interleave_record_batch(&batches, rows)?;
-        let mut agg = AggregateOperator::try_new(
-            AggregateMode::Single,
-            &self.input_schema,
-            self.keys.clone(),
-            self.aggregates.clone(),
-        )?;
-        agg.process_batch(window_rows, &mut Output::default())?;
-        let mut result = Output::default();
-        agg.on_close(&mut result)?;
         let (start, end) = (window * self.size as i64, (window + 1) * self.size as i64);
-        while let Some(super::Message::Batch(b)) = result.pop() {
-            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        WindowAggregation {
+            input_schema: &self.input_schema,
+            output_schema: &self.output_schema,
+            keys: &self.keys,
+            aggregates: &self.aggregates,
         }
-        Ok(())
+        .emit(&self.batches, rows, (start, end), out)
     }
 }
 

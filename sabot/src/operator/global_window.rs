@@ -43,6 +43,42 @@ pub(crate) fn compact_rows<'a>(
     Ok(())
 }
 
+/// What a window operator needs to aggregate a window's rows.
+pub(crate) struct WindowAggregation<'a> {
+    pub(crate) input_schema: &'a SchemaRef,
+    pub(crate) output_schema: &'a SchemaRef,
+    pub(crate) keys: &'a [Expr],
+    pub(crate) aggregates: &'a [AggExpr],
+}
+
+impl WindowAggregation<'_> {
+    /// Aggregates the `(batch, row)` positions `rows` of `batches` per key and emits the
+    /// results with `window_start` = `start` and `window_end` = `end`.
+    pub(crate) fn emit(
+        &self,
+        batches: &[RecordBatch],
+        rows: &[(usize, usize)],
+        (start, end): (i64, i64),
+        out: &mut Output,
+    ) -> Result<()> {
+        let held: Vec<&RecordBatch> = batches.iter().collect();
+        let window_rows = interleave_record_batch(&held, rows)?;
+        let mut aggregate = AggregateOperator::try_new(
+            AggregateMode::Single,
+            self.input_schema,
+            self.keys.to_vec(),
+            self.aggregates.to_vec(),
+        )?;
+        aggregate.process_batch(window_rows, &mut Output::default())?;
+        let mut result = Output::default();
+        aggregate.on_close(&mut result)?;
+        while let Some(super::Message::Batch(b)) = result.pop() {
+            out.emit(with_window_columns(&b, self.keys.len(), start, end, self.output_schema)?);
+        }
+        Ok(())
+    }
+}
+
 /// One key's window: what the trigger knows and the `(batch, row)` positions of its rows.
 #[derive(Default)]
 struct KeyWindow {
@@ -156,21 +192,13 @@ impl GlobalWindowOperator {
         } else {
             window.rows.clone()
         };
-        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
-        let window_rows = interleave_record_batch(&batches, &rows)?;
-        let mut aggregate = AggregateOperator::try_new(
-            AggregateMode::Single,
-            &self.input_schema,
-            self.keys.clone(),
-            self.aggregates.clone(),
-        )?;
-        aggregate.process_batch(window_rows, &mut Output::default())?;
-        let mut result = Output::default();
-        aggregate.on_close(&mut result)?;
-        while let Some(super::Message::Batch(b)) = result.pop() {
-            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        WindowAggregation {
+            input_schema: &self.input_schema,
+            output_schema: &self.output_schema,
+            keys: &self.keys,
+            aggregates: &self.aggregates,
         }
-        Ok(())
+        .emit(&self.batches, &rows, (start, end), out)
     }
 
     /// Asks the trigger about every key with a timer.
