@@ -73,6 +73,9 @@ pub struct WindowAggregateOperator {
     /// Windows (by start) that received rows after firing, with the keys of those rows:
     /// they fire again for those keys only.
     updated: BTreeMap<i64, HashSet<Box<[u8]>>>,
+    /// Tumbling windows without lateness: a window is one pane and fires once, so panes
+    /// aggregate to final values directly (no partial states, no merge).
+    single_pane: bool,
 }
 
 impl WindowAggregateOperator {
@@ -111,6 +114,7 @@ impl WindowAggregateOperator {
             closed_panes: BTreeMap::new(),
             watermark: i64::MIN,
             updated: BTreeMap::new(),
+            single_pane: size == slide && pane == size && allowed_lateness <= 0,
         })
     }
 
@@ -145,12 +149,8 @@ impl WindowAggregateOperator {
             }
         }
         if !self.open_panes.contains_key(&pane) {
-            let op = AggregateOperator::try_new(
-                AggregateMode::Partial,
-                &self.input_schema,
-                self.keys.clone(),
-                self.aggregates.clone(),
-            )?;
+            let mode = if self.single_pane { AggregateMode::Single } else { AggregateMode::Partial };
+            let op = AggregateOperator::try_new(mode, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
             self.open_panes.insert(pane, op);
         }
         let op = self.open_panes.get_mut(&pane).expect("inserted above");
@@ -184,6 +184,15 @@ impl WindowAggregateOperator {
 
     fn fire(&mut self, start: i64, only_keys: Option<&HashSet<Box<[u8]>>>, out: &mut Output) -> Result<()> {
         let end = start + self.size;
+        if self.single_pane {
+            let Some(mut pane) = self.open_panes.remove(&start) else { return Ok(()) };
+            let mut results = Output::default();
+            pane.on_close(&mut results)?;
+            while let Some(super::Message::Batch(b)) = results.pop() {
+                out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+            }
+            return Ok(());
+        }
         self.close_panes(start, end)?;
         let mut merge = AggregateOperator::try_new(
             AggregateMode::Final,
