@@ -12,8 +12,45 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sabot::SabotError;
 use sabot::kafka::dead_letter::origin;
 use sabot::kafka::format::{IpcFormat, JsonFormat};
-use sabot::kafka::{EmbeddedCluster, KafkaSink, KafkaSource, StartOffset};
+use sabot::kafka::{EmbeddedCluster, KafkaConfig, KafkaSink, KafkaSource, StartOffset, ensure_topic};
 use sabot::prelude::*;
+
+/// The cluster of a test: the embedded one, or the broker at `SABOT_TEST_BROKER` (as
+/// `scripts/kafka-broker-test.sh` runs these tests against tansu, a Kafka-compatible broker).
+enum TestCluster {
+    Embedded(EmbeddedCluster),
+    External(String),
+}
+
+impl TestCluster {
+    fn start() -> TestCluster {
+        match std::env::var("SABOT_TEST_BROKER") {
+            Ok(brokers) if !brokers.is_empty() => TestCluster::External(brokers),
+            _ => TestCluster::Embedded(EmbeddedCluster::start(1).unwrap()),
+        }
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        match self {
+            TestCluster::Embedded(c) => c.bootstrap_servers(),
+            TestCluster::External(brokers) => brokers.clone(),
+        }
+    }
+
+    fn create_topic(&self, topic: &str, partitions: usize) -> sabot::Result<()> {
+        match self {
+            TestCluster::Embedded(c) => c.create_topic(topic, partitions),
+            TestCluster::External(brokers) => ensure_topic(&KafkaConfig::new(brokers), topic, partitions),
+        }
+    }
+
+    fn config(&self) -> KafkaConfig {
+        match self {
+            TestCluster::Embedded(c) => c.config(),
+            TestCluster::External(brokers) => KafkaConfig::new(brokers).set("session.timeout.ms", "6000"),
+        }
+    }
+}
 
 /// Logs to the test output with `RUST_LOG=sabot=debug cargo test ...`.
 fn init_logs() {
@@ -95,7 +132,7 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i6
 
 #[test]
 fn bounded_read_decodes_json_sends_malformed_messages_to_the_dead_letter_topic_and_commits() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("payments", 3).unwrap();
     cluster.create_topic("payments.dlq", 1).unwrap();
@@ -137,7 +174,7 @@ fn bounded_read_decodes_json_sends_malformed_messages_to_the_dead_letter_topic_a
 
 #[test]
 fn without_a_dead_letter_topic_a_malformed_message_fails_naming_topic_partition_and_offset() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("strict", 1).unwrap();
     produce(&brokers, "strict", &[(None, &payment(1, "A", 1.0, 1)), (None, b"[1, 2]")], None);
@@ -154,7 +191,7 @@ fn without_a_dead_letter_topic_a_malformed_message_fails_naming_topic_partition_
 #[test]
 fn a_keyed_pipeline_from_topic_to_topic_keeps_keys_together_and_commits_after_delivery() {
     init_logs();
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("in", 4).unwrap();
     cluster.create_topic("out", 4).unwrap();
@@ -216,7 +253,7 @@ fn a_keyed_pipeline_from_topic_to_topic_keeps_keys_together_and_commits_after_de
 
 #[test]
 fn per_partition_watermarks_drive_event_time_windows_and_an_idle_partition_does_not_hold_them_back() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("clicks", 2).unwrap();
     // Partition 0 is far ahead in event time; partition 1 lags behind, then goes silent.
@@ -284,7 +321,7 @@ fn window_rows(batch: &RecordBatch) -> Vec<(String, i64, i64)> {
 
 #[test]
 fn arrow_ipc_messages_round_trip_through_a_topic() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("columns", 1).unwrap();
     let batch = RecordBatch::try_from_iter([
@@ -318,7 +355,7 @@ fn settings_are_checked_before_connecting() {
 /// ListOffsets-by-time request with the end of the partition.
 #[test]
 fn start_offsets_choose_where_reading_begins() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
+    let cluster = TestCluster::start();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("timed", 1).unwrap();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();

@@ -53,40 +53,6 @@ fn repartition_settings(app: &App, agent: &Agent, options: &WorkerOptions) -> re
     }
 }
 
-/// Creates a repartition topic on a real cluster (Kafka Streams creates its internal topics
-/// the same way); an existing topic is fine.
-fn ensure_topic(options: &WorkerOptions, topic: &str) -> Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = options
-        .kafka_config()
-        .producer_config(&[])
-        .create()
-        .map_err(|e| SabotError::kafka("create an admin client", e))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| SabotError::kafka(format!("read the metadata of '{topic}'"), e))?;
-    if metadata.topics().iter().any(|t| t.name() == topic && !t.partitions().is_empty()) {
-        return Ok(());
-    }
-    let new = NewTopic::new(topic, options.partitions as i32, TopicReplication::Fixed(-1));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SabotError::Execution(format!("cannot start a runtime: {e}")))?;
-    let results = runtime
-        .block_on(admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
-        .map_err(|e| SabotError::kafka(format!("create topic '{topic}'"), e))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(SabotError::kafka(format!("create topic '{topic}'"), code)),
-        }
-    }
-    Ok(())
-}
-
 /// Every topic the app reads or writes.
 fn topics(app: &App) -> Vec<&'static str> {
     let mut topics: Vec<&'static str> =
@@ -223,7 +189,7 @@ pub(super) fn run(
                             if let Some(cluster) = &_embedded {
                                 cluster.create_topic(topic, options.partitions)?;
                             } else {
-                                ensure_topic(&options, topic)?;
+                                crate::kafka::ensure_topic(&options.kafka_config(), topic, options.partitions)?;
                             }
                             tracing::info!(
                                 agent = agent.name,

@@ -12,6 +12,7 @@
 //! - [`EmbeddedCluster`]: an in-process cluster speaking the Kafka protocol, for apps started
 //!   without a broker and for tests.
 
+mod admin;
 mod config;
 mod consumer;
 pub mod dead_letter;
@@ -21,6 +22,7 @@ pub mod registry;
 mod sink;
 mod source;
 
+pub use admin::ensure_topic;
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedCluster;
 pub use sink::KafkaSink;
