@@ -351,8 +351,8 @@ fn settings_are_checked_before_connecting() {
     assert!(err.to_string().contains("account"), "{err}");
 }
 
-/// `StartOffset::Timestamp` is not covered: librdkafka's mock cluster answers every
-/// ListOffsets-by-time request with the end of the partition.
+/// `StartOffset::Timestamp` is checked against an external broker only: librdkafka's mock
+/// cluster answers every ListOffsets-by-time request with the end of the partition.
 #[test]
 fn start_offsets_choose_where_reading_begins() {
     let cluster = TestCluster::start();
@@ -376,5 +376,8 @@ fn start_offsets_choose_where_reading_begins() {
         batch.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec()
     };
     assert_eq!(ids(StartOffset::Earliest), (0..10).collect::<Vec<_>>());
+    if matches!(cluster, TestCluster::External(_)) {
+        assert_eq!(ids(StartOffset::Timestamp(1_006_500)), vec![7, 8, 9]);
+    }
     assert_eq!(ids(StartOffset::Latest), Vec::<i64>::new());
 }
