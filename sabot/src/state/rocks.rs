@@ -29,8 +29,9 @@ const DB_WRITE_BUFFER_BYTES: usize = 64 << 20;
 const CF_WRITE_BUFFER_BYTES: usize = 4 << 20;
 /// Default number of distinct pending writes before a batch is written.
 const DEFAULT_BATCH_SIZE: usize = 16 * 1024;
-/// The write-back cache holds up to this many batches' worth of entries.
-const CACHE_BATCHES: usize = 4;
+/// The write-back cache holds up to this many batches' worth of entries (256K entries, a few
+/// tens of MB): a working set of that many keys is read from RocksDB once.
+const CACHE_BATCHES: usize = 16;
 /// Entries per batch when copying or deleting in bulk.
 const BULK_BATCH: usize = 64 * 1024;
 
