@@ -1,14 +1,15 @@
 //! Session windows: per key, rows closer than a gap to each other form one window.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
 use super::watermark_assigner::event_times;
-use super::window_aggregate::{window_output_schema, with_window_columns};
+use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::expr::{AggExpr, Expr};
 use crate::window::{LateData, divert_late_rows};
@@ -82,6 +83,8 @@ impl SessionWindowOperator {
         order.sort_by(|&a, &b| key(a).cmp(key(b)).then(times.value(a).cmp(&times.value(b))));
 
         let mut keep: Vec<u32> = vec![];
+        // Rows of the sessions to emit, with their bounds: aggregated together at the end.
+        let (mut done_rows, mut done_start, mut done_end) = (vec![], vec![], vec![]);
         let mut i = 0;
         while i < order.len() {
             // One session: consecutive rows of one key whose windows [t, t + gap) overlap.
@@ -96,19 +99,9 @@ impl SessionWindowOperator {
             if end <= self.watermark {
                 let id = (Box::<[u8]>::from(key(order[i])), start);
                 if self.emitted.get(&id) != Some(&rows.len()) {
-                    let session = take_record_batch(&all, &UInt32Array::from(rows.clone()))?;
-                    let mut agg = AggregateOperator::try_new(
-                        AggregateMode::Single,
-                        &self.input_schema,
-                        self.keys.clone(),
-                        self.aggregates.clone(),
-                    )?;
-                    let mut result = Output::default();
-                    agg.process_batch(session, &mut Output::default())?;
-                    agg.on_close(&mut result)?;
-                    while let Some(super::Message::Batch(b)) = result.pop() {
-                        out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
-                    }
+                    done_rows.extend_from_slice(&rows);
+                    done_start.extend(std::iter::repeat_n(start, rows.len()));
+                    done_end.extend(std::iter::repeat_n(end, rows.len()));
                     self.emitted.insert(id.clone(), rows.len());
                 }
                 if end.saturating_add(self.lateness) > self.watermark {
@@ -121,9 +114,47 @@ impl SessionWindowOperator {
             }
             i = j;
         }
+        if !done_rows.is_empty() {
+            let sessions = take_record_batch(&all, &UInt32Array::from(done_rows))?;
+            self.emit_sessions(sessions, done_start, done_end, out)?;
+        }
         keep.sort_unstable();
         if !keep.is_empty() {
             self.pending.push(take_record_batch(&all, &UInt32Array::from(keep))?);
+        }
+        Ok(())
+    }
+
+    /// Aggregates the rows of many sessions in one pass, grouped by key and session bounds
+    /// (one aggregation per session would cost a hash table per session).
+    fn emit_sessions(&self, rows: RecordBatch, starts: Vec<i64>, ends: Vec<i64>, out: &mut Output) -> Result<()> {
+        const START: &str = "__session_start";
+        const END: &str = "__session_end";
+        let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(START, DataType::Int64, false)));
+        fields.push(Arc::new(Field::new(END, DataType::Int64, false)));
+        let schema = Arc::new(Schema::new(fields));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(starts)));
+        columns.push(Arc::new(Int64Array::from(ends)));
+        let with_bounds = RecordBatch::try_new(schema.clone(), columns)?;
+        let mut group_by = self.keys.clone();
+        group_by.push(crate::expr::col(START));
+        group_by.push(crate::expr::col(END));
+        let mut aggregate =
+            AggregateOperator::try_new(AggregateMode::Single, &schema, group_by, self.aggregates.clone())?;
+        aggregate.process_batch(with_bounds, &mut Output::default())?;
+        let mut result = Output::default();
+        aggregate.on_close(&mut result)?;
+        let time_type = self.output_schema.field(self.keys.len()).data_type();
+        while let Some(super::Message::Batch(b)) = result.pop() {
+            // Columns: keys, start, end, aggregates: the window columns take the time type.
+            let mut columns = b.columns().to_vec();
+            for bound in [self.keys.len(), self.keys.len() + 1] {
+                columns[bound] = cast(&columns[bound], time_type)?;
+            }
+            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            out.emit(RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?);
         }
         Ok(())
     }
