@@ -362,9 +362,9 @@ mod tests {
                 mod fraud {
                     use super::*;
                     #[agent("transactions", sink = "alerts")]
-                    fn detect(stream: Stream<Transaction>) -> sabot::Result<Stream<Alert>> { todo!() }
+                    fn detect(stream: Stream<Transaction>) -> sabot::Result<Stream<Alert>> { Ok(stream.map(Alert::from)) }
                     #[sabot::agent("transactions", group = "g", dead_letter = "dlq")]
-                    async fn audit(stream: AgentStream<Transaction>) -> sabot::Result<()> { todo!() }
+                    async fn audit(stream: AgentStream<Transaction>) -> sabot::Result<()> { drop(stream); Ok(()) }
                     struct Helper;
                 }
             },
