@@ -16,10 +16,11 @@ mod io;
 #[allow(dead_code)]
 #[path = "../examples/fraud_detection/rules.rs"]
 mod rules;
+#[path = "support/example_binary.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,42 +42,6 @@ const PHASE2_ID: i64 = 1_000_000;
 /// The consumer group of the app's `detect` agent (`<app>-<agent>`).
 const GROUP: &str = "fraud-detection-detect";
 
-/// `<target>/debug/examples/fraud_detection`, next to this test's `<target>/debug/deps/`;
-/// fails if it is missing or older than the sources it is built from.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("the test runs from <target>/<profile>/deps");
-    let binary = profile_dir.join("examples").join(format!("fraud_detection{}", std::env::consts::EXE_SUFFIX));
-    let build = "run `cargo build --example fraud_detection` (plain `cargo test` builds the examples first)";
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("the example binary {} is missing: {build}", binary.display()));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["examples/fraud_detection", "sabot/src", "sabot-macros/src", "sabot-jit/src"] {
-        if let Some((source, _)) = newest_file(&root.join(dir)).filter(|(_, modified)| *modified > built) {
-            panic!("the example binary {} is older than {}: {build}", binary.display(), source.display());
-        }
-    }
-    binary
-}
-
-/// The most recently modified file under `dir`.
-fn newest_file(dir: &std::path::Path) -> Option<(PathBuf, std::time::SystemTime)> {
-    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok().map(|modified| (path, modified))
-        };
-        if let Some(c) = candidate.filter(|c| newest.as_ref().is_none_or(|n| c.1 > n.1)) {
-            newest = Some(c);
-        }
-    }
-    newest
-}
-
 /// One worker process with its stderr (the tracing log) collected line by line.
 struct Worker {
     name: &'static str,
@@ -87,7 +52,7 @@ struct Worker {
 
 impl Worker {
     fn spawn(name: &'static str, brokers: &str) -> Worker {
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(support::example_binary())
             .args(["worker", "-b", brokers, "-c", "1", "--start-offset", "earliest"])
             // Heartbeats must come more often than the session timeout: librdkafka's default
             // interval (3 s) is longer than 2 s, and without this setting the coordinator

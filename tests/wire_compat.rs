@@ -12,13 +12,14 @@ mod generator;
 #[allow(dead_code)]
 #[path = "../examples/fraud_detection/rules.rs"]
 mod rules;
+#[path = "support/example_binary.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use sabot::kafka::EmbeddedCluster;
 
@@ -70,42 +71,6 @@ while time.monotonic() < deadline and (received < expected or time.monotonic() -
 consumer.close()
 print(f"read {received} alerts", file=sys.stderr, flush=True)
 "#;
-
-/// `<target>/debug/examples/fraud_detection`, next to this test's `<target>/debug/deps/`;
-/// fails if it is missing or older than the sources it is built from.
-fn example_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("the test runs from <target>/<profile>/deps");
-    let binary = profile_dir.join("examples").join(format!("fraud_detection{}", std::env::consts::EXE_SUFFIX));
-    let build = "run `cargo build --example fraud_detection` (plain `cargo test` builds the examples first)";
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("the example binary {} is missing: {build}", binary.display()));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["examples/fraud_detection", "sabot/src", "sabot-macros/src", "sabot-jit/src"] {
-        if let Some((source, _)) = newest_file(&root.join(dir)).filter(|(_, modified)| *modified > built) {
-            panic!("the example binary {} is older than {}: {build}", binary.display(), source.display());
-        }
-    }
-    binary
-}
-
-/// The most recently modified file under `dir`.
-fn newest_file(dir: &Path) -> Option<(PathBuf, SystemTime)> {
-    let mut newest: Option<(PathBuf, SystemTime)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok().map(|modified| (path, modified))
-        };
-        if let Some(c) = candidate.filter(|c| newest.as_ref().is_none_or(|n| c.1 > n.1)) {
-            newest = Some(c);
-        }
-    }
-    newest
-}
 
 /// Child processes killed when dropped (also on a failed assertion); the worker's log is
 /// printed when the test fails.
@@ -169,7 +134,7 @@ fn kafka_python_produces_transactions_and_reads_exactly_the_planted_alerts() {
 
     let worker_log = Arc::new(Mutex::new(Vec::new()));
     let mut guard = Guard { children: Vec::new(), worker_log: worker_log.clone() };
-    let mut worker = Command::new(example_binary())
+    let mut worker = Command::new(support::example_binary())
         .args(["worker", "-b", &brokers, "-c", "1", "--start-offset", "earliest", "--loglevel", "info"])
         .args(["--set", "session.timeout.ms=2000", "--set", "heartbeat.interval.ms=500"])
         .env_remove("RUST_LOG")
