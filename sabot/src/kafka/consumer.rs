@@ -319,16 +319,27 @@ impl KafkaReader {
             match polled {
                 None => break,
                 Some(Ok(message)) => {
+                    // Payloads and keys go to one arena: no allocation per message.
                     let start = self.arena.len();
                     let has_payload = message.payload().is_some();
                     self.arena.extend_from_slice(message.payload().unwrap_or_default());
                     payloads.push((start, self.arena.len()));
+                    let key = message.key().map(|key| {
+                        let start = self.arena.len();
+                        self.arena.extend_from_slice(key);
+                        (start, self.arena.len())
+                    });
+                    let topic = self
+                        .topic_names
+                        .entry_ref(message.topic())
+                        .or_insert_with(|| Arc::from(message.topic()))
+                        .clone();
                     metas.push(MessageMeta {
-                        topic: message.topic().to_string(),
+                        topic,
                         partition: message.partition(),
                         offset: message.offset(),
                         timestamp: message.timestamp().to_millis(),
-                        key: message.key().map(<[u8]>::to_vec),
+                        key,
                         has_payload,
                     });
                 }
@@ -382,7 +393,7 @@ impl KafkaReader {
             let (start, end) = payloads[*i];
             let Some(dead_letters) = &plan.shared.dead_letters else {
                 return Err(SabotError::MalformedMessage {
-                    topic: meta.topic.clone(),
+                    topic: meta.topic.to_string(),
                     partition: meta.partition,
                     offset: meta.offset,
                     reason: reason.clone(),
@@ -393,7 +404,7 @@ impl KafkaReader {
                 topic: &meta.topic,
                 partition: meta.partition,
                 offset: meta.offset,
-                key: meta.key.as_deref(),
+                key: meta.key.map(|(s, e)| &self.arena[s..e]),
                 payload: &self.arena[start..end],
                 reason,
             })?;
@@ -418,7 +429,7 @@ impl KafkaReader {
             state.next_offset = state.next_offset.max(meta.offset + 1);
             state.last_active = Instant::now();
         }
-        let batch = if plan.metadata_columns { with_metadata(batch, &accepted, metas)? } else { batch };
+        let batch = if plan.metadata_columns { with_metadata(batch, &accepted, metas, &self.arena)? } else { batch };
         let batch = match &plan.projection {
             Some(p) => batch.project(p)?,
             None => batch,
@@ -448,7 +459,7 @@ impl KafkaReader {
                 let slice = times.slice(row, *count);
                 if let Some(m) = max(&slice) {
                     let meta = &metas[*i];
-                    let entry = per_partition.entry((meta.topic.as_str(), meta.partition)).or_insert(m);
+                    let entry = per_partition.entry((meta.topic.as_ref(), meta.partition)).or_insert(m);
                     *entry = (*entry).max(m);
                 }
             }
@@ -574,16 +585,22 @@ impl Iterator for KafkaReader {
 }
 
 struct MessageMeta {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
     timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
+    /// The key's bytes in the reader's arena.
+    key: Option<(usize, usize)>,
     has_payload: bool,
 }
 
 /// Appends the `_topic`, `_partition`, `_offset`, `_timestamp` and `_key` columns.
-fn with_metadata(batch: RecordBatch, accepted: &[(usize, usize)], metas: &[MessageMeta]) -> Result<RecordBatch> {
+fn with_metadata(
+    batch: RecordBatch,
+    accepted: &[(usize, usize)],
+    metas: &[MessageMeta],
+    arena: &[u8],
+) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let (mut topics, mut partitions, mut offsets, mut timestamps) =
         (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
@@ -591,11 +608,11 @@ fn with_metadata(batch: RecordBatch, accepted: &[(usize, usize)], metas: &[Messa
     for (i, count) in accepted {
         let meta = &metas[*i];
         for _ in 0..*count {
-            topics.push(meta.topic.as_str());
+            topics.push(meta.topic.as_ref());
             partitions.push(meta.partition);
             offsets.push(meta.offset);
             timestamps.push(meta.timestamp);
-            keys.append_option(meta.key.as_deref());
+            keys.append_option(meta.key.map(|(s, e)| &arena[s..e]));
         }
     }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();

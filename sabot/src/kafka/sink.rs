@@ -164,17 +164,29 @@ struct KafkaWriter {
     partitions: usize,
 }
 
-/// The bytes of each row's key.
-fn key_bytes(column: &ArrayRef) -> Result<Vec<Option<Vec<u8>>>> {
-    let bytes = |row: Option<&[u8]>| row.map(<[u8]>::to_vec);
-    Ok(match column.data_type() {
-        DataType::Binary => column.as_binary::<i32>().iter().map(bytes).collect(),
-        DataType::LargeBinary => column.as_binary::<i64>().iter().map(bytes).collect(),
-        _ => {
-            let text = arrow::compute::cast(column, &DataType::Utf8)?;
-            text.as_string::<i32>().iter().map(|s| s.map(|s| s.as_bytes().to_vec())).collect()
+/// Message keys of a batch: a binary column's bytes, or any other column as text (cast once
+/// per batch; each key borrows from the column).
+struct MessageKeys(ArrayRef);
+
+impl MessageKeys {
+    fn new(column: &ArrayRef) -> Result<Self> {
+        Ok(match column.data_type() {
+            DataType::Binary | DataType::LargeBinary | DataType::Utf8 => MessageKeys(column.clone()),
+            _ => MessageKeys(arrow::compute::cast(column, &DataType::Utf8)?),
+        })
+    }
+
+    /// The key of `row`; `None` for a null.
+    fn get(&self, row: usize) -> Option<&[u8]> {
+        if self.0.is_null(row) {
+            return None;
         }
-    })
+        Some(match self.0.data_type() {
+            DataType::Binary => self.0.as_binary::<i32>().value(row),
+            DataType::LargeBinary => self.0.as_binary::<i64>().value(row),
+            _ => self.0.as_string::<i32>().value(row).as_bytes(),
+        })
+    }
 }
 
 /// The partition of each row: a hash of its key values.
@@ -230,11 +242,11 @@ impl SinkWriter for KafkaWriter {
             return self.deliveries.check(&format!("produce to '{}'", self.topic));
         }
         let keys = match self.key {
-            Some(index) => Some(key_bytes(batch.column(index))?),
+            Some(index) => Some(MessageKeys::new(batch.column(index))?),
             None => None,
         };
         for message in self.encoder.encode(batch)? {
-            let key = keys.as_ref().and_then(|k| k[message.first_row].as_deref());
+            let key = keys.as_ref().and_then(|k| k.get(message.first_row));
             self.send(&message.payload, key, None)?;
         }
         self.deliveries.check(&format!("produce to '{}'", self.topic))
@@ -260,6 +272,10 @@ mod tests {
 
     #[test]
     fn keys_are_text_for_strings_and_numbers_and_bytes_for_binary() {
+        let key_bytes = |column: &ArrayRef| -> Result<Vec<Option<Vec<u8>>>> {
+            let keys = MessageKeys::new(column)?;
+            Ok((0..column.len()).map(|row| keys.get(row).map(<[u8]>::to_vec)).collect())
+        };
         let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None]));
         assert_eq!(key_bytes(&strings).unwrap(), vec![Some(b"a".to_vec()), None]);
         let numbers: ArrayRef = Arc::new(Int64Array::from(vec![42]));
