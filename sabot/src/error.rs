@@ -134,6 +134,15 @@ pub enum SabotError {
         reason: String,
     },
 
+    /// A checkpoint could not be written, read or restored.
+    #[error("checkpoint {location}: {message}")]
+    Checkpoint {
+        /// The checkpoint's directory (or the checkpoint directory when no single checkpoint is involved).
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A worker thread panicked or the execution was torn down.
     #[error("execution failed: {0}")]
     Execution(String),
@@ -161,6 +170,11 @@ impl SabotError {
     /// Builds a [`SabotError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         SabotError::Io { path: path.into(), source }
+    }
+
+    /// Builds a [`SabotError::Checkpoint`] for the checkpoint at `location`.
+    pub fn checkpoint(location: impl AsRef<std::path::Path>, message: impl Into<String>) -> Self {
+        SabotError::Checkpoint { location: location.as_ref().display().to_string(), message: message.into() }
     }
 
     /// Builds a [`SabotError::Format`] for `path`, with an optional location inside it.

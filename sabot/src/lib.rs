@@ -9,6 +9,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod app;
+pub mod checkpoint;
 pub mod error;
 pub mod exec;
 pub mod expr;

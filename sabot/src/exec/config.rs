@@ -53,6 +53,28 @@ pub struct ExecConfig {
     /// How often a partition behind an exchange wakes up when no data arrives: it repeats its
     /// watermark as a heartbeat, so processing-time timers fire on an idle stream.
     pub timer_interval: std::time::Duration,
+    /// Checkpoints (off by default): where, how often, and what to restore on start.
+    pub checkpointing: Option<crate::checkpoint::CheckpointConfig>,
+    /// The coordinator of the running pipeline (set by the driver when it starts).
+    pub(crate) coordinator: Coordinator,
+}
+
+/// The running pipeline's checkpoint coordinator; configs compare equal whatever it is.
+#[derive(Clone, Default)]
+pub(crate) struct Coordinator(pub(crate) Option<std::sync::Arc<crate::checkpoint::CheckpointCoordinator>>);
+
+impl PartialEq for Coordinator {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Coordinator {}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Coordinator(running)" } else { "Coordinator(none)" })
+    }
 }
 
 impl Default for ExecConfig {
@@ -66,6 +88,8 @@ impl Default for ExecConfig {
             state_backend: crate::state::StateBackend::default(),
             jit: true,
             timer_interval: std::time::Duration::from_millis(100),
+            checkpointing: None,
+            coordinator: Coordinator::default(),
         }
     }
 }
@@ -98,6 +122,12 @@ impl ExecConfig {
     /// Sets [`ExecConfig::jit`].
     pub fn with_jit(mut self, jit: bool) -> Self {
         self.jit = jit;
+        self
+    }
+
+    /// Turns checkpoints on (see [`crate::checkpoint`]).
+    pub fn with_checkpointing(mut self, checkpointing: crate::checkpoint::CheckpointConfig) -> Self {
+        self.checkpointing = Some(checkpointing);
         self
     }
 

@@ -221,11 +221,14 @@ impl PhysicalPlan {
                     .map(|_| Box::new(ScanStream::new(scan.clone(), next.clone())) as PartitionStream)
                     .collect())
             }
-            PhysicalPlan::Operator { input, factory, .. } => input
+            PhysicalPlan::Operator { input, factory, name, .. } => input
                 .execute(config)?
                 .into_iter()
                 .enumerate()
-                .map(|(i, stream)| Ok(Box::new(OperatorStream::new(stream, factory(i)?)) as PartitionStream))
+                .map(|(i, stream)| {
+                    let operator = OperatorStream::new(stream, factory(i)?).with_checkpoints(config, name, i);
+                    Ok(Box::new(operator) as PartitionStream)
+                })
                 .collect(),
             PhysicalPlan::Gather { input, ordered } => {
                 let name = input.describe().split(':').next().unwrap_or("gather").to_lowercase();

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::ExecConfig;
 use crate::Result;
+use crate::checkpoint::CheckpointCoordinator;
 use crate::io::{MessageIter, Scan};
 use crate::operator::{Message, Operator, Output};
 
@@ -87,6 +89,8 @@ pub(crate) struct OperatorStream {
     /// Sequence of the input message being processed; outputs get `current + k`.
     current: u64,
     emitted: u64,
+    /// The coordinator and this instance's task id, when the pipeline checkpoints.
+    checkpoints: Option<(Arc<CheckpointCoordinator>, String)>,
 }
 
 impl OperatorStream {
@@ -99,12 +103,28 @@ impl OperatorStream {
             closed: false,
             current: 0,
             emitted: 0,
+            checkpoints: None,
         }
+    }
+
+    /// Takes part in the pipeline's checkpoints as instance `partition` of the operator
+    /// described by `name` (its stable id in checkpoints).
+    pub(crate) fn with_checkpoints(mut self, config: &ExecConfig, name: &str, partition: usize) -> Self {
+        if let Some(coordinator) = &config.coordinator.0 {
+            let task = coordinator.task_id(name, partition);
+            self.checkpoints = Some((coordinator.clone(), task));
+        }
+        self
     }
 
     fn step(&mut self) -> Result<bool> {
         if !self.started {
             self.started = true;
+            if let Some((coordinator, task)) = &self.checkpoints
+                && let Some(restored) = coordinator.restored_state(task)
+            {
+                self.operator.restore_state(&restored)?;
+            }
             self.operator.on_start()?;
         }
         let next = if self.operator.is_finished() { None } else { self.input.as_mut().and_then(|i| i.next()) };
@@ -116,7 +136,14 @@ impl OperatorStream {
                 match msg {
                     Message::Batch(batch) => self.operator.process_batch(batch, &mut self.output)?,
                     Message::Watermark(w) => self.operator.handle_watermark(w, &mut self.output)?,
-                    Message::Barrier(b) => self.operator.handle_checkpoint(b, &mut self.output)?,
+                    Message::Barrier(b) => {
+                        if let Some((coordinator, task)) = &self.checkpoints {
+                            let mut snapshot = coordinator.snapshot(b.id, task);
+                            self.operator.snapshot_state(&mut snapshot)?;
+                            coordinator.submit(task, snapshot);
+                        }
+                        self.operator.handle_checkpoint(b, &mut self.output)?
+                    }
                 }
             }
             None => {

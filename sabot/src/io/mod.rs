@@ -82,6 +82,17 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn checkpoint_complete(&self, _id: u64) -> Result<()> {
         Ok(())
     }
+    /// Where this source's readers were at checkpoint barrier `id` (e.g. the next offset of
+    /// every Kafka partition), recorded in the checkpoint's metadata; `None` when the source
+    /// cannot resume from a position (a bounded file is simply read again).
+    fn checkpoint_positions(&self, _id: u64) -> Result<Option<serde_json::Value>> {
+        Ok(None)
+    }
+    /// Resumes reading from positions that [`checkpoint_positions`](Self::checkpoint_positions)
+    /// returned, when a pipeline restores a checkpoint. Called before the scan is planned.
+    fn restore_positions(&self, _positions: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A planned scan, cut into morsels that may be read concurrently.
@@ -100,12 +111,35 @@ pub trait Scan: Send + Sync {
     }
 }
 
+/// What a sink writer prepared at a checkpoint barrier and publishes once the checkpoint is
+/// complete (Flink's committable): for instance the names of pending files. It is stored in
+/// the checkpoint's metadata, so a restarted worker can finish publishing it.
+pub type Committable = Vec<u8>;
+
 /// A destination for the result of a pipeline.
+///
+/// Exactly-once sinks take part in checkpoints in two phases: at a barrier the writer makes
+/// its output durable but invisible ([`SinkWriter::prepare_commit`]); once every operator has
+/// saved its state and the checkpoint's metadata is written, [`Sink::commit`] publishes it.
+/// After a crash the restored checkpoint's committables are committed again, so `commit`
+/// must be idempotent, and [`Sink::abort_uncommitted`] discards what was prepared after it.
 pub trait Sink: Send + Sync + fmt::Debug {
     /// A one-line description for `explain()`.
     fn describe(&self) -> String;
     /// Opens the destination for batches of `schema`.
     fn open(&self, schema: SchemaRef) -> Result<Box<dyn SinkWriter>>;
+    /// Publishes what writers prepared for checkpoint `checkpoint` and every earlier one
+    /// (`committables`, in order). Called when the checkpoint is complete, and again with
+    /// the restored checkpoint's committables on recovery: publishing twice must change
+    /// nothing. Default: nothing to publish (at-least-once sinks).
+    fn commit(&self, _checkpoint: u64, _committables: &[Committable]) -> Result<()> {
+        Ok(())
+    }
+    /// On start, after recovery: discards output prepared for checkpoints that never
+    /// completed, i.e. after `restored` (everything prepared, if `None`).
+    fn abort_uncommitted(&self, _restored: Option<u64>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// An open destination; receives the batches of a result in order.
@@ -116,6 +150,14 @@ pub trait SinkWriter: Send {
     /// called at checkpoint barriers, before sources commit what the batches came from.
     fn flush(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Checkpoint `checkpoint`'s barrier reached the sink: everything written before it must
+    /// become durable. Two-phase sinks keep it invisible and return what
+    /// [`Sink::commit`] needs to publish it; the default flushes and returns nothing
+    /// (at-least-once: the output is already visible).
+    fn prepare_commit(&mut self, _checkpoint: u64) -> Result<Option<Committable>> {
+        self.flush()?;
+        Ok(None)
     }
     /// Flushes and closes the destination (e.g. writes a Parquet footer).
     fn finish(self: Box<Self>) -> Result<()>;

@@ -150,7 +150,20 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// Snapshots state for a checkpoint; stateless operators just forward the barrier.
+    /// Copies the operator's state into `snapshot` for the checkpoint whose barrier just
+    /// arrived, before the barrier is forwarded. Keep it to a copy: the checkpoint writes
+    /// the files in the background. Stateless operators keep the default (nothing saved).
+    fn snapshot_state(&mut self, _snapshot: &mut crate::checkpoint::StateSnapshot) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads what [`snapshot_state`](Self::snapshot_state) saved, when the pipeline restores a
+    /// checkpoint; called before [`on_start`](Self::on_start).
+    fn restore_state(&mut self, _restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         out.emit_barrier(barrier);
         Ok(())

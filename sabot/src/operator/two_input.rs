@@ -66,8 +66,18 @@ pub trait TwoInputOperator: Send {
         Ok(())
     }
 
-    /// Snapshots state for a checkpoint (called once both inputs delivered the barrier);
-    /// forwards the barrier by default.
+    /// Copies the operator's state (both sides' buffers) into `snapshot` once both inputs
+    /// delivered the checkpoint's barrier (aligned), before the barrier is forwarded.
+    fn snapshot_state(&mut self, _snapshot: &mut crate::checkpoint::StateSnapshot) -> Result<()> {
+        Ok(())
+    }
+
+    /// Loads what [`snapshot_state`](Self::snapshot_state) saved; called before `on_start`.
+    fn restore_state(&mut self, _restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         out.emit_barrier(barrier);
         Ok(())
@@ -100,6 +110,12 @@ impl<O: TwoInputOperator + ?Sized> TwoInputOperator for Box<O> {
     }
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
         (**self).handle_watermark(watermark, out)
+    }
+    fn snapshot_state(&mut self, snapshot: &mut crate::checkpoint::StateSnapshot) -> Result<()> {
+        (**self).snapshot_state(snapshot)
+    }
+    fn restore_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        (**self).restore_state(restored)
     }
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         (**self).handle_checkpoint(barrier, out)

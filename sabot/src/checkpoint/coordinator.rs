@@ -1,0 +1,352 @@
+//! The checkpoint coordinator of one running pipeline.
+//!
+//! Barriers come from the sources (every reader emits barrier `n` when checkpoint interval
+//! `n` begins); exchanges and two-input operators align them, so an operator snapshots its
+//! state exactly between the records before barrier `n` and those after it. Each operator
+//! instance hands its snapshot to the coordinator, whose writer thread puts it on disk while
+//! the pipeline goes on. When barrier `n` reaches the sink, every snapshot of `n` has been
+//! handed over; the sink prepares its output, waits for the writes, and the coordinator
+//! records the checkpoint as complete (its metadata: files with checksums, source positions,
+//! the sink's committables). Only then are the sink's output published and the Kafka offsets
+//! committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::snapshot::{RestoredState, SnapshotFile, StateSnapshot};
+use super::storage::{CheckpointMetadata, CheckpointStorage, to_hex};
+use super::{CheckpointConfig, RestoreFrom};
+use crate::io::Committable;
+use crate::{Result, SabotError};
+
+/// Counters of a pipeline's checkpoints.
+///
+/// ```
+/// let metrics = sabot::checkpoint::CheckpointMetrics::default();
+/// assert_eq!(metrics.completed(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct CheckpointMetrics {
+    completed: AtomicU64,
+    failed: AtomicU64,
+    last_id: AtomicU64,
+    last_duration_ms: AtomicU64,
+    last_size_bytes: AtomicU64,
+    restored_id: AtomicU64,
+}
+
+impl CheckpointMetrics {
+    /// Checkpoints completed.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+    /// Checkpoints that failed (a state write failed; the previous checkpoint stays the latest).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+    /// The id of the last completed checkpoint (0 before the first).
+    pub fn last_id(&self) -> u64 {
+        self.last_id.load(Ordering::Relaxed)
+    }
+    /// From the first snapshot of the last completed checkpoint to its metadata, in ms.
+    pub fn last_duration_ms(&self) -> u64 {
+        self.last_duration_ms.load(Ordering::Relaxed)
+    }
+    /// The state size of the last completed checkpoint, in bytes.
+    pub fn last_size_bytes(&self) -> u64 {
+        self.last_size_bytes.load(Ordering::Relaxed)
+    }
+    /// The id of the checkpoint the pipeline restored on start (0 if none).
+    pub fn restored_id(&self) -> u64 {
+        self.restored_id.load(Ordering::Relaxed)
+    }
+}
+
+/// Snapshots of one checkpoint handed over but maybe not yet on disk.
+struct Progress {
+    outstanding: usize,
+    files: Vec<SnapshotFile>,
+    error: Option<String>,
+    started: Instant,
+}
+
+struct WriteJob {
+    checkpoint: u64,
+    /// The task's directory, relative to the checkpoint's.
+    task: String,
+    snapshot: StateSnapshot,
+}
+
+/// Coordinates the checkpoints of one pipeline run (see the module documentation).
+pub(crate) struct CheckpointCoordinator {
+    storage: CheckpointStorage,
+    parallelism: usize,
+    restored: Option<(PathBuf, CheckpointMetadata)>,
+    progress: Mutex<BTreeMap<u64, Progress>>,
+    written: Condvar,
+    jobs: Mutex<Option<Sender<WriteJob>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    uids: Mutex<HashMap<(String, usize), usize>>,
+    /// Committables of checkpoints that failed, published with the next one that completes.
+    carried: Mutex<Vec<Committable>>,
+    metrics: Arc<CheckpointMetrics>,
+}
+
+/// Turns an operator's description into a directory name: `[A-Za-z0-9_-]`, at most 48 bytes.
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect::<String>()
+        .split('_')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    out.truncate(48);
+    if out.is_empty() { "operator".into() } else { out }
+}
+
+impl CheckpointCoordinator {
+    /// Opens the checkpoint directory and finds the checkpoint to restore, if any.
+    pub(crate) fn start(config: &CheckpointConfig, parallelism: usize) -> Result<Arc<Self>> {
+        let storage = CheckpointStorage::open(&config.dir, config.retain)?;
+        let restored = match &config.restore {
+            RestoreFrom::Nothing => None,
+            RestoreFrom::Latest => storage.latest()?,
+            RestoreFrom::Savepoint(dir) => Some((dir.clone(), super::storage::verify(dir)?)),
+        };
+        let metrics = config.metrics.clone();
+        if let Some((dir, meta)) = &restored {
+            if meta.parallelism != parallelism {
+                return Err(SabotError::checkpoint(
+                    dir,
+                    format!(
+                        "taken with parallelism {} but the pipeline runs with {parallelism}; keyed state cannot be \
+                         redistributed yet, so restart with the same parallelism",
+                        meta.parallelism
+                    ),
+                ));
+            }
+            metrics.restored_id.store(meta.id, Ordering::Relaxed);
+            tracing::info!(checkpoint = meta.id, dir = %dir.display(), savepoint = meta.savepoint, "restoring checkpoint");
+        }
+        let coordinator = Arc::new(CheckpointCoordinator {
+            storage,
+            parallelism,
+            restored,
+            progress: Mutex::new(BTreeMap::new()),
+            written: Condvar::new(),
+            jobs: Mutex::new(None),
+            writer: Mutex::new(None),
+            uids: Mutex::new(HashMap::new()),
+            carried: Mutex::new(vec![]),
+            metrics,
+        });
+        let (tx, rx) = channel::<WriteJob>();
+        let weak = Arc::downgrade(&coordinator);
+        let handle = std::thread::Builder::new()
+            .name("sabot-checkpoint-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    let Some(coordinator) = weak.upgrade() else { break };
+                    coordinator.write(job);
+                }
+            })
+            .map_err(|e| SabotError::Execution(format!("cannot start the checkpoint writer: {e}")))?;
+        *coordinator.jobs.lock().expect("checkpoint jobs") = Some(tx);
+        *coordinator.writer.lock().expect("checkpoint writer") = Some(handle);
+        Ok(coordinator)
+    }
+
+    /// The checkpoint being restored, if any.
+    pub(crate) fn restored(&self) -> Option<&CheckpointMetadata> {
+        self.restored.as_ref().map(|(_, meta)| meta)
+    }
+
+    /// A stable id for the `partition`-th instance of the operator described by `name`: the
+    /// same plan gives the same ids in every run (the k-th operator of that description).
+    pub(crate) fn task_id(&self, name: &str, partition: usize) -> String {
+        let base = sanitize(name);
+        let mut uids = self.uids.lock().expect("checkpoint uids");
+        let n = uids.entry((base.clone(), partition)).or_insert(0);
+        *n += 1;
+        let suffix = if *n > 1 { format!("-{n}") } else { String::new() };
+        format!("{base}{suffix}/p{partition}")
+    }
+
+    /// The state that task `task` saved in the restored checkpoint, if it saved any.
+    pub(crate) fn restored_state(&self, task: &str) -> Option<RestoredState> {
+        let (dir, meta) = self.restored.as_ref()?;
+        let task_dir = dir.join(task);
+        task_dir.is_dir().then(|| RestoredState::new(meta.id, task_dir))
+    }
+
+    /// A snapshot for task `task` at checkpoint `checkpoint`.
+    pub(crate) fn snapshot(&self, checkpoint: u64, task: &str) -> StateSnapshot {
+        StateSnapshot::new(checkpoint, self.storage.checkpoint_dir(checkpoint).join(task))
+    }
+
+    /// Hands a filled snapshot to the writer thread (empty ones are dropped).
+    pub(crate) fn submit(&self, task: &str, snapshot: StateSnapshot) {
+        if snapshot.is_empty() {
+            return;
+        }
+        let checkpoint = snapshot.checkpoint_id();
+        self.progress
+            .lock()
+            .expect("checkpoint progress")
+            .entry(checkpoint)
+            .or_insert_with(|| Progress { outstanding: 0, files: vec![], error: None, started: Instant::now() })
+            .outstanding += 1;
+        let job = WriteJob { checkpoint, task: task.to_string(), snapshot };
+        let sent = self.jobs.lock().expect("checkpoint jobs").as_ref().map(|tx| tx.send(job));
+        if !matches!(sent, Some(Ok(()))) {
+            self.finish_job(checkpoint, Err("the checkpoint writer has stopped".into()));
+        }
+    }
+
+    fn write(&self, job: WriteJob) {
+        let result = job.snapshot.write().map(|files| {
+            files.into_iter().map(|f| SnapshotFile { path: format!("{}/{}", job.task, f.path), ..f }).collect()
+        });
+        self.finish_job(job.checkpoint, result.map_err(|e| e.to_string()));
+    }
+
+    fn finish_job(&self, checkpoint: u64, result: std::result::Result<Vec<SnapshotFile>, String>) {
+        let mut progress = self.progress.lock().expect("checkpoint progress");
+        if let Some(p) = progress.get_mut(&checkpoint) {
+            p.outstanding -= 1;
+            match result {
+                Ok(files) => p.files.extend(files),
+                Err(e) => p.error = Some(e),
+            }
+        }
+        self.written.notify_all();
+    }
+
+    /// Completes checkpoint `checkpoint` once its barrier reached the sink: waits until
+    /// every snapshot handed over for it is on disk, then writes its metadata with the
+    /// sources' positions and the sink's committable. Returns every committable to publish
+    /// (those of failed checkpoints before it, then this one's). On failure the checkpoint
+    /// does not count: the previous one stays the latest and the committables wait for the
+    /// next.
+    pub(crate) fn complete(
+        &self,
+        checkpoint: u64,
+        sources: BTreeMap<String, serde_json::Value>,
+        committable: Option<Committable>,
+    ) -> Result<Vec<Committable>> {
+        let mut carried = self.carried.lock().expect("checkpoint committables");
+        carried.extend(committable);
+        let progress = {
+            let mut progress = self.progress.lock().expect("checkpoint progress");
+            while progress.get(&checkpoint).is_some_and(|p| p.outstanding > 0) {
+                progress = self.written.wait(progress).expect("checkpoint progress");
+            }
+            // Earlier checkpoints that never reached the sink were subsumed by this one.
+            let done = progress.remove(&checkpoint);
+            progress.retain(|&id, _| id > checkpoint);
+            done
+        };
+        let (files, started) = match progress {
+            Some(Progress { error: Some(e), .. }) => {
+                self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(SabotError::checkpoint(self.storage.checkpoint_dir(checkpoint), e));
+            }
+            Some(p) => (p.files, p.started),
+            None => (vec![], Instant::now()),
+        };
+        let mut meta = CheckpointMetadata::new(checkpoint, self.parallelism);
+        meta.files = files;
+        meta.files.sort_by(|a, b| a.path.cmp(&b.path));
+        meta.sources = sources;
+        meta.committables = carried.iter().map(|c| to_hex(c)).collect();
+        if let Err(e) = self.storage.complete(&meta) {
+            self.metrics.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.metrics.completed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.last_id.store(checkpoint, Ordering::Relaxed);
+        self.metrics.last_duration_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.metrics.last_size_bytes.store(meta.state_size(), Ordering::Relaxed);
+        tracing::debug!(
+            checkpoint,
+            files = meta.files.len(),
+            bytes = meta.state_size(),
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint complete"
+        );
+        Ok(std::mem::take(&mut *carried))
+    }
+}
+
+impl Drop for CheckpointCoordinator {
+    fn drop(&mut self) {
+        self.jobs.get_mut().map(|j| j.take()).ok();
+        if let Some(handle) = self.writer.get_mut().ok().and_then(Option::take)
+            && handle.thread().id() != std::thread::current().id()
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_names_become_stable_directory_names() {
+        assert_eq!(sanitize("KeyedProcess: fraud_rules keys=[account]"), "KeyedProcess_fraud_rules_keys_account");
+        assert_eq!(sanitize("::"), "operator");
+        assert_eq!(sanitize(&"x".repeat(100)).len(), 48);
+    }
+
+    #[test]
+    fn snapshots_are_written_in_the_background_and_recorded_in_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CheckpointConfig::new(dir.path());
+        let coordinator = CheckpointCoordinator::start(&config, 2).unwrap();
+        let (a, b) = (coordinator.task_id("Count", 0), coordinator.task_id("Count", 1));
+        assert_eq!((a.as_str(), b.as_str()), ("Count/p0", "Count/p1"));
+        assert_eq!(coordinator.task_id("Count", 0), "Count-2/p0");
+        for (task, value) in [(&a, 1u64), (&b, 2)] {
+            let mut snapshot = coordinator.snapshot(100, task);
+            snapshot.put_value("n", &value).unwrap();
+            coordinator.submit(task, snapshot);
+        }
+        let sources = BTreeMap::from([("kafka-0".to_string(), serde_json::json!([["in", 0, 17]]))]);
+        let published = coordinator.complete(100, sources.clone(), Some(vec![1, 2])).unwrap();
+        assert_eq!(published, vec![vec![1, 2]]);
+        drop(coordinator);
+
+        let restart = CheckpointCoordinator::start(&config, 2).unwrap();
+        let meta = restart.restored().expect("restored").clone();
+        assert_eq!((meta.id, meta.sources.clone(), meta.committables().unwrap()), (100, sources, vec![vec![1, 2]]));
+        assert_eq!(meta.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["Count/p0/n", "Count/p1/n"]);
+        assert_eq!(restart.restored_state("Count/p1").unwrap().value::<u64>("n").unwrap(), Some(2));
+        assert!(restart.restored_state("Other/p0").is_none());
+        assert!(CheckpointCoordinator::start(&config, 3).is_err(), "another parallelism is refused");
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_checkpoint_and_carries_its_committables() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = CheckpointCoordinator::start(&CheckpointConfig::new(dir.path()), 1).unwrap();
+        // A file where the checkpoint's directory should go makes the write fail.
+        std::fs::write(coordinator.storage.checkpoint_dir(1), b"in the way").unwrap();
+        let mut snapshot = coordinator.snapshot(1, "Op/p0");
+        snapshot.put("s", vec![1]).unwrap();
+        coordinator.submit("Op/p0", snapshot);
+        assert!(matches!(coordinator.complete(1, BTreeMap::new(), Some(vec![1])), Err(SabotError::Checkpoint { .. })));
+        assert_eq!(coordinator.metrics.failed(), 1);
+        let published = coordinator.complete(2, BTreeMap::new(), Some(vec![2])).unwrap();
+        assert_eq!(published, vec![vec![1], vec![2]]);
+        assert_eq!(coordinator.storage.latest().unwrap().unwrap().1.id, 2);
+    }
+}
