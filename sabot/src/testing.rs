@@ -26,28 +26,138 @@
 //! assert_eq!(harness.watermarks(), vec![10_000]);
 //! ```
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arrow::record_batch::RecordBatch;
 
-use crate::Result;
+use crate::checkpoint::{RestoredState, SnapshotFile, StateSnapshot};
 use crate::operator::{CheckpointBarrier, Message, Operator, Output, Watermark};
+use crate::{Result, SabotError};
 
 #[path = "testing_two_input.rs"]
 mod two_input;
 pub use two_input::TwoInputHarness;
 
+/// The state an operator saved when a harness snapshotted it: the files a checkpoint would
+/// hold, in a temporary directory removed when the handle is dropped. Restore it into a new
+/// operator with [`OperatorHarness::restore`] or [`TwoInputHarness::restore`] (as often as
+/// wanted).
+#[derive(Debug)]
+pub struct OperatorSnapshot {
+    dir: PathBuf,
+    checkpoint: u64,
+    files: Vec<SnapshotFile>,
+}
+
+impl OperatorSnapshot {
+    /// Snapshots state through `f` into a new temporary directory and writes the files.
+    pub(crate) fn take(checkpoint: u64, f: impl FnOnce(&mut StateSnapshot) -> Result<()>) -> Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let base = std::env::temp_dir();
+        let dir = loop {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = base.join(format!("sabot-harness-{}-{n}-{nanos}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(SabotError::io(&dir, e)),
+            }
+        };
+        // From here on the directory is removed on every path (the handle owns it).
+        let mut handle = OperatorSnapshot { dir, checkpoint, files: vec![] };
+        let mut snapshot = StateSnapshot::new(checkpoint, handle.dir.join("state"));
+        f(&mut snapshot)?;
+        handle.files = snapshot.write()?;
+        Ok(handle)
+    }
+
+    /// The saved state, as a restoring pipeline hands it to the operator.
+    pub fn restored_state(&self) -> RestoredState {
+        RestoredState::new(self.checkpoint, self.dir.join("state"))
+    }
+
+    /// The checkpoint's id (the harness numbers its snapshots from 1).
+    pub fn checkpoint_id(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// The files the operator saved, with sizes and checksums (none for a stateless operator).
+    pub fn files(&self) -> &[SnapshotFile] {
+        &self.files
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for OperatorSnapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Drives one operator instance directly, without threads or channels.
+///
+/// [`OperatorHarness::snapshot`] saves the operator's state as a checkpoint would, and
+/// [`OperatorHarness::restore`] starts a new harness whose operator loaded it, as a pipeline
+/// recovering from that checkpoint would:
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Int64Array, RecordBatch, StringArray};
+/// use sabot::expr::{col, sum};
+/// use sabot::operator::CountWindowOperator;
+/// use sabot::testing::OperatorHarness;
+///
+/// let rows = |k: &str, v: i64| RecordBatch::try_from_iter([
+///     ("k", Arc::new(StringArray::from(vec![k])) as _),
+///     ("v", Arc::new(Int64Array::from(vec![v])) as _),
+/// ]).unwrap();
+/// let new_op = || CountWindowOperator::try_new(2, rows("", 0).schema(), vec![col("k")], vec![sum(col("v"))]);
+/// let mut harness = OperatorHarness::new(new_op()?);
+/// harness.process(rows("a", 1))?;
+/// let snapshot = harness.snapshot()?;
+///
+/// let mut restored = OperatorHarness::restore(new_op()?, &snapshot)?;
+/// restored.process(rows("a", 2))?;
+/// assert_eq!(restored.output_rows(), 1, "the window of key a got its second row");
+/// # Ok::<(), sabot::SabotError>(())
+/// ```
 pub struct OperatorHarness<O: Operator> {
     operator: O,
     started: bool,
     output: Vec<RecordBatch>,
     watermarks: Vec<i64>,
     barriers: Vec<u64>,
+    snapshots: u64,
 }
 
 impl<O: Operator> OperatorHarness<O> {
     /// A harness around `operator`.
     pub fn new(operator: O) -> Self {
-        OperatorHarness { operator, started: false, output: vec![], watermarks: vec![], barriers: vec![] }
+        OperatorHarness { operator, started: false, output: vec![], watermarks: vec![], barriers: vec![], snapshots: 0 }
+    }
+
+    /// A harness around `operator` after it loaded `snapshot` (before `on_start`), as when a
+    /// pipeline restores a checkpoint.
+    pub fn restore(mut operator: O, snapshot: &OperatorSnapshot) -> Result<Self> {
+        operator.restore_state(&snapshot.restored_state())?;
+        let mut harness = OperatorHarness::new(operator);
+        harness.snapshots = snapshot.checkpoint_id();
+        Ok(harness)
+    }
+
+    /// Snapshots the operator's state as a checkpoint barrier would (the barrier itself is not
+    /// forwarded: see [`OperatorHarness::checkpoint`]) and writes its files.
+    pub fn snapshot(&mut self) -> Result<OperatorSnapshot> {
+        self.start()?;
+        self.snapshots += 1;
+        let operator = &mut self.operator;
+        OperatorSnapshot::take(self.snapshots, |s| operator.snapshot_state(s))
     }
 
     fn start(&mut self) -> Result<()> {

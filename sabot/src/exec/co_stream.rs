@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 
 use super::ExecConfig;
-use super::exchange::{BarrierMerge, spawn_into};
+use super::barrier::BarrierAligner;
+use super::exchange::spawn_into;
 use super::physical::{PhysicalPlan, create_physical_plan};
 use super::stream::{PartitionStream, Sequenced};
 use crate::expr::{Expr, col};
@@ -37,7 +38,9 @@ pub(crate) struct CoOperatorStream {
     operator: Box<dyn TwoInputOperator>,
     output: Output,
     watermarks: CoWatermarks,
-    barriers: BarrierMerge,
+    barriers: BarrierAligner<Option<Result<Sequenced>>>,
+    /// The coordinator and this instance's task id, when the pipeline checkpoints.
+    checkpoints: Option<(std::sync::Arc<crate::checkpoint::CheckpointCoordinator>, String)>,
     ended: [bool; 2],
     idle_timeout: Option<Duration>,
     last_seen: [Instant; 2],
@@ -77,7 +80,8 @@ impl CoOperatorStream {
             operator,
             output: Output::default(),
             watermarks,
-            barriers: BarrierMerge::new(2),
+            barriers: BarrierAligner::new(2),
+            checkpoints: None,
             ended: [false; 2],
             idle_timeout: config.idle_timeout,
             last_seen: [Instant::now(); 2],
@@ -127,11 +131,27 @@ impl CoOperatorStream {
     fn step(&mut self) -> Result<()> {
         if !self.started {
             self.started = true;
+            if let Some((coordinator, task)) = &self.checkpoints
+                && let Some(restored) = coordinator.restored_state(task)
+            {
+                self.operator.restore_state(&restored)?;
+            }
             self.operator.on_start()?;
         }
-        let received = match self.receive() {
-            Ok(received) => received,
-            Err(timeout) => return self.mark_idle(timeout),
+        let received = match self.barriers.next_replay() {
+            Some(held) => Some(held),
+            None => match self.receive() {
+                Ok(received) => received,
+                Err(timeout) => return self.mark_idle(timeout),
+            },
+        };
+        let received = match received {
+            Some((side, item)) if self.barriers.is_blocked(side) => {
+                // After a barrier, a side waits for the other one (aligned checkpoints).
+                self.barriers.hold(side, item);
+                return Ok(());
+            }
+            other => other,
         };
         let Some((side, item)) = received else {
             // Every sender is gone: treat the sides that did not say so as ended.
@@ -156,12 +176,22 @@ impl CoOperatorStream {
                     Some(merged) => self.operator.handle_watermark(merged, &mut self.output),
                     None => Ok(()),
                 },
-                Message::Barrier(b) => match self.barriers.update(side, b) {
-                    Some(merged) => self.operator.handle_checkpoint(merged, &mut self.output),
+                Message::Barrier(b) => match self.barriers.barrier(side, b) {
+                    Some(aligned) => self.checkpoint(aligned),
                     None => Ok(()),
                 },
             },
         }
+    }
+
+    /// Both sides delivered barrier `barrier`: snapshots the operator, then forwards it.
+    fn checkpoint(&mut self, barrier: crate::operator::CheckpointBarrier) -> Result<()> {
+        if let Some((coordinator, task)) = &self.checkpoints {
+            let mut snapshot = coordinator.snapshot(barrier.id, task);
+            self.operator.snapshot_state(&mut snapshot)?;
+            coordinator.submit(task, snapshot);
+        }
+        self.operator.handle_checkpoint(barrier, &mut self.output)
     }
 
     /// Side `side` ended: it no longer holds barriers or event time back; once both ended,
@@ -171,8 +201,8 @@ impl CoOperatorStream {
             return Ok(());
         }
         self.ended[side] = true;
-        if let Some(b) = self.barriers.finish(side) {
-            self.operator.handle_checkpoint(b, &mut self.output)?;
+        if let Some(b) = self.barriers.end(side) {
+            self.checkpoint(b)?;
         }
         if let Some(w) = self.watermarks.finish(side) {
             self.operator.handle_watermark(w, &mut self.output)?;
@@ -232,8 +262,11 @@ pub(crate) fn execute(
         .enumerate()
         .map(|(i, (l, r))| {
             let operator = factory(i)?;
-            Ok(Box::new(CoOperatorStream::new(&format!("{thread_name}-{i}"), l, r, operator, right_first, config))
-                as PartitionStream)
+            let mut stream = CoOperatorStream::new(&format!("{thread_name}-{i}"), l, r, operator, right_first, config);
+            if let Some(coordinator) = &config.coordinator.0 {
+                stream.checkpoints = Some((coordinator.clone(), coordinator.task_id(name, i)));
+            }
+            Ok(Box::new(stream) as PartitionStream)
         })
         .collect()
 }
@@ -421,9 +454,10 @@ mod tests {
         let right = vec![Ok(Message::Watermark(Watermark(4))), barrier(1)];
         let (events, result) = run(left, right, true);
         assert!(result.is_ok());
-        // While the right side is read the left one has no watermark or barrier yet; once the
-        // right side ended, the left side alone drives both.
-        assert_eq!(events, strings(&["W10", "B1", "L1", "close"]));
+        // The right side delivered barrier 1 first: its end waits behind the barrier until the
+        // left side delivers it too (alignment), so event time is the minimum until then;
+        // once the right side ended, the left side alone drives it.
+        assert_eq!(events, strings(&["W4", "B1", "W10", "L1", "close"]));
     }
 
     #[test]

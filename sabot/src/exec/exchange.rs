@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 
 use super::ExecConfig;
+use super::barrier::BarrierAligner;
 use super::stream::{PartitionStream, Sequenced};
 use crate::expr::Expr;
-use crate::operator::{CheckpointBarrier, Message, Watermark};
+use crate::operator::{Message, Watermark};
 use crate::{Result, SabotError};
 
 /// The heartbeat interval of merges whose consumer has no timers (sinks, collecting).
@@ -151,51 +152,6 @@ impl WatermarkMerge {
     }
 }
 
-/// Tracks the checkpoint barriers of each input without blocking any (Flink's
-/// `BarrierTracker`, the at-least-once mode): barrier `n` is forwarded once every input that
-/// has not ended delivered a barrier `n` or later, so everything before it on every input has
-/// already gone downstream. Barrier ids are checkpoint epochs: they only grow.
-pub(crate) struct BarrierMerge {
-    per_input: Vec<Option<u64>>,
-    live: Vec<bool>,
-    emitted: Option<u64>,
-}
-
-impl BarrierMerge {
-    pub(crate) fn new(n: usize) -> Self {
-        BarrierMerge { per_input: vec![None; n], live: vec![true; n], emitted: None }
-    }
-
-    /// Records a barrier; returns the barrier to forward, if one is complete.
-    pub(crate) fn update(&mut self, input: usize, barrier: CheckpointBarrier) -> Option<CheckpointBarrier> {
-        let slot = &mut self.per_input[input];
-        *slot = Some(slot.map_or(barrier.id, |old| old.max(barrier.id)));
-        self.advance()
-    }
-
-    /// Excludes an input that ended: all its data has gone downstream.
-    pub(crate) fn finish(&mut self, input: usize) -> Option<CheckpointBarrier> {
-        self.live[input] = false;
-        self.advance()
-    }
-
-    fn advance(&mut self) -> Option<CheckpointBarrier> {
-        let mut min: Option<u64> = None;
-        for i in 0..self.per_input.len() {
-            if self.live[i] {
-                let id = self.per_input[i]?;
-                min = Some(min.map_or(id, |m| m.min(id)));
-            }
-        }
-        let min = min?;
-        if self.emitted.is_none_or(|e| min > e) {
-            self.emitted = Some(min);
-            return Some(CheckpointBarrier { id: min });
-        }
-        None
-    }
-}
-
 /// Receives from a channel. When nothing arrives for `tick`, lets inputs idle for
 /// `idle_timeout` go, and otherwise returns the current watermark again (or `i64::MIN`) as a
 /// heartbeat, so that operators downstream can fire processing-time timers.
@@ -225,7 +181,7 @@ struct OrderedMerge {
     heads: Vec<Option<Sequenced>>,
     live: Vec<bool>,
     watermarks: WatermarkMerge,
-    barriers: BarrierMerge,
+    barriers: BarrierAligner<()>,
     /// A watermark released by an input's end, due right after the barrier that end released.
     pending_watermark: Option<Watermark>,
     failed: bool,
@@ -239,7 +195,7 @@ impl OrderedMerge {
             heads: vec![None; n],
             live: vec![true; n],
             watermarks: WatermarkMerge::new(n),
-            barriers: BarrierMerge::new(n),
+            barriers: BarrierAligner::new(n),
             pending_watermark: None,
             failed: false,
         }
@@ -256,13 +212,14 @@ impl Iterator for OrderedMerge {
         if let Some(w) = self.pending_watermark.take() {
             return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
         }
-        // Every live input needs a head before the smallest can be chosen.
+        // Every live input needs a head before the smallest can be chosen; an input that
+        // delivered a barrier waits until the others have (aligned checkpoints).
         for i in 0..self.inputs.len() {
-            while self.live[i] && self.heads[i].is_none() {
+            while self.live[i] && self.heads[i].is_none() && !self.barriers.is_blocked(i) {
                 match self.inputs[i].recv() {
                     Err(_) | Ok((_, None)) => {
                         self.live[i] = false;
-                        if let Some(b) = self.barriers.finish(i) {
+                        if let Some(b) = self.barriers.end(i) {
                             self.pending_watermark = self.watermarks.finish(i);
                             return Some(Ok(Sequenced { seq: 0, msg: Message::Barrier(b) }));
                         }
@@ -280,7 +237,7 @@ impl Iterator for OrderedMerge {
                         }
                     }
                     Ok((_, Some(Ok(Sequenced { seq, msg: Message::Barrier(b) })))) => {
-                        if let Some(merged) = self.barriers.update(i, b) {
+                        if let Some(merged) = self.barriers.barrier(i, b) {
                             return Some(Ok(Sequenced { seq, msg: Message::Barrier(merged) }));
                         }
                     }
@@ -422,7 +379,7 @@ fn partition_rows(batch: &RecordBatch, keys: &[Expr], targets: usize) -> Result<
 struct MergedPartitions {
     rx: Receiver<Tagged>,
     watermarks: WatermarkMerge,
-    barriers: BarrierMerge,
+    barriers: BarrierAligner<Option<Result<Sequenced>>>,
     /// A watermark released by an input's end, due right after the barrier that end released.
     pending_watermark: Option<Watermark>,
     idle_timeout: Option<Duration>,
@@ -435,7 +392,7 @@ impl MergedPartitions {
         MergedPartitions {
             rx,
             watermarks: WatermarkMerge::new(inputs),
-            barriers: BarrierMerge::new(inputs),
+            barriers: BarrierAligner::new(inputs),
             pending_watermark: None,
             idle_timeout,
             tick,
@@ -455,14 +412,22 @@ impl Iterator for MergedPartitions {
             return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) }));
         }
         loop {
-            let (input, item) = match recv_or_idle(&self.rx, self.idle_timeout, self.tick, &mut self.watermarks) {
-                Ok(received) => received,
-                Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
-                Err(None) => return None,
+            let (input, item) = match self.barriers.next_replay() {
+                Some(held) => held,
+                None => match recv_or_idle(&self.rx, self.idle_timeout, self.tick, &mut self.watermarks) {
+                    Ok(received) => received,
+                    Err(Some(w)) => return Some(Ok(Sequenced { seq: 0, msg: Message::Watermark(w) })),
+                    Err(None) => return None,
+                },
             };
+            if self.barriers.is_blocked(input) {
+                // After a barrier, an input waits for the others (aligned checkpoints).
+                self.barriers.hold(input, item);
+                continue;
+            }
             match item {
                 None => {
-                    if let Some(b) = self.barriers.finish(input) {
+                    if let Some(b) = self.barriers.end(input) {
                         self.pending_watermark = self.watermarks.finish(input);
                         return Some(Ok(Sequenced { seq: 0, msg: Message::Barrier(b) }));
                     }
@@ -481,7 +446,7 @@ impl Iterator for MergedPartitions {
                 }
                 Some(Ok(Sequenced { seq, msg: Message::Barrier(b) })) => {
                     self.watermarks.touch(input);
-                    if let Some(merged) = self.barriers.update(input, b) {
+                    if let Some(merged) = self.barriers.barrier(input, b) {
                         return Some(Ok(Sequenced { seq, msg: Message::Barrier(merged) }));
                     }
                 }
@@ -506,19 +471,6 @@ mod tests {
         assert_eq!(merge.update(1, Watermark(150)), Some(Watermark(100)));
         assert_eq!(merge.update(1, Watermark(120)), None, "an input's watermark never goes back");
         assert_eq!(merge.finish(0), Some(Watermark(150)), "an ended input no longer holds the others back");
-    }
-
-    #[test]
-    fn a_barrier_passes_once_every_live_input_delivered_it() {
-        let mut merge = BarrierMerge::new(3);
-        let b = |id| CheckpointBarrier { id };
-        assert_eq!(merge.update(0, b(1)), None);
-        assert_eq!(merge.update(1, b(2)), None);
-        assert_eq!(merge.update(2, b(1)), Some(b(1)));
-        assert_eq!(merge.update(0, b(2)), None);
-        // Input 2 ends: everything it sent has gone downstream, so barrier 2 is complete.
-        assert_eq!(merge.finish(2), Some(b(2)));
-        assert_eq!(merge.update(0, b(2)), None, "a barrier is forwarded once");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! only at exchanges (gathers, join builds), through bounded channels that propagate
 //! backpressure and bound memory.
 
+mod barrier;
 mod co_stream;
 mod config;
 mod exchange;
@@ -12,6 +13,7 @@ mod graph;
 mod physical;
 mod stream;
 
+pub(crate) use config::Coordinator;
 pub use config::{ExecConfig, OptimizerConfig};
 pub use graph::{EdgeKind, JobGraph, JobNode};
 pub use physical::{PhysicalPlan, create_physical_plan};

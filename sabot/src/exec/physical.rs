@@ -212,8 +212,12 @@ impl PhysicalPlan {
     pub fn execute(&self, config: &ExecConfig) -> Result<Vec<PartitionStream>> {
         match self {
             PhysicalPlan::Scan { source, request, .. } => {
-                let request =
-                    ScanRequest { batch_size: config.batch_size, partitions: config.parallelism, ..request.clone() };
+                let request = ScanRequest {
+                    batch_size: config.batch_size,
+                    partitions: config.parallelism,
+                    checkpoint_interval: config.checkpointing.as_ref().map(|c| c.interval),
+                    ..request.clone()
+                };
                 let scan = source.scan(&request)?;
                 let next = Arc::new(AtomicUsize::new(0));
                 let partitions = config.parallelism.min(scan.morsel_count().max(1));
@@ -329,6 +333,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                 filters: filters.clone(),
                 batch_size: 0,
                 partitions: 0,
+                checkpoint_interval: None,
             },
             schema: schema.clone(),
         },

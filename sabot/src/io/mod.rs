@@ -39,6 +39,9 @@ pub struct ScanRequest {
     /// The number of parallel partitions that will read the scan (sources that are not cut
     /// into morsels, such as a Kafka consumer group, open this many readers).
     pub partitions: usize,
+    /// When the pipeline checkpoints: how often unbounded sources emit barriers. They then
+    /// also emit a last barrier when asked to stop, and no final watermark.
+    pub checkpoint_interval: Option<std::time::Duration>,
 }
 
 /// An iterator of batches read from one morsel.
@@ -91,6 +94,16 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// Resumes reading from positions that [`checkpoint_positions`](Self::checkpoint_positions)
     /// returned, when a pipeline restores a checkpoint. Called before the scan is planned.
     fn restore_positions(&self, _positions: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+    /// Whether an unbounded source was asked to stop and is ending (see
+    /// [`StopHandle`](crate::kafka::StopHandle)).
+    fn is_stopping(&self) -> bool {
+        false
+    }
+    /// The pipeline has ended without a final commit (a checkpointed pipeline stops at its
+    /// last checkpoint): release connections (a Kafka consumer leaves its group at once).
+    fn close(&self) -> Result<()> {
         Ok(())
     }
 }
@@ -169,3 +182,4 @@ pub mod ipc;
 pub mod json;
 pub mod memory;
 pub mod parquet;
+pub mod transactional_file;

@@ -39,6 +39,8 @@ pub(crate) struct ReaderPlan {
     pub(crate) max_batch_messages: usize,
     pub(crate) linger: Duration,
     pub(crate) commit_interval: Duration,
+    /// The pipeline checkpoints: on stop, emit a last barrier and no final watermark.
+    pub(crate) checkpointing: bool,
     pub(crate) idle_timeout: Duration,
     pub(crate) watermarks: Option<(String, WatermarkStrategy)>,
     pub(crate) metadata_columns: bool,
@@ -101,14 +103,19 @@ impl ConsumerContext {
             if !started.insert((topic.clone(), partition)) {
                 continue;
             }
-            let offset = match self.start {
-                StartOffset::Committed => continue,
-                StartOffset::Earliest => Offset::Beginning,
-                StartOffset::Latest => Offset::End,
-                StartOffset::Timestamp(ms) => {
-                    let _ = by_time.add_partition_offset(&topic, partition, Offset::Offset(ms));
-                    continue;
-                }
+            let restored = self.shared.restored.get(&(topic.clone(), partition));
+            let offset = match (restored, self.start) {
+                // A restored checkpoint's position wins over the committed offset.
+                (Some(next), _) => Offset::Offset(*next),
+                (None, start) => match start {
+                    StartOffset::Committed => continue,
+                    StartOffset::Earliest => Offset::Beginning,
+                    StartOffset::Latest => Offset::End,
+                    StartOffset::Timestamp(ms) => {
+                        let _ = by_time.add_partition_offset(&topic, partition, Offset::Offset(ms));
+                        continue;
+                    }
+                },
             };
             let _ = tpl.set_partition_offset(&topic, partition, offset);
         }
@@ -512,13 +519,21 @@ impl KafkaReader {
     /// Emits a barrier when a new commit interval has begun, recording the positions.
     fn maybe_barrier(&mut self) {
         let interval = self.plan.commit_interval.as_millis().max(1) as u64;
+        if self.plan.checkpointing && self.plan.shared.stop.is_stopped() {
+            return; // the stop barrier comes next
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         // Ids are aligned to the interval, so readers of every source agree on them.
         let id = now / interval * interval;
         if id <= self.last_barrier {
             return;
         }
+        self.emit_barrier(id);
+    }
+
+    fn emit_barrier(&mut self, id: u64) {
         self.last_barrier = id;
+        self.plan.shared.max_barrier.fetch_max(id, Ordering::Relaxed);
         self.record_positions(id);
         self.out.push_back(Message::Barrier(CheckpointBarrier { id }));
     }
@@ -546,6 +561,17 @@ impl KafkaReader {
 
     fn finish(&mut self) {
         self.finished = true;
+        if self.plan.checkpointing && !self.bounded {
+            // Stopping a checkpointed pipeline: a last checkpoint covers everything read,
+            // and event time is not completed (windows stay open in the saved state).
+            let shared = &self.plan.shared;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+            let id = *shared.stop_barrier.get_or_init(|| now.max(shared.max_barrier.load(Ordering::Relaxed) + 1));
+            if id > self.last_barrier {
+                self.emit_barrier(id);
+            }
+            return;
+        }
         self.record_positions(u64::MAX);
         if self.plan.watermarks.is_some() {
             self.out.push_back(Message::Watermark(Watermark(i64::MAX)));

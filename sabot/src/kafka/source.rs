@@ -1,5 +1,6 @@
 //! [`KafkaSource`]: topics read by a consumer group into Arrow batches.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,12 @@ pub(crate) struct SourceShared {
     /// Partitions that have started once in this process: start offsets apply to them only
     /// the first time, later assignments resume from the committed offsets.
     pub(crate) started: Mutex<hashbrown::HashSet<(String, i32)>>,
+    /// Positions of a restored checkpoint, applied the first time a partition is assigned.
+    pub(crate) restored: HashMap<(String, i32), i64>,
+    /// The highest barrier id any reader emitted.
+    pub(crate) max_barrier: AtomicU64,
+    /// The id of the last barrier readers emit when the source stops (the same for all).
+    pub(crate) stop_barrier: std::sync::OnceLock<u64>,
     /// Per reader: the positions it committed last, so unchanged positions are not re-sent.
     pub(crate) last_committed: Mutex<Vec<Vec<Position>>>,
 }
@@ -188,6 +195,8 @@ pub struct KafkaSource {
     metrics: Arc<SourceMetrics>,
     stop: StopHandle,
     shared: Mutex<Option<Arc<SourceShared>>>,
+    /// Positions restored from a checkpoint, for the next scan.
+    restored: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl KafkaSource {
@@ -217,6 +226,7 @@ impl KafkaSource {
             metrics: Arc::default(),
             stop: StopHandle::default(),
             shared: Mutex::new(None),
+            restored: Mutex::default(),
         }
     }
 
@@ -422,6 +432,9 @@ impl Source for KafkaSource {
             pending: Mutex::new(vec![Vec::new(); readers]),
             dead_letters,
             started: Mutex::default(),
+            restored: self.restored.lock().expect("kafka restored positions").clone(),
+            max_barrier: AtomicU64::new(0),
+            stop_barrier: std::sync::OnceLock::new(),
             last_committed: Mutex::new(vec![Vec::new(); readers]),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
@@ -442,7 +455,8 @@ impl Source for KafkaSource {
             start: self.start,
             max_batch_messages: self.max_batch_messages,
             linger: self.linger,
-            commit_interval: self.commit_interval,
+            commit_interval: request.checkpoint_interval.unwrap_or(self.commit_interval),
+            checkpointing: request.checkpoint_interval.is_some(),
             idle_timeout: self.idle_timeout,
             watermarks: self.watermarks.clone(),
             metadata_columns: self.metadata_columns,
@@ -451,6 +465,40 @@ impl Source for KafkaSource {
             shared,
         };
         Ok(Arc::new(KafkaScan { plan: Arc::new(plan), readers, assignments }))
+    }
+
+    fn checkpoint_positions(&self, id: u64) -> Result<Option<serde_json::Value>> {
+        let Some(shared) = self.shared() else { return Ok(None) };
+        let pending = shared.pending.lock().expect("kafka pending offsets");
+        let mut positions: Vec<(String, i32, i64)> = vec![];
+        for snapshots in pending.iter() {
+            // Each reader's positions at the barrier (or at the last one it emitted before).
+            if let Some((_, at)) = snapshots.iter().filter(|(barrier, _)| *barrier <= id).max_by_key(|(b, _)| *b) {
+                positions.extend(at.iter().map(|(t, p, o)| (t.to_string(), *p, *o)));
+            }
+        }
+        positions.sort();
+        Ok(Some(serde_json::json!(positions)))
+    }
+
+    fn restore_positions(&self, positions: &serde_json::Value) -> Result<()> {
+        let parsed: Vec<(String, i32, i64)> = serde_json::from_value(positions.clone())
+            .map_err(|e| SabotError::plan(format!("kafka source: unreadable checkpoint positions: {e}")))?;
+        tracing::info!(partitions = parsed.len(), "kafka source resumes from checkpoint positions");
+        *self.restored.lock().expect("kafka restored positions") =
+            parsed.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        Ok(())
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stop.is_stopped()
+    }
+
+    fn close(&self) -> Result<()> {
+        if let Some(shared) = self.shared() {
+            shared.consumers.lock().expect("kafka consumers").iter_mut().for_each(|c| *c = None);
+        }
+        Ok(())
     }
 
     fn checkpoint_complete(&self, id: u64) -> Result<()> {

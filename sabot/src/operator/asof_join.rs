@@ -8,6 +8,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, Picks, Side, times_of};
 use super::{Output, TwoInputOperator, Watermark};
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
 use crate::{Result, SabotError};
 
@@ -229,6 +230,48 @@ impl TwoInputOperator for AsofJoinOperator {
         self.right = RightIndex::default();
         Ok(())
     }
+    /// Saves the pending left rows (Arrow IPC, in arrival order), the right rows kept for
+    /// matching (in arrival order, with whether each is the sealed latest row of its key
+    /// before the watermark), the watermark and the count of late rows.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let pending: Vec<RecordBatch> = self.pending.iter().map(|p| p.batch.clone()).collect();
+        snapshot.put_batches("pending", self.output.input_schema(Side::Left), &pending)?;
+        let right_schema = self.output.input_schema(Side::Right);
+        let (rows, sealed) = self.right.snapshot(right_schema)?;
+        snapshot.put_batches("right", right_schema, &[rows])?;
+        snapshot.put_value("asof", &AsofState { watermark: self.watermark, late_rows: self.late_rows, sealed })
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let Some(state) = restored.value::<AsofState>("asof")? else { return Ok(()) };
+        self.watermark = state.watermark;
+        self.late_rows = state.late_rows;
+        self.pending.clear();
+        self.pending_rows = 0;
+        for batch in restored.batches("pending")? {
+            let times = times_of(&batch, &self.left_time)?;
+            self.pending_rows += batch.num_rows();
+            self.pending.push(pending(batch, times));
+        }
+        self.right = RightIndex::default();
+        let batches = restored.batches("right")?;
+        if let Some(first) = batches.first() {
+            let rows = concat_batches(&first.schema(), &batches)?;
+            let times = times_of(&rows, &self.right_time)?;
+            let keys = self.keys.encode(&rows, Side::Right)?;
+            self.right.restore(&rows, &times, &keys, &state.sealed)?;
+        }
+        Ok(())
+    }
+}
+
+/// What an as-of join saves besides its rows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AsofState {
+    watermark: i64,
+    late_rows: usize,
+    /// For each saved right row: whether it is sealed (its key's latest row before the watermark).
+    sealed: Vec<bool>,
 }
 
 /// The rows of one key, by `(time, arrival)`, each pointing to `(segment, row)`.
@@ -297,6 +340,60 @@ impl RightIndex {
         }
         self.rows += selected.len();
         self.segments.insert(segment, (part, selected.len()));
+        Ok(())
+    }
+
+    /// Every kept row in arrival order, gathered into one batch of `schema`, with whether
+    /// each is sealed: inserting them again into an empty index (see [`RightIndex::restore`])
+    /// gives the same matches (arrival numbers are only compared with each other).
+    fn snapshot(&self, schema: &SchemaRef) -> Result<(RecordBatch, Vec<bool>)> {
+        let mut rows: Vec<(u64, i64, u32, (u64, u32))> = Vec::with_capacity(self.rows);
+        for (id, slot) in self.keys.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            rows.extend(slot.rows.iter().map(|(&(time, seq), &at)| (seq, time, id as u32, at)));
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        if rows.is_empty() {
+            return Ok((RecordBatch::new_empty(schema.clone()), vec![]));
+        }
+        let mut sources: Vec<&RecordBatch> = vec![];
+        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picks = Vec::with_capacity(rows.len());
+        let mut sealed = Vec::with_capacity(rows.len());
+        for &(seq, time, id, (segment, row)) in &rows {
+            let source = match source_of.get(&segment) {
+                Some(&s) => s,
+                None => {
+                    sources.push(self.segment(segment)?);
+                    source_of.insert(segment, sources.len() - 1);
+                    sources.len() - 1
+                }
+            };
+            picks.push((source, row as usize));
+            sealed.push(self.sealed.contains(&(time, seq, id)));
+        }
+        Ok((arrow::compute::interleave_record_batch(&sources, &picks)?, sealed))
+    }
+
+    /// Loads the rows [`RightIndex::snapshot`] gave (with their `times`, `keys` and sealed
+    /// flags) into an empty index.
+    fn restore(&mut self, batch: &RecordBatch, times: &[i64], keys: &EncodedKeys, sealed: &[bool]) -> Result<()> {
+        if sealed.len() != batch.num_rows() {
+            return Err(SabotError::State {
+                state: "asof_join/right".into(),
+                message: format!("{} saved rows but {} sealed flags", batch.num_rows(), sealed.len()),
+            });
+        }
+        let first_seq = self.next_seq;
+        let all: Vec<u32> = (0..batch.num_rows() as u32).collect();
+        self.insert(batch, times, keys, &all)?;
+        for (row, _) in sealed.iter().enumerate().filter(|(_, s)| **s) {
+            let key = keys.get(row).ok_or_else(|| SabotError::Execution("a right row has a null key".into()))?;
+            let id = self.ids[key];
+            let entry = (times[row], first_seq + row as u64, id);
+            self.unsealed.remove(&entry);
+            self.sealed.insert(entry);
+        }
         Ok(())
     }
 

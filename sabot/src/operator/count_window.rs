@@ -6,10 +6,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
-use super::global_window::WindowAggregation;
+use super::global_window::{OpenRows, WindowAggregation, gather_open_rows};
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output};
 use crate::Result;
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
 
 /// Per key, rows buffered until the key has `size` of them; the window then fires with
@@ -94,5 +95,35 @@ impl Operator for CountWindowOperator {
             }
         }
         self.compact()
+    }
+
+    /// Saves, per key, the number of its next window and its rows so far (gathered into one
+    /// Arrow IPC batch).
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let mut windows: Vec<(&Box<[u8]>, &OpenWindow)> = self.open.iter().collect();
+        windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = gather_open_rows(&self.input_schema, &self.batches, windows.iter().map(|(_, w)| &w.1[..]))?;
+        let keys: Vec<(Vec<u8>, i64, usize)> =
+            windows.iter().map(|(key, (window, rows))| (key.to_vec(), *window, rows.len())).collect();
+        snapshot.put_batches("rows", &self.input_schema, &[rows])?;
+        snapshot.put_value("windows", &keys)
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let Some(keys) = restored.value::<Vec<(Vec<u8>, i64, usize)>>("windows")? else { return Ok(()) };
+        let batches = restored.batches("rows")?;
+        let rows = match batches.first() {
+            Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)?,
+            None => RecordBatch::new_empty(self.input_schema.clone()),
+        };
+        let mut positions = OpenRows::new(&rows);
+        self.open.clear();
+        for (key, window, count) in keys {
+            let mut open = positions.take(count, self.name())?;
+            open.reserve(self.size.saturating_sub(count));
+            self.open.insert(key.into_boxed_slice(), (window, open));
+        }
+        self.batches = vec![rows];
+        Ok(())
     }
 }

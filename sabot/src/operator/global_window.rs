@@ -12,6 +12,7 @@ use arrow::row::{RowConverter, SortField};
 use super::window_aggregate::{window_output_schema, with_window_columns};
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::Result;
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
 use crate::window::{Trigger, TriggerResult, TriggerState};
 
@@ -41,6 +42,46 @@ pub(crate) fn compact_rows<'a>(
     let compacted = interleave_record_batch(&held, &all_rows)?;
     *batches = vec![compacted];
     Ok(())
+}
+
+/// The rows `open` point to (per window, in the iterator's order), gathered into one batch
+/// of `schema` for a checkpoint; the window `i`'s rows follow window `i - 1`'s.
+pub(crate) fn gather_open_rows<'a>(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    open: impl Iterator<Item = &'a [(usize, usize)]>,
+) -> Result<RecordBatch> {
+    let all_rows: Vec<(usize, usize)> = open.flat_map(|rows| rows.iter().copied()).collect();
+    if all_rows.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    let held: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(interleave_record_batch(&held, &all_rows)?)
+}
+
+/// Hands out the consecutive rows of a batch [`gather_open_rows`] built, as `(0, row)` positions.
+pub(crate) struct OpenRows {
+    next: usize,
+    total: usize,
+}
+
+impl OpenRows {
+    pub(crate) fn new(batch: &RecordBatch) -> Self {
+        OpenRows { next: 0, total: batch.num_rows() }
+    }
+
+    /// The positions of the next `rows` rows.
+    pub(crate) fn take(&mut self, rows: usize, operator: &str) -> Result<Vec<(usize, usize)>> {
+        if self.next + rows > self.total {
+            return Err(crate::SabotError::State {
+                state: format!("{operator}/rows"),
+                message: format!("the snapshot holds {} rows, {} expected", self.total, self.next + rows),
+            });
+        }
+        let positions = (self.next..self.next + rows).map(|r| (0, r)).collect();
+        self.next += rows;
+        Ok(positions)
+    }
 }
 
 /// What a window operator needs to aggregate a window's rows.
@@ -201,16 +242,18 @@ impl GlobalWindowOperator {
         .emit(&self.batches, &rows, (start, end), out)
     }
 
-    /// Asks the trigger about every key with a timer.
+    /// Asks the trigger about every key with a timer; keys that fire do so in key order.
     fn on_time(&mut self, out: &mut Output) -> Result<()> {
         let now = Self::now();
-        let due: Vec<(Box<[u8]>, TriggerResult)> = self
+        let mut due: Vec<(Box<[u8]>, TriggerResult)> = self
             .open
             .iter_mut()
             .filter(|(_, w)| w.state.timer.is_some())
             .map(|(key, w)| (key.clone(), self.trigger.on_time(&mut w.state, self.watermark, now)))
             .filter(|(_, r)| *r != TriggerResult::Continue)
             .collect();
+        // Not the hash map's order, which differs between instances (and restored ones).
+        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (key, result) in due {
             self.fire(&key, result, out)?;
         }
@@ -271,4 +314,41 @@ impl Operator for GlobalWindowOperator {
         self.watermark = i64::MAX;
         self.on_time(out)
     }
+
+    /// Saves, per key, the trigger's state and the window's rows (gathered into one Arrow
+    /// IPC batch), and the watermark.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let mut windows: Vec<(&Box<[u8]>, &KeyWindow)> = self.open.iter().collect();
+        windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let rows = gather_open_rows(&self.input_schema, &self.batches, windows.iter().map(|(_, w)| &w.rows[..]))?;
+        let keys = windows.iter().map(|(key, w)| (key.to_vec(), w.state, w.rows.len())).collect();
+        snapshot.put_batches("rows", &self.input_schema, &[rows])?;
+        snapshot.put_value("windows", &GlobalWindowState { watermark: self.watermark, keys })
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let Some(state) = restored.value::<GlobalWindowState>("windows")? else { return Ok(()) };
+        let batches = restored.batches("rows")?;
+        let rows = match batches.first() {
+            Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)?,
+            None => RecordBatch::new_empty(self.input_schema.clone()),
+        };
+        let mut positions = OpenRows::new(&rows);
+        self.open.clear();
+        for (key, trigger_state, count) in state.keys {
+            let rows = positions.take(count, self.name())?;
+            self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows });
+        }
+        self.batches = vec![rows];
+        self.watermark = state.watermark;
+        Ok(())
+    }
+}
+
+/// What a global window saves besides its rows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct GlobalWindowState {
+    watermark: i64,
+    /// Per key (encoded, in order): the trigger's state and the number of rows of its window.
+    keys: Vec<(Vec<u8>, TriggerState, usize)>,
 }

@@ -3,9 +3,13 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, Picks, RowRef, Side, TimeBuckets, times_of};
+use super::join_state::{
+    EncodedKeys, JoinKeys, JoinOutput, JoinProgress, Picks, RowRef, Side, TimeBuckets, restore_buffers,
+    snapshot_buffers, times_of,
+};
 use super::{Output, TwoInputOperator, Watermark};
 use crate::Result;
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::StreamJoinKind;
 use crate::plan::stream_join_output;
 
@@ -206,6 +210,23 @@ impl TwoInputOperator for IntervalJoinOperator {
         // Every pair was emitted when its second row arrived: nothing is pending.
         self.left.clear();
         self.right.clear();
+        Ok(())
+    }
+    /// Saves both sides' buffered rows (Arrow IPC, by bucket and arrival), the watermark,
+    /// the last forwarded watermark and the count of late rows.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
+        snapshot_buffers(snapshot, &self.output, &self.left, &self.right, progress)
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let left = (&mut self.left, self.left_time.as_str());
+        let right = (&mut self.right, self.right_time.as_str());
+        if let Some(progress) = restore_buffers(restored, &self.keys, left, right)? {
+            self.watermark = progress.watermark;
+            self.forwarded = progress.forwarded;
+            self.late_rows = progress.late_rows;
+        }
         Ok(())
     }
 }

@@ -120,6 +120,40 @@ impl EncodedKeys {
     }
 }
 
+/// What an event-time join saves besides its buffered rows.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) struct JoinProgress {
+    pub(crate) watermark: i64,
+    pub(crate) forwarded: Option<i64>,
+    pub(crate) late_rows: usize,
+}
+
+/// Saves both sides' buffered rows (Arrow IPC, `left` and `right`) and `progress`.
+pub(crate) fn snapshot_buffers(
+    snapshot: &mut crate::checkpoint::StateSnapshot,
+    output: &JoinOutput,
+    left: &TimeBuckets,
+    right: &TimeBuckets,
+    progress: JoinProgress,
+) -> Result<()> {
+    snapshot.put_batches("left", output.input_schema(Side::Left), &left.snapshot())?;
+    snapshot.put_batches("right", output.input_schema(Side::Right), &right.snapshot())?;
+    snapshot.put_value("progress", &progress)
+}
+
+/// Loads what [`snapshot_buffers`] saved into empty stores; `None` when nothing was saved.
+pub(crate) fn restore_buffers(
+    restored: &crate::checkpoint::RestoredState,
+    keys: &JoinKeys,
+    (left, left_time): (&mut TimeBuckets, &str),
+    (right, right_time): (&mut TimeBuckets, &str),
+) -> Result<Option<JoinProgress>> {
+    let Some(progress) = restored.value::<JoinProgress>("progress")? else { return Ok(None) };
+    left.restore(&restored.batches("left")?, keys, Side::Left, left_time)?;
+    right.restore(&restored.batches("right")?, keys, Side::Right, right_time)?;
+    Ok(Some(progress))
+}
+
 /// The event times of `column` in `batch` (ms), as a plain vector.
 pub(crate) fn times_of(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
     Ok(super::event_times(batch, column)?.values().to_vec())
@@ -264,6 +298,32 @@ impl TimeBuckets {
         self.rows
     }
 
+    /// Every buffered batch, by bucket then arrival, for a checkpoint (each holds rows of one
+    /// bucket only, every one of them buffered): inserting them again in this order into an
+    /// empty store rebuilds the same buckets and key index, see [`TimeBuckets::restore`].
+    pub(crate) fn snapshot(&self) -> Vec<RecordBatch> {
+        self.buckets.values().flat_map(|b| b.batches.iter().cloned()).collect()
+    }
+
+    /// Buffers again the batches [`TimeBuckets::snapshot`] returned, rows of input `side`
+    /// with event times in `time_column`.
+    pub(crate) fn restore(
+        &mut self,
+        batches: &[RecordBatch],
+        keys: &JoinKeys,
+        side: Side,
+        time_column: &str,
+    ) -> Result<()> {
+        self.clear();
+        for batch in batches {
+            let times = times_of(batch, time_column)?;
+            let encoded = keys.encode(batch, side)?;
+            let all: Vec<u32> = (0..batch.num_rows() as u32).collect();
+            self.insert(batch, &times, &encoded, &all)?;
+        }
+        Ok(())
+    }
+
     /// The rows `refs` point to, as the batches holding them and `(batch, row)` pairs.
     pub(crate) fn gather<'a>(&'a self, refs: &[RowRef]) -> Result<Gathered<'a>> {
         let mut batches: Vec<&RecordBatch> = vec![];
@@ -399,6 +459,14 @@ impl JoinOutput {
     /// The output schema.
     pub(crate) fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// The schema of the input `side`.
+    pub(crate) fn input_schema(&self, side: Side) -> &SchemaRef {
+        match side {
+            Side::Left => &self.left_schema,
+            Side::Right => &self.right_schema,
+        }
     }
 
     /// One output batch from the picked rows of each side (equally many) and extra columns.

@@ -71,7 +71,7 @@ pub trait KeyedProcessFunction: Send + 'static {
 }
 
 /// Timers of one operator instance, per key, ordered by time then key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Timers {
     event_time: BTreeSet<(i64, Box<[u8]>)>,
     processing_time: BTreeSet<(i64, Box<[u8]>)>,
@@ -146,6 +146,8 @@ pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
     timers: Timers,
     watermark: i64,
     output: Vec<F::Out>,
+    /// The keyed state to reload in `on_start`, when a checkpoint is restored.
+    restore_from: Option<std::path::PathBuf>,
     _types: PhantomData<fn(F::In)>,
 }
 
@@ -163,6 +165,7 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
             timers: Timers::default(),
             watermark: i64::MIN,
             output: vec![],
+            restore_from: None,
             _types: PhantomData,
         }
     }
@@ -211,8 +214,26 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         &self.name
     }
 
+    /// Saves keyed state (every registered state), timers and the watermark.
+    fn snapshot_state(&mut self, snapshot: &mut crate::checkpoint::StateSnapshot) -> Result<()> {
+        let store = self.store.as_mut().expect("on_start ran");
+        store.snapshot_into(snapshot, "keyed")?;
+        snapshot.put_value("timers", &self.timers)?;
+        snapshot.put_value("watermark", &self.watermark)
+    }
+
+    fn restore_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        self.restore_from = restored.directory("keyed")?;
+        self.timers = restored.value("timers")?.unwrap_or_default();
+        self.watermark = restored.value("watermark")?.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
     fn on_start(&mut self) -> Result<()> {
-        let mut store = KeyedStateStore::open(&self.backend, &self.name)?;
+        let mut store = match &self.restore_from {
+            Some(dir) => KeyedStateStore::restore(&self.backend, &self.name, dir)?,
+            None => KeyedStateStore::open(&self.backend, &self.name)?,
+        };
         if let Some(clock) = self.clock.clone() {
             store = store.with_clock(clock);
         }
@@ -224,6 +245,7 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
             watermark: self.watermark,
         };
         self.function.open(&mut ctx)?;
+        store.finish_restore()?;
         self.store = Some(store);
         Ok(())
     }

@@ -11,6 +11,7 @@ use arrow::row::{RowConverter, SortField};
 use super::watermark_assigner::event_times;
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
 use crate::window::{LateData, divert_late_rows};
 use crate::{Result, SabotError};
@@ -189,4 +190,32 @@ impl Operator for SessionWindowOperator {
         self.watermark = i64::MAX;
         self.evaluate(out)
     }
+
+    /// Saves the rows of the open sessions (Arrow IPC, in arrival order), the watermark, and
+    /// the row counts of the sessions already emitted (so that only changed ones re-fire).
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let mut emitted: Vec<(Vec<u8>, i64, usize)> =
+            self.emitted.iter().map(|((key, start), &rows)| (key.to_vec(), *start, rows)).collect();
+        emitted.sort_unstable();
+        let pending: Vec<RecordBatch> = self.pending.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        snapshot.put_batches("pending", &self.input_schema, &pending)?;
+        snapshot.put_value("session", &SessionState { watermark: self.watermark, emitted })
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let Some(state) = restored.value::<SessionState>("session")? else { return Ok(()) };
+        self.watermark = state.watermark;
+        self.emitted =
+            state.emitted.into_iter().map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)).collect();
+        self.pending = restored.batches("pending")?;
+        Ok(())
+    }
+}
+
+/// What a session window saves besides its rows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionState {
+    watermark: i64,
+    /// `(encoded key, session start, rows emitted)` of the sessions that fired.
+    emitted: Vec<(Vec<u8>, i64, usize)>,
 }

@@ -6,6 +6,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, Picks, Side};
 use super::{Output, TwoInputOperator};
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{JoinType, StreamJoinKind, stream_join_output};
 use crate::{Result, SabotError};
 
@@ -132,6 +133,21 @@ impl TwoInputOperator for TableJoinOperator {
     fn tracks_right_watermark(&self) -> bool {
         false
     }
+
+    /// Saves the table: the current row of every key (Arrow IPC, one batch).
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let rows = self.table.current_rows(&self.right_schema)?;
+        snapshot.put_batches("table", &self.right_schema, &[rows])
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        self.table = LatestRows::default();
+        for batch in restored.batches("table")? {
+            let keys = self.keys.encode(&batch, Side::Right)?;
+            self.table.upsert(batch, &keys)?;
+        }
+        Ok(())
+    }
 }
 
 /// The latest row per key; columns stay in the arriving batches (segments) until enough of
@@ -193,6 +209,30 @@ impl LatestRows {
             self.stored -= rows;
         }
         Ok(())
+    }
+
+    /// The current row of every key, by segment and row, as one batch of `schema`.
+    fn current_rows(&self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut current: Vec<(u64, u32)> = self.index.values().copied().collect();
+        current.sort_unstable();
+        let mut sources: Vec<&RecordBatch> = vec![];
+        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picks = Vec::with_capacity(current.len());
+        for (segment, row) in current {
+            let source = match source_of.get(&segment) {
+                Some(&s) => s,
+                None => {
+                    sources.push(self.segment(segment)?);
+                    source_of.insert(segment, sources.len() - 1);
+                    sources.len() - 1
+                }
+            };
+            picks.push((source, row as usize));
+        }
+        if picks.is_empty() {
+            return Ok(RecordBatch::new_empty(schema.clone()));
+        }
+        Ok(arrow::compute::interleave_record_batch(&sources, &picks)?)
     }
 
     /// Rewrites the current rows into one batch when most stored rows were replaced.

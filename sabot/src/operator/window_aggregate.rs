@@ -10,6 +10,7 @@ use arrow::row::{RowConverter, SortField};
 
 use super::watermark_assigner::event_times;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
 use crate::window::{LateData, WindowSpec, divert_late_rows};
 use crate::{Result, SabotError};
@@ -149,13 +150,18 @@ impl WindowAggregateOperator {
             }
         }
         if !self.open_panes.contains_key(&pane) {
-            let mode = if self.single_pane { AggregateMode::Single } else { AggregateMode::Partial };
-            let op = AggregateOperator::try_new(mode, &self.input_schema, self.keys.clone(), self.aggregates.clone())?;
+            let op = self.new_pane()?;
             self.open_panes.insert(pane, op);
         }
         let op = self.open_panes.get_mut(&pane).expect("inserted above");
         op.process_batch(rows, &mut Output::default())?;
         Ok(())
+    }
+
+    /// The aggregation of a new open pane.
+    fn new_pane(&self) -> Result<AggregateOperator> {
+        let mode = if self.single_pane { AggregateMode::Single } else { AggregateMode::Partial };
+        AggregateOperator::try_new(mode, &self.input_schema, self.keys.clone(), self.aggregates.clone())
     }
 
     /// The encoded key of every row (empty keys for a global window).
@@ -294,6 +300,114 @@ impl Operator for WindowAggregateOperator {
             self.advance(previous, out)?;
         }
         Ok(())
+    }
+
+    /// Saves the watermark, every open pane's groups with their partial states (final-value
+    /// states on the single-pane path) as one Arrow IPC stream, the partial batches of the
+    /// closed panes as another, and the windows waiting to fire again.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let name = self.name().to_string();
+        let mut open = Vec::with_capacity(self.open_panes.len());
+        let mut open_batches = Vec::with_capacity(self.open_panes.len());
+        for (&start, pane) in &mut self.open_panes {
+            let batch = pane.snapshot_batch(&name)?;
+            open.push((start, batch.num_rows()));
+            open_batches.push(batch);
+        }
+        let mut closed = Vec::with_capacity(self.closed_panes.len());
+        let mut closed_batches = vec![];
+        for (&start, partials) in &self.closed_panes {
+            closed.push((start, partials.iter().map(|b| b.num_rows()).collect()));
+            closed_batches.extend(partials.iter().cloned());
+        }
+        let updated = self
+            .updated
+            .iter()
+            .map(|(&start, keys)| {
+                let mut keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+                keys.sort_unstable();
+                (start, keys)
+            })
+            .collect();
+        if let Some(first) = open_batches.first() {
+            snapshot.put_batches("open_panes", &first.schema(), &open_batches)?;
+        }
+        if let Some(first) = closed_batches.first() {
+            snapshot.put_batches("closed_panes", &first.schema(), &closed_batches)?;
+        }
+        snapshot.put_value("window", &PaneState { watermark: self.watermark, open, closed, updated })
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let Some(state) = restored.value::<PaneState>("window")? else { return Ok(()) };
+        let name = self.name().to_string();
+        self.watermark = state.watermark;
+        self.open_panes.clear();
+        let mut open = SavedRows::read(restored, "open_panes", &name)?;
+        for (start, rows) in state.open {
+            let mut pane = self.new_pane()?;
+            pane.restore_batch(&open.next(rows)?, &name)?;
+            self.open_panes.insert(start, pane);
+        }
+        self.closed_panes.clear();
+        let mut closed = SavedRows::read(restored, "closed_panes", &name)?;
+        for (start, sizes) in state.closed {
+            let partials = sizes.into_iter().map(|rows| closed.next(rows)).collect::<Result<Vec<_>>>()?;
+            self.closed_panes.insert(start, partials);
+        }
+        self.updated = state
+            .updated
+            .into_iter()
+            .map(|(start, keys)| (start, keys.into_iter().map(Vec::into_boxed_slice).collect()))
+            .collect();
+        Ok(())
+    }
+}
+
+/// What a window aggregation saves besides its batches.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PaneState {
+    watermark: i64,
+    /// Open panes in order: start and number of groups (rows of `open_panes`).
+    open: Vec<(i64, usize)>,
+    /// Closed panes in order: start and the rows of each partial batch (of `closed_panes`).
+    closed: Vec<(i64, Vec<usize>)>,
+    /// Windows to fire again, with the encoded keys that changed.
+    updated: Vec<(i64, Vec<Vec<u8>>)>,
+}
+
+/// Saved batches read back as one, handed out in consecutive slices.
+pub(crate) struct SavedRows {
+    all: Option<RecordBatch>,
+    offset: usize,
+    what: String,
+}
+
+impl SavedRows {
+    /// The batches saved under `name` by `operator`.
+    pub(crate) fn read(restored: &RestoredState, name: &str, operator: &str) -> Result<Self> {
+        let batches = restored.batches(name)?;
+        let all = match batches.first() {
+            None => None,
+            Some(first) => Some(arrow::compute::concat_batches(&first.schema(), &batches)?),
+        };
+        Ok(SavedRows { all, offset: 0, what: format!("{operator}/{name}") })
+    }
+
+    /// The next `rows` rows.
+    pub(crate) fn next(&mut self, rows: usize) -> Result<RecordBatch> {
+        let available = self.all.as_ref().map_or(0, |b| b.num_rows());
+        match &self.all {
+            Some(all) if self.offset + rows <= available => {
+                let batch = all.slice(self.offset, rows);
+                self.offset += rows;
+                Ok(batch)
+            }
+            _ => Err(SabotError::State {
+                state: self.what.clone(),
+                message: format!("the snapshot holds {available} rows, {} expected", self.offset + rows),
+            }),
+        }
     }
 }
 

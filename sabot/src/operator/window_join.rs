@@ -5,8 +5,12 @@ use std::collections::BTreeSet;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
-use super::join_state::{JoinKeys, JoinOutput, RowRef, Side, TimeBuckets, time_column, times_of};
+use super::join_state::{
+    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, restore_buffers, snapshot_buffers, time_column,
+    times_of,
+};
 use super::{Output, TwoInputOperator, Watermark};
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
 use crate::window::WindowSpec;
 use crate::{Result, SabotError};
@@ -170,9 +174,13 @@ impl WindowJoinOperator {
                 }
             }
         }
+        // Keys in order, not in the hash maps' (randomly seeded) order: the output of a window
+        // is the same in every run, and after a restore.
+        let mut keys: Vec<&[u8]> = left_rows.keys().copied().collect();
+        keys.sort_unstable();
         let (mut left_picks, mut right_picks) = (vec![], vec![]);
-        for (key, lefts) in &left_rows {
-            let rights = &right_rows[key];
+        for key in keys {
+            let (lefts, rights) = (&left_rows[key], &right_rows[key]);
             for &l in lefts {
                 for &r in rights {
                     left_picks.push(l);
@@ -246,6 +254,23 @@ impl TwoInputOperator for WindowJoinOperator {
             let previous = self.watermark;
             self.watermark = i64::MAX;
             self.advance(previous, i64::MAX, out)?;
+        }
+        Ok(())
+    }
+    /// Saves both sides' buffered rows (Arrow IPC, by bucket and arrival), the watermark,
+    /// the last forwarded watermark and the count of late rows.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
+        snapshot_buffers(snapshot, &self.output, &self.left, &self.right, progress)
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let left = (&mut self.left, self.left_time.as_str());
+        let right = (&mut self.right, self.right_time.as_str());
+        if let Some(progress) = restore_buffers(restored, &self.keys, left, right)? {
+            self.watermark = progress.watermark;
+            self.forwarded = progress.forwarded;
+            self.late_rows = progress.late_rows;
         }
         Ok(())
     }

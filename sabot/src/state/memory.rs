@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fs;
 use std::hash::Hash;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use hashbrown::hash_table::{Entry, HashTable};
@@ -177,17 +177,20 @@ impl<V> MemTable<V> {
     where
         V: Serialize,
     {
+        let bytes = self.encode_snapshot(state)?;
+        let mut file = fs::File::create(path).map_err(|e| SabotError::io(path, e))?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| SabotError::io(path, e))
+    }
+
+    /// The table as a snapshot file's bytes (magic, then the postcard-encoded entries).
+    fn encode_snapshot(&self, state: &str) -> Result<Vec<u8>>
+    where
+        V: Serialize,
+    {
         let entries: Vec<(&[u8], u64, &V)> =
             self.table.iter().map(|slot| (slot.key.as_slice(), slot.expires_at, &slot.value)).collect();
-        let file = fs::File::create(path).map_err(|e| SabotError::io(path, e))?;
-        let mut out = BufWriter::new(file);
-        out.write_all(SNAPSHOT_MAGIC).map_err(|e| SabotError::io(path, e))?;
-        let mut out = postcard::to_io(&entries, out).map_err(|e| codec::error(state, "encode snapshot", e))?;
-        out.flush().map_err(|e| SabotError::io(path, e))?;
-        out.into_inner()
-            .map_err(|e| SabotError::io(path, e.into_error()))?
-            .sync_all()
-            .map_err(|e| SabotError::io(path, e))
+        let out = SNAPSHOT_MAGIC.to_vec();
+        postcard::to_extend(&entries, out).map_err(|e| codec::error(state, "encode snapshot", e))
     }
 
     fn read_snapshot(path: &Path, state: &str, hasher: &dyn Fn(&[u8]) -> u64) -> Result<Self>
@@ -218,6 +221,8 @@ pub(super) trait ErasedTable: Send {
     fn stored_entries(&self) -> usize;
     /// Writes the whole table to `path`.
     fn snapshot(&self, path: &Path, state: &str) -> Result<()>;
+    /// The whole table as the bytes of a snapshot file.
+    fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>>;
 }
 
 /// The table of a value, list or reducing state.
@@ -246,6 +251,10 @@ impl<T: Serialize + Send + 'static> ErasedTable for ValueTable<T> {
 
     fn snapshot(&self, path: &Path, state: &str) -> Result<()> {
         self.0.write_snapshot(path, state)
+    }
+
+    fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {
+        self.0.encode_snapshot(state)
     }
 }
 
@@ -288,5 +297,9 @@ where
 
     fn snapshot(&self, path: &Path, state: &str) -> Result<()> {
         self.0.write_snapshot(path, state)
+    }
+
+    fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {
+        self.0.encode_snapshot(state)
     }
 }

@@ -130,6 +130,8 @@ pub struct KeyedStateStore {
     backend: Backend,
     /// A memory snapshot whose state files are loaded as the states register.
     restore_dir: Option<PathBuf>,
+    /// Restored states never registered again, carried over by snapshots: (state, file bytes).
+    carried: Vec<(String, Vec<u8>)>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -173,6 +175,7 @@ impl KeyedStateStore {
             states: Vec::new(),
             backend,
             restore_dir: None,
+            carried: Vec::new(),
         })
     }
 
@@ -603,16 +606,9 @@ impl KeyedStateStore {
                     table.snapshot(&dir.join(format!("{}.state", meta.name)), &meta.full_name)?;
                 }
                 // States restored but not registered again are carried over unchanged.
-                if let Some(from) = &self.restore_dir {
-                    for entry in fs::read_dir(from).map_err(|e| SabotError::io(from, e))? {
-                        let entry = entry.map_err(|e| SabotError::io(from, e))?;
-                        let file = entry.file_name();
-                        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".state")) else { continue };
-                        if !self.states.iter().any(|s| s.name == name) {
-                            let to = dir.join(&file);
-                            fs::copy(entry.path(), &to).map_err(|e| SabotError::io(&to, e))?;
-                        }
-                    }
+                for (state, bytes) in self.carried_over()? {
+                    let to = dir.join(format!("{state}.state"));
+                    fs::write(&to, bytes).map_err(|e| SabotError::io(&to, e))?;
                 }
                 let marker = dir.join(MEMORY_SNAPSHOT_MARKER);
                 fs::write(&marker, format!("{}\n", self.operator)).map_err(|e| SabotError::io(&marker, e))?;
@@ -621,6 +617,56 @@ impl KeyedStateStore {
             Backend::RocksDb(tables) => tables.checkpoint(dir)?,
         }
         tracing::info!(operator = %self.operator, dir = %dir.display(), "snapshotted keyed state");
+        Ok(())
+    }
+}
+
+impl KeyedStateStore {
+    /// Reads the restored states that were not registered again, so that snapshots carry
+    /// them over; the restored directory is not needed afterwards (retention may delete it).
+    fn carried_over(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(from) = self.restore_dir.take() {
+            for entry in fs::read_dir(&from).map_err(|e| SabotError::io(&from, e))? {
+                let entry = entry.map_err(|e| SabotError::io(&from, e))?;
+                let file = entry.file_name();
+                let Some(state) = file.to_str().and_then(|f| f.strip_suffix(".state")) else { continue };
+                if !self.states.iter().any(|s| s.name == state) {
+                    let bytes = fs::read(entry.path()).map_err(|e| SabotError::io(entry.path(), e))?;
+                    self.carried.push((state.to_string(), bytes));
+                }
+            }
+        }
+        Ok(self.carried.clone())
+    }
+
+    /// Ends a restore: every state the operator uses is registered by now, and the others
+    /// are read into memory to be carried over by later snapshots.
+    pub fn finish_restore(&mut self) -> Result<()> {
+        self.carried_over().map(drop)
+    }
+
+    /// Copies this operator's state into a checkpoint's `snapshot` under the directory
+    /// `name`, in the layout [`restore`](Self::restore) reads. Memory: every state is encoded
+    /// in memory now and written by the checkpoint in the background. RocksDB: a RocksDB
+    /// checkpoint (hard links) is created there now.
+    pub fn snapshot_into(&mut self, snapshot: &mut crate::checkpoint::StateSnapshot, name: &str) -> Result<()> {
+        match &mut self.backend {
+            Backend::Memory(tables) => {
+                for (table, meta) in tables.iter().zip(&self.states) {
+                    snapshot.put(&format!("{name}/{}.state", meta.name), table.snapshot_bytes(&meta.full_name)?)?;
+                }
+                for (state, bytes) in self.carried_over()? {
+                    snapshot.put(&format!("{name}/{state}.state"), bytes)?;
+                }
+                snapshot
+                    .put(&format!("{name}/{MEMORY_SNAPSHOT_MARKER}"), format!("{}\n", self.operator).into_bytes())?;
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(tables) => {
+                let dir = snapshot.directory(name)?;
+                tables.checkpoint(&dir)?;
+            }
+        }
         Ok(())
     }
 }

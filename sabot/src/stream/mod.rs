@@ -5,6 +5,7 @@
 //! nothing runs until a sink or [`Stream::collect`].
 
 mod build;
+mod file_sink;
 mod joins;
 mod sinks;
 mod sources;
@@ -95,6 +96,24 @@ impl<T> Stream<T> {
     /// Sets the number of parallel partitions.
     pub fn with_parallelism(mut self, parallelism: usize) -> Self {
         self.config = self.config.with_parallelism(parallelism);
+        self
+    }
+
+    /// Checkpoints the running pipeline and restores its last checkpoint on start (see
+    /// [`crate::checkpoint`]); with a two-phase sink, every result is delivered exactly once
+    /// across crashes and restarts.
+    ///
+    /// ```
+    /// use sabot::prelude::*;
+    /// use sabot::checkpoint::CheckpointConfig;
+    /// # let batch = arrow::array::RecordBatch::try_from_iter([("x", std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])) as _)]).unwrap();
+    /// let dir = tempfile::tempdir()?;
+    /// let stream = Stream::from_batches(vec![batch])?.with_checkpointing(CheckpointConfig::new(dir.path()));
+    /// assert!(stream.config().checkpointing.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_checkpointing(mut self, checkpointing: crate::checkpoint::CheckpointConfig) -> Self {
+        self.config = self.config.with_checkpointing(checkpointing);
         self
     }
 }

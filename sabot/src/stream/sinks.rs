@@ -9,6 +9,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 
 use super::{Stream, Untyped};
+use crate::checkpoint::CheckpointCoordinator;
 use crate::exec::{JobGraph, PhysicalPlan, create_physical_plan};
 use crate::expr::count_all;
 use crate::io::Sink;
@@ -63,28 +64,129 @@ impl<T> Stream<T> {
     /// Unbounded sources (Kafka) learn that what they produced before each checkpoint barrier
     /// has been handled once `f` has returned for it, and commit their offsets.
     pub fn for_each_batch(&self, f: impl FnMut(RecordBatch) -> Result<()>) -> Result<()> {
-        self.drive(f, || Ok(()))?;
-        self.checkpoint_complete(u64::MAX)
+        self.drive(None, f).map(drop)
     }
 
-    /// Runs the pipeline: `on_batch` takes every result batch; at each checkpoint barrier,
-    /// `flush` makes the output durable and then the sources are told the checkpoint is done.
-    fn drive(
-        &self,
-        mut on_batch: impl FnMut(RecordBatch) -> Result<()>,
-        mut flush: impl FnMut() -> Result<()>,
-    ) -> Result<()> {
-        let physical = self.physical_plan()?;
-        let streams = physical.execute(&self.config)?;
-        let merged = crate::exec::gather(streams, physical.preserves_order(), self.config.channel_capacity);
+    /// Runs the pipeline into `sink` (if any; otherwise every batch goes to `on_batch`) and
+    /// drives its checkpoints (see [`crate::checkpoint`]): on start, restores the latest
+    /// checkpoint and finishes publishing what it prepared; at each barrier, lets the sink
+    /// prepare its output, completes the checkpoint, then publishes the output and lets the
+    /// sources commit. Returns the number of rows delivered.
+    fn drive(&self, sink: Option<&dyn Sink>, mut on_batch: impl FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
+        let mut config = self.config.clone();
+        let coordinator = match &config.checkpointing {
+            Some(checkpointing) => Some(CheckpointCoordinator::start(checkpointing, config.parallelism)?),
+            None => None,
+        };
+        let restored = coordinator.as_ref().and_then(|c| c.restored().cloned());
+        if let Some(meta) = &restored {
+            self.restore_sources(meta)?;
+        }
+        if let Some(sink) = sink {
+            if let Some(meta) = &restored {
+                sink.commit(meta.id, &meta.committables()?)?;
+            }
+            if coordinator.is_some() {
+                sink.abort_uncommitted(restored.as_ref().map(|m| m.id))?;
+            }
+        }
+        config.coordinator = crate::exec::Coordinator(coordinator.clone());
+        let mut writer = sink.map(|s| s.open(self.schema())).transpose()?;
+
+        let physical = create_physical_plan(self.optimized_plan()?.as_ref(), &config)?;
+        let streams = physical.execute(&config)?;
+        let merged = crate::exec::gather(streams, physical.preserves_order(), config.channel_capacity);
+        let mut rows = 0u64;
+        // With checkpoints, output after the last completed checkpoint is re-created from
+        // the restored state after a restart; once the sources stop, it is not delivered.
+        let mut discard_tail = false;
         for item in merged {
             match item?.msg {
-                Message::Batch(batch) => on_batch(batch)?,
+                Message::Batch(batch) if discard_tail => drop(batch),
+                Message::Batch(batch) => {
+                    rows += batch.num_rows() as u64;
+                    match writer.as_mut() {
+                        Some(writer) => writer.write(&batch)?,
+                        None => on_batch(batch)?,
+                    }
+                }
                 Message::Barrier(barrier) => {
-                    flush()?;
-                    self.checkpoint_complete(barrier.id)?;
+                    let committable = match writer.as_mut() {
+                        Some(writer) => writer.prepare_commit(barrier.id)?,
+                        None => None,
+                    };
+                    let Some(coordinator) = &coordinator else {
+                        if let Some(sink) = sink {
+                            sink.commit(barrier.id, &committable.into_iter().collect::<Vec<_>>())?;
+                        }
+                        self.checkpoint_complete(barrier.id)?;
+                        continue;
+                    };
+                    match coordinator.complete(barrier.id, self.source_positions(barrier.id)?, committable) {
+                        Ok(committables) => {
+                            if let Some(sink) = sink {
+                                sink.commit(barrier.id, &committables)?;
+                            }
+                            self.checkpoint_complete(barrier.id)?;
+                        }
+                        // The job goes on; the previous checkpoint stays the one to restore.
+                        Err(e) => tracing::error!(checkpoint = barrier.id, error = %e, "checkpoint failed"),
+                    }
+                    discard_tail = self.sources_stopping();
                 }
                 Message::Watermark(_) => {}
+            }
+        }
+        if coordinator.is_some() && self.is_unbounded() {
+            // A stopped unbounded pipeline ends at its last checkpoint: what the sink holds
+            // beyond it is dropped unpublished, and offsets stay at that checkpoint.
+            drop(writer);
+            self.sources().iter().try_for_each(|(_, source)| source.close())?;
+            return Ok(rows);
+        }
+        if let Some(writer) = writer {
+            writer.finish()?;
+        }
+        self.checkpoint_complete(u64::MAX)?;
+        Ok(rows)
+    }
+
+    /// The sources of the plan with their stable ids (`<kind>-<k>`, k-th scan of the plan).
+    fn sources(&self) -> Vec<(String, Arc<dyn crate::io::Source>)> {
+        fn visit(plan: &LogicalPlan, out: &mut Vec<(String, Arc<dyn crate::io::Source>)>) {
+            if let LogicalPlan::Scan { source, .. } = plan {
+                out.push((format!("{}-{}", source.name(), out.len()), source.clone()));
+            }
+            plan.inputs().into_iter().for_each(|input| visit(input, out));
+        }
+        let mut out = vec![];
+        visit(&self.plan, &mut out);
+        out
+    }
+
+    fn is_unbounded(&self) -> bool {
+        self.sources().iter().any(|(_, s)| s.is_unbounded())
+    }
+
+    fn sources_stopping(&self) -> bool {
+        self.sources().iter().any(|(_, s)| s.is_stopping())
+    }
+
+    /// Where every source was at barrier `id`.
+    fn source_positions(&self, id: u64) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, source) in self.sources() {
+            if let Some(positions) = source.checkpoint_positions(id)? {
+                out.insert(name, positions);
+            }
+        }
+        Ok(out)
+    }
+
+    fn restore_sources(&self, meta: &crate::checkpoint::CheckpointMetadata) -> Result<()> {
+        for (name, source) in self.sources() {
+            if let Some(positions) = meta.sources.get(&name) {
+                source.restore_positions(positions)?;
             }
         }
         Ok(())
@@ -92,13 +194,7 @@ impl<T> Stream<T> {
 
     /// Tells every source of the plan that checkpoint `id` is complete.
     fn checkpoint_complete(&self, id: u64) -> Result<()> {
-        fn visit(plan: &LogicalPlan, id: u64) -> Result<()> {
-            if let LogicalPlan::Scan { source, .. } = plan {
-                source.checkpoint_complete(id)?;
-            }
-            plan.inputs().into_iter().try_for_each(|input| visit(input, id))
-        }
-        visit(&self.plan, id)
+        self.sources().iter().try_for_each(|(_, source)| source.checkpoint_complete(id))
     }
 
     /// Runs the pipeline and returns its batches, in order.
@@ -146,18 +242,7 @@ impl<T> Stream<T> {
     /// Runs the pipeline into `sink`; returns the number of rows written. Memory stays
     /// bounded for pipelines without blocking operators: batches stream to the sink.
     pub fn to_sink(&self, sink: &dyn Sink) -> Result<u64> {
-        let writer = std::cell::RefCell::new(sink.open(self.schema())?);
-        let mut rows = 0u64;
-        self.drive(
-            |b| {
-                rows += b.num_rows() as u64;
-                writer.borrow_mut().write(&b)
-            },
-            || writer.borrow_mut().flush(),
-        )?;
-        writer.into_inner().finish()?;
-        self.checkpoint_complete(u64::MAX)?;
-        Ok(rows)
+        self.drive(Some(sink), |_| Ok(()))
     }
 
     /// Writes the result to a Kafka topic; returns the rows written. For an unbounded source

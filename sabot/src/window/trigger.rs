@@ -15,8 +15,9 @@ pub enum TriggerResult {
     FireAndPurge,
 }
 
-/// What a trigger knows of one key's window, and the one timer it may keep there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a trigger knows of one key's window, and the one timer it may keep there. It is the
+/// whole state of a trigger (triggers are stateless): checkpoints save it per key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TriggerState {
     /// Rows in the window (since the last purge).
     pub count: u64,

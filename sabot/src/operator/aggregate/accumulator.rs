@@ -3,7 +3,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, PrimitiveArray, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, PrimitiveArray, StringArray,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float64Type, Int64Type, UInt64Type};
 use arrow::row::{RowConverter, SortField};
@@ -23,6 +26,31 @@ pub(crate) trait Accumulator: Send {
     fn state(&mut self) -> Result<Vec<ArrayRef>>;
     /// The final value, one row per group.
     fn finish(&mut self) -> Result<ArrayRef>;
+
+    /// A copy of the state of groups `0..num_groups` for a checkpoint, one row per group,
+    /// leaving the accumulator as it was. Two-phase aggregates give their partial-state
+    /// columns (as [`Accumulator::state`]); single-phase ones columns of their own.
+    ///
+    /// The default goes through the partial-state path: it takes [`Accumulator::state`] and
+    /// merges it back into the emptied accumulator, which is exact for any aggregate that
+    /// two-phase aggregation can compute (merging a partial state into an empty one gives it
+    /// back). User-defined aggregates use it: their states travel as postcard bytes.
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let states = self.state()?;
+        let ids: Vec<u32> = (0..num_groups as u32).collect();
+        self.merge(&states, &ids, num_groups)?;
+        Ok(states)
+    }
+
+    /// Loads what [`Accumulator::snapshot`] returned into an empty accumulator, as groups
+    /// `0..num_groups`. The default merges the partial states.
+    fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
+        let ids: Vec<u32> = (0..num_groups as u32).collect();
+        self.merge(columns, &ids, num_groups)?;
+        self.resize(num_groups);
+        Ok(())
+    }
 }
 
 /// Whether `func` can be computed in two phases (partial per partition, then merged).
@@ -69,6 +97,7 @@ pub(crate) fn new_accumulator(func: AggFunc, input: &DataType, output: &DataType
             }
         }
         AggFunc::CountDistinct => Box::new(CountDistinctAcc {
+            input: input.clone(),
             converter: RowConverter::new(vec![SortField::new(input.clone())])?,
             seen: HashSet::new(),
             counts: vec![],
@@ -140,6 +169,11 @@ impl Accumulator for CountAcc {
 
     fn finish(&mut self) -> Result<ArrayRef> {
         Ok(Arc::new(Int64Array::from(std::mem::take(&mut self.counts))))
+    }
+
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        Ok(vec![Arc::new(Int64Array::from(self.counts[..num_groups].to_vec()))])
     }
 }
 
@@ -223,6 +257,13 @@ impl<T: Summable> Accumulator for SumAcc<T> {
         let array: PrimitiveArray<T> = sums.into_iter().zip(seen).map(|(s, seen)| seen.then_some(s)).collect();
         Ok(Arc::new(array))
     }
+
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let array: PrimitiveArray<T> =
+            self.sums.iter().zip(&self.seen).take(num_groups).map(|(&s, &seen)| seen.then_some(s)).collect();
+        Ok(vec![Arc::new(array)])
+    }
 }
 
 struct AvgAcc {
@@ -280,6 +321,13 @@ impl Accumulator for AvgAcc {
         let out: Float64Array =
             self.sums.iter().zip(&self.counts).map(|(&s, &c)| (c > 0).then(|| s / c as f64)).collect();
         Ok(Arc::new(out))
+    }
+
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let sums = Float64Array::from(self.sums[..num_groups].to_vec());
+        let counts = Int64Array::from(self.counts[..num_groups].to_vec());
+        Ok(vec![Arc::new(sums), Arc::new(counts)])
     }
 }
 
@@ -391,6 +439,12 @@ impl<T: TotalOrd> Accumulator for MinMaxAcc<T> {
             t => cast(&array, t)?,
         })
     }
+
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let array: PrimitiveArray<T> = self.values[..num_groups].iter().copied().collect();
+        Ok(vec![Arc::new(array)])
+    }
 }
 
 struct MinMaxStringAcc {
@@ -444,9 +498,15 @@ impl Accumulator for MinMaxStringAcc {
         let array = self.take_array();
         Ok(cast(&array, &self.output)?)
     }
+
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        Ok(vec![Arc::new(StringArray::from(self.values[..num_groups].to_vec()))])
+    }
 }
 
 struct CountDistinctAcc {
+    input: DataType,
     converter: RowConverter,
     seen: HashSet<(u32, Box<[u8]>)>,
     counts: Vec<i64>,
@@ -478,6 +538,48 @@ impl Accumulator for CountDistinctAcc {
 
     fn finish(&mut self) -> Result<ArrayRef> {
         Ok(Arc::new(Int64Array::from(std::mem::take(&mut self.counts))))
+    }
+
+    /// The distinct values of each group, as a list (sorted by their encoding, so that the
+    /// snapshot does not depend on the hash set's order).
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let mut per_group: Vec<Vec<&[u8]>> = vec![vec![]; num_groups];
+        for (g, bytes) in &self.seen {
+            // (Groups beyond `num_groups` are gone: the aggregation emitted its results.)
+            if let Some(values) = per_group.get_mut(*g as usize) {
+                values.push(bytes);
+            }
+        }
+        let parser = self.converter.parser();
+        let mut rows = Vec::with_capacity(self.seen.len());
+        let mut lengths = Vec::with_capacity(num_groups);
+        for values in &mut per_group {
+            values.sort_unstable();
+            lengths.push(values.len());
+            rows.extend(values.iter().map(|b| parser.parse(b)));
+        }
+        let values = self.converter.convert_rows(rows)?.remove(0);
+        let field = Arc::new(Field::new_list_field(self.input.clone(), true));
+        let list = ListArray::try_new(field, OffsetBuffer::from_lengths(lengths), values, None)?;
+        Ok(vec![Arc::new(list)])
+    }
+
+    fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
+        self.resize(num_groups);
+        let lists = columns[0]
+            .as_list_opt::<i32>()
+            .ok_or_else(|| SabotError::Execution("count_distinct: the saved state is not a list".into()))?;
+        for g in 0..num_groups.min(lists.len()) {
+            let values = lists.value(g);
+            let rows = self.converter.convert_columns(&[values])?;
+            for row in rows.iter() {
+                if self.seen.insert((g as u32, row.as_ref().into())) {
+                    self.counts[g] += 1;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -525,5 +627,35 @@ impl Accumulator for FirstLastAcc {
         let indices: Vec<(usize, usize)> = chosen.iter().map(|c| c.unwrap_or((0, 0))).collect();
         let arrays: Vec<&dyn Array> = self.arrays.iter().map(|a| a.as_ref()).collect();
         Ok(arrow::compute::interleave(&arrays, &indices)?)
+    }
+
+    /// The chosen value of each group and whether one was chosen (a first row whose value is
+    /// null is a choice too).
+    fn snapshot(&mut self, num_groups: usize) -> Result<Vec<ArrayRef>> {
+        self.resize(num_groups);
+        let chosen = &self.chosen[..num_groups];
+        let indices: Vec<(usize, usize)> = chosen.iter().map(|c| c.unwrap_or((0, 0))).collect();
+        let arrays: Vec<&dyn Array> = self.arrays.iter().map(|a| a.as_ref()).collect();
+        let values = arrow::compute::interleave(&arrays, &indices)?;
+        let is_chosen: BooleanArray = chosen.iter().map(|c| Some(c.is_some())).collect();
+        Ok(vec![values, Arc::new(is_chosen)])
+    }
+
+    fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
+        self.resize(num_groups);
+        let [values, is_chosen] = columns else {
+            return Err(SabotError::Execution("first/last: the saved state needs two columns".into()));
+        };
+        let is_chosen = is_chosen
+            .as_boolean_opt()
+            .ok_or_else(|| SabotError::Execution("first/last: the saved flags are not booleans".into()))?;
+        let array_index = self.arrays.len();
+        for g in 0..num_groups.min(is_chosen.len()) {
+            if is_chosen.value(g) {
+                self.chosen[g] = Some((array_index, g));
+            }
+        }
+        self.arrays.push(values.clone());
+        Ok(())
     }
 }

@@ -18,6 +18,9 @@ pub(crate) trait GroupKeys: Send {
     fn len(&self) -> usize;
     /// The key columns, one row per group, in id order, of the original key types.
     fn emit(&mut self) -> Result<Vec<ArrayRef>>;
+    /// The key columns as [`GroupKeys::emit`] gives them, leaving the groups as they are
+    /// (for checkpoints: interning them into empty groups gives the same ids back).
+    fn keys(&self) -> Result<Vec<ArrayRef>>;
 }
 
 /// Picks the fastest interner for the key types.
@@ -105,6 +108,11 @@ impl GroupKeys for IntegerKeys {
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
         let array = Int64Array::from(std::mem::take(&mut self.keys));
+        Ok(vec![arrow::compute::cast(&array, &self.data_type)?])
+    }
+
+    fn keys(&self) -> Result<Vec<ArrayRef>> {
+        let array = Int64Array::from(self.keys.clone());
         Ok(vec![arrow::compute::cast(&array, &self.data_type)?])
     }
 }
@@ -280,6 +288,10 @@ impl GroupKeys for StringKeys {
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        self.keys()
+    }
+
+    fn keys(&self) -> Result<Vec<ArrayRef>> {
         let array: StringArray = (0..self.len() as u32)
             .map(|g| (!self.is_null[g as usize]).then(|| std::str::from_utf8(self.key(g)).expect("keys were UTF-8")))
             .collect();
@@ -331,6 +343,10 @@ impl GroupKeys for RowKeys {
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {
+        self.keys()
+    }
+
+    fn keys(&self) -> Result<Vec<ArrayRef>> {
         Ok(self.converter.convert_rows(self.rows.iter())?)
     }
 }

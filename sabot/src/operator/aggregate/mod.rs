@@ -5,12 +5,13 @@ mod groups;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::{Operator, Output};
-use crate::Result;
+use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
+use crate::{Result, SabotError};
 pub(crate) use accumulator::Accumulator;
 use accumulator::{new_accumulator, state_fields};
 use groups::{GroupKeys, new_group_keys};
@@ -113,6 +114,82 @@ impl AggregateOperator {
     fn num_groups(&self) -> usize {
         self.groups.as_ref().map_or(1, |g| g.len())
     }
+
+    /// A copy of the groups and their aggregate states, for a checkpoint: one row per group,
+    /// in group order, with the key columns (`key{i}`) then each aggregate's state columns
+    /// (`agg{i}[{j}]`); the aggregation goes on as if nothing happened. Two-phase aggregates
+    /// save their partial states (user-defined ones as postcard bytes), `count_distinct` its
+    /// distinct values and `first`/`last` the chosen value. `operator` names the operator in
+    /// errors.
+    pub(crate) fn snapshot_batch(&mut self, operator: &str) -> Result<RecordBatch> {
+        let num_groups = self.num_groups();
+        let mut columns = match self.groups.as_ref() {
+            Some(groups) => groups.keys()?,
+            None => vec![],
+        };
+        let mut fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(format!("key{i}"), c.data_type().clone(), true))
+            .collect();
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            let aggregate = &self.aggregates[i];
+            let states = acc.snapshot(num_groups).map_err(|e| SabotError::State {
+                state: format!("{operator}/{}", aggregate.output_name()),
+                message: format!("the state of aggregate {aggregate} cannot be snapshotted: {e}"),
+            })?;
+            for (j, c) in states.into_iter().enumerate() {
+                fields.push(Field::new(format!("agg{i}[{j}]"), c.data_type().clone(), true));
+                columns.push(c);
+            }
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(num_groups));
+        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+    }
+
+    /// Loads a batch [`AggregateOperator::snapshot_batch`] gave into this operator, which must
+    /// be new (no rows seen) and built like the one that was snapshotted.
+    pub(crate) fn restore_batch(&mut self, batch: &RecordBatch, operator: &str) -> Result<()> {
+        let corrupt = |message: String| SabotError::State { state: operator.to_string(), message };
+        let num_keys = self.group_by.len();
+        let num_groups = match self.groups.as_mut() {
+            Some(groups) => {
+                if groups.len() > 0 || batch.num_columns() < num_keys {
+                    return Err(corrupt("aggregate state restored into a used aggregation".into()));
+                }
+                let mut ids = vec![];
+                groups.intern(&batch.columns()[..num_keys], &mut ids)?;
+                if groups.len() != batch.num_rows() {
+                    return Err(corrupt(format!(
+                        "saved aggregate state has {} rows for {} distinct groups",
+                        batch.num_rows(),
+                        groups.len()
+                    )));
+                }
+                batch.num_rows()
+            }
+            None => 1,
+        };
+        let schema = batch.schema();
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            let prefix = format!("agg{i}[");
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter(|(f, _)| f.name().starts_with(&prefix))
+                .map(|(_, c)| c.clone())
+                .collect();
+            if columns.is_empty() {
+                return Err(corrupt(format!("saved aggregate state lacks aggregate {}", self.aggregates[i])));
+            }
+            acc.restore(&columns, num_groups).map_err(|e| SabotError::State {
+                state: format!("{operator}/{}", self.aggregates[i].output_name()),
+                message: format!("the saved state of aggregate {} cannot be loaded: {e}", self.aggregates[i]),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 impl Operator for AggregateOperator {
@@ -161,8 +238,23 @@ impl Operator for AggregateOperator {
                 _ => columns.push(acc.finish()?),
             }
         }
-        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(num_groups));
+        let options = RecordBatchOptions::new().with_row_count(Some(num_groups));
         out.emit(RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?);
+        Ok(())
+    }
+
+    /// Saves the groups and their states as one Arrow IPC batch.
+    fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        let name = self.name().to_string();
+        let batch = self.snapshot_batch(&name)?;
+        snapshot.put_batches("groups", &batch.schema(), &[batch])
+    }
+
+    fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let name = self.name().to_string();
+        for batch in restored.batches("groups")? {
+            self.restore_batch(&batch, &name)?;
+        }
         Ok(())
     }
 }
