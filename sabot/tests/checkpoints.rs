@@ -153,3 +153,48 @@ fn a_stopped_pipeline_restarts_from_its_checkpoint_with_its_state_and_offsets() 
         assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
     }
 }
+
+#[test]
+fn a_broker_outage_makes_the_pipeline_wait_and_lose_nothing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = CheckpointConfig::new(dir.path()).with_interval(Duration::from_millis(100));
+    let delivered = Arc::new(Mutex::new(vec![]));
+    produce_clicks(&cluster.bootstrap_servers(), 0..200);
+
+    let outage = {
+        let watched = delivered.clone();
+        let brokers = cluster.bootstrap_servers();
+        let cluster = &cluster;
+        std::thread::scope(|scope| {
+            let during = scope.spawn(move || {
+                // Once the first counts are out, the broker goes away for 3 s; new clicks are
+                // produced after it is back.
+                while watched.lock().unwrap().len() < 200 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                cluster.set_broker_down(1, true).unwrap();
+                std::thread::sleep(Duration::from_secs(3));
+                cluster.set_broker_down(1, false).unwrap();
+                produce_clicks(&brokers, 200..400);
+            });
+            let restored = run_until(cluster, &checkpoints, &delivered, 400);
+            during.join().unwrap();
+            restored
+        })
+    };
+    assert_eq!(outage, 0);
+    let delivered = delivered.lock().unwrap();
+    let mut per_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in delivered.iter() {
+        per_user.entry(c.user.clone()).or_default().push(c.clicks);
+    }
+    assert_eq!(delivered.len(), 400, "every click counted once");
+    for (user, mut clicks) in per_user {
+        clicks.sort();
+        let n = (0..400).filter(|p| format!("u{}", p % 7) == user).count() as i64;
+        assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
+    }
+}

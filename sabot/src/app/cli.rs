@@ -29,6 +29,18 @@ enum Command {
     Agents,
     /// Prints each agent's logical, optimized and physical plan.
     Explain,
+    /// Copies the latest complete checkpoint of every agent into a savepoint directory,
+    /// which `worker --from-savepoint` restores (after an upgrade that keeps operator names).
+    Savepoint(SavepointArgs),
+}
+
+#[derive(Args, Debug)]
+struct SavepointArgs {
+    /// The worker's checkpoint directory.
+    #[arg(long, env = "SABOT_CHECKPOINT_DIR")]
+    checkpoint_dir: PathBuf,
+    /// Where to write the savepoint (must not exist or be empty).
+    target: PathBuf,
 }
 
 #[derive(Args, Debug, Default)]
@@ -59,6 +71,16 @@ struct WorkerArgs {
     /// A librdkafka property, `key=value` (repeatable), e.g. `--set security.protocol=SSL`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     properties: Vec<String>,
+    /// Checkpoint agents' state and offsets into this directory, and restore the latest
+    /// checkpoint on start (exactly-once with two-phase sinks).
+    #[arg(long, env = "SABOT_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints [default: 10000].
+    #[arg(long, env = "SABOT_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// Restore this savepoint (made by the `savepoint` command) instead of the latest checkpoint.
+    #[arg(long, requires = "checkpoint_dir")]
+    from_savepoint: Option<PathBuf>,
 }
 
 /// The settings file (all keys optional).
@@ -71,6 +93,8 @@ struct ConfigFile {
     loglevel: Option<String>,
     partitions: Option<usize>,
     start_offset: Option<String>,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval_ms: Option<u64>,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
 }
@@ -102,6 +126,12 @@ pub struct WorkerOptions {
     pub start_offset: StartOffset,
     /// librdkafka properties passed to every client.
     pub kafka: BTreeMap<String, String>,
+    /// Where agents checkpoint (one sub-directory per agent and stage); `None`: no checkpoints.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often agents checkpoint.
+    pub checkpoint_interval: std::time::Duration,
+    /// A savepoint to restore instead of the latest checkpoint.
+    pub from_savepoint: Option<PathBuf>,
 }
 
 /// Secrets among the Kafka properties are redacted, as in [`KafkaConfig`]'s `Debug`.
@@ -113,6 +143,9 @@ impl std::fmt::Debug for WorkerOptions {
             .field("loglevel", &self.loglevel)
             .field("partitions", &self.partitions)
             .field("start_offset", &self.start_offset)
+            .field("checkpoint_dir", &self.checkpoint_dir)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("from_savepoint", &self.from_savepoint)
             .field("kafka", &self.kafka_config())
             .finish()
     }
@@ -128,6 +161,9 @@ impl Default for WorkerOptions {
             partitions: 4,
             start_offset: StartOffset::Committed,
             kafka: BTreeMap::new(),
+            checkpoint_dir: None,
+            checkpoint_interval: std::time::Duration::from_secs(10),
+            from_savepoint: None,
         }
     }
 }
@@ -155,6 +191,24 @@ impl WorkerOptions {
     pub fn with_start_offset(mut self, start: StartOffset) -> Self {
         self.start_offset = start;
         self
+    }
+
+    /// Checkpoints every `interval` into `dir` and restores the latest checkpoint on start.
+    pub fn with_checkpoints(mut self, dir: impl Into<PathBuf>, interval: std::time::Duration) -> Self {
+        self.checkpoint_dir = Some(dir.into());
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// The checkpoint settings of stage `stage` of agent `agent`, when checkpoints are on.
+    pub(crate) fn checkpointing(&self, agent: &str, stage: usize) -> Option<crate::checkpoint::CheckpointConfig> {
+        let relative = Path::new(agent).join(format!("stage-{stage}"));
+        let config = crate::checkpoint::CheckpointConfig::new(self.checkpoint_dir.as_ref()?.join(&relative))
+            .with_interval(self.checkpoint_interval);
+        Some(match &self.from_savepoint {
+            Some(savepoint) => config.restore_from(crate::checkpoint::RestoreFrom::Savepoint(savepoint.join(relative))),
+            None => config,
+        })
     }
 
     /// Sets a librdkafka property for every client.
@@ -203,8 +257,43 @@ impl WorkerOptions {
                 }
             },
             kafka,
+            checkpoint_dir: args.checkpoint_dir.or(file.checkpoint_dir),
+            checkpoint_interval: std::time::Duration::from_millis(
+                args.checkpoint_interval_ms.or(file.checkpoint_interval_ms).unwrap_or(10_000).max(1),
+            ),
+            from_savepoint: args.from_savepoint,
         })
     }
+}
+
+/// Copies the latest checkpoint of every agent stage under `checkpoints` into `target`, in
+/// the same layout; returns `(agent/stage, checkpoint id)` per copy.
+fn take_savepoint(checkpoints: &Path, target: &Path) -> Result<Vec<(String, u64)>> {
+    let mut copied = vec![];
+    let mut agents: Vec<_> = std::fs::read_dir(checkpoints)
+        .map_err(|e| SabotError::io(checkpoints, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    agents.sort();
+    for agent in agents {
+        let mut stages: Vec<_> = std::fs::read_dir(&agent)
+            .map_err(|e| SabotError::io(&agent, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("stage-")))
+            .collect();
+        stages.sort();
+        for stage in stages {
+            let relative = stage.strip_prefix(checkpoints).expect("under the checkpoint dir").to_path_buf();
+            let storage = crate::checkpoint::CheckpointStorage::open(&stage, usize::MAX)?;
+            let meta = storage.savepoint(target.join(&relative))?;
+            copied.push((relative.display().to_string(), meta.id));
+        }
+    }
+    if copied.is_empty() {
+        return Err(SabotError::checkpoint(checkpoints, "no agent checkpoints found"));
+    }
+    Ok(copied)
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {
@@ -240,6 +329,10 @@ pub(crate) fn main(app: App, args: impl IntoIterator<Item = OsString>) -> ExitCo
         }),
         Command::Agents => write_stdout(&agents_table(&app)),
         Command::Explain => app.explain().and_then(|text| write_stdout(&text)),
+        Command::Savepoint(args) => take_savepoint(&args.checkpoint_dir, &args.target).and_then(|copied| {
+            let lines: Vec<String> = copied.iter().map(|(stage, id)| format!("{stage}: checkpoint {id}")).collect();
+            write_stdout(&format!("savepoint written to {}\n{}", args.target.display(), lines.join("\n")))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,6 +402,38 @@ mod tests {
         assert_eq!(options.start_offset, StartOffset::Earliest);
         assert_eq!(options.kafka.get("security.protocol").map(String::as_str), Some("SSL"));
         assert_eq!(options.kafka.get("sasl.mechanism").map(String::as_str), Some("PLAIN"));
+    }
+
+    #[test]
+    fn checkpoint_flags_give_each_agent_stage_its_directory() {
+        let options = parse(&["app", "worker", "--checkpoint-dir", "/data/chk", "--checkpoint-interval-ms", "500"]);
+        let config = options.checkpointing("count", 1).expect("checkpoints on");
+        assert_eq!(config.dir, Path::new("/data/chk/count/stage-1"));
+        assert_eq!(config.interval, std::time::Duration::from_millis(500));
+        assert_eq!(config.restore, crate::checkpoint::RestoreFrom::Latest);
+        let restored = parse(&["app", "worker", "--checkpoint-dir", "/data/chk", "--from-savepoint", "/sp"]);
+        let config = restored.checkpointing("count", 0).unwrap();
+        assert_eq!(config.restore, crate::checkpoint::RestoreFrom::Savepoint("/sp/count/stage-0".into()));
+        assert!(parse(&["app", "worker"]).checkpointing("count", 0).is_none());
+        assert!(Cli::try_parse_from(["app", "worker", "--from-savepoint", "/sp"]).is_err(), "needs a checkpoint dir");
+    }
+
+    #[test]
+    fn a_savepoint_copies_the_latest_checkpoint_of_every_agent_stage() {
+        use crate::checkpoint::{CheckpointMetadata, CheckpointStorage};
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoints = dir.path().join("chk");
+        for (stage, ids) in [("count/stage-0", vec![1, 2]), ("count/stage-1", vec![7])] {
+            let storage = CheckpointStorage::open(checkpoints.join(stage), 3).unwrap();
+            for id in ids {
+                storage.complete(&CheckpointMetadata::new(id, 1)).unwrap();
+            }
+        }
+        let target = dir.path().join("sp");
+        let copied = take_savepoint(&checkpoints, &target).unwrap();
+        assert_eq!(copied, vec![("count/stage-0".to_string(), 2), ("count/stage-1".to_string(), 7)]);
+        assert!(crate::checkpoint::verify(&target.join("count/stage-1")).unwrap().savepoint);
+        assert!(take_savepoint(&dir.path().join("empty-does-not-exist"), &target).is_err());
     }
 
     #[test]

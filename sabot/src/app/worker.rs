@@ -183,7 +183,10 @@ pub(super) fn run(
                     if let Some((group, metrics)) = stage.metrics.clone() {
                         status.add(group, metrics);
                     }
-                    let stream = Stream::<Untyped>::from_plan((*stage.plan).clone(), config.clone());
+                    let mut stream = Stream::<Untyped>::from_plan((*stage.plan).clone(), config.clone());
+                    if let Some(checkpointing) = options.checkpointing(agent.name, i) {
+                        stream = stream.with_checkpointing(checkpointing);
+                    }
                     let sink = match &stage.repartition {
                         Some((topic, keys)) => {
                             if let Some(cluster) = &_embedded {

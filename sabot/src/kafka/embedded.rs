@@ -87,6 +87,33 @@ impl EmbeddedCluster {
     }
 }
 
+impl EmbeddedCluster {
+    /// Takes broker `broker_id` (1-based) down, closing its connections and refusing new
+    /// ones, or brings it back up: for tests of an unreachable cluster.
+    ///
+    /// ```
+    /// let cluster = sabot::kafka::EmbeddedCluster::start(1)?;
+    /// cluster.set_broker_down(1, true)?;
+    /// cluster.set_broker_down(1, false)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn set_broker_down(&self, broker_id: i32, down: bool) -> Result<()> {
+        // SAFETY: the handle is live (see `handle`).
+        let err = unsafe {
+            if down {
+                rdsys::rd_kafka_mock_broker_set_down(self.handle()?, broker_id)
+            } else {
+                rdsys::rd_kafka_mock_broker_set_up(self.handle()?, broker_id)
+            }
+        };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(SabotError::kafka(format!("set broker {broker_id} down={down}"), format!("{err:?}")));
+        }
+        tracing::info!(broker_id, down, "embedded broker state changed");
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for EmbeddedCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedCluster").field("bootstrap", &self.bootstrap).finish()
