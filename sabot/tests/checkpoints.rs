@@ -14,7 +14,7 @@ use sabot::kafka::format::JsonFormat;
 use sabot::kafka::{EmbeddedCluster, KafkaSource, StartOffset};
 use sabot::operator::{KeyedProcessFunction, ProcessContext};
 use sabot::prelude::*;
-use sabot::state::{ValueState, ValueStateDescriptor};
+use sabot::state::{StateBackend, ValueState, ValueStateDescriptor};
 
 #[derive(sabot::Record, Debug, Clone)]
 pub struct Click {
@@ -80,13 +80,24 @@ fn run_until(
     delivered: &Arc<Mutex<Vec<Count>>>,
     expected: usize,
 ) -> u64 {
-    let source = KafkaSource::with_config(cluster.config(), "clicks")
+    run_with_backend(cluster.config(), checkpoints, delivered, expected, StateBackend::Memory)
+}
+
+fn run_with_backend(
+    kafka: sabot::kafka::KafkaConfig,
+    checkpoints: &CheckpointConfig,
+    delivered: &Arc<Mutex<Vec<Count>>>,
+    expected: usize,
+    backend: StateBackend,
+) -> u64 {
+    let source = KafkaSource::with_config(kafka, "clicks")
         .group("counter")
         .start_offset(StartOffset::Earliest)
         .format(JsonFormat::for_record::<Click>());
     let stop = source.stop_handle();
     let pipeline = Stream::from_kafka(source)
         .unwrap()
+        .with_config(ExecConfig::default().with_state_backend(backend))
         .with_parallelism(2)
         .with_checkpointing(checkpoints.clone())
         .key_by(["user"])
@@ -115,6 +126,20 @@ fn run_until(
 
 #[test]
 fn a_stopped_pipeline_restarts_from_its_checkpoint_with_its_state_and_offsets() {
+    stop_and_restart(|_| StateBackend::Memory);
+}
+
+/// RocksDB state is checkpointed as a RocksDB checkpoint (hard links); the instance's own
+/// directory, which has moved on past the checkpoint, is reset from it on restore.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_stopped_pipeline_with_rocksdb_state_restarts_from_its_checkpoint() {
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().to_path_buf();
+    stop_and_restart(move |_| StateBackend::RocksDb { path: path.clone() });
+}
+
+fn stop_and_restart(backend: impl Fn(usize) -> StateBackend) {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks", 4).unwrap();
@@ -123,10 +148,11 @@ fn a_stopped_pipeline_restarts_from_its_checkpoint_with_its_state_and_offsets() 
     let delivered = Arc::new(Mutex::new(vec![]));
 
     produce_clicks(&cluster.bootstrap_servers(), 0..300);
-    assert_eq!(run_until(&cluster, &checkpoints, &delivered, 300), 0, "nothing to restore the first time");
+    let first_run = run_with_backend(cluster.config(), &checkpoints, &delivered, 300, backend(1));
+    assert_eq!(first_run, 0, "nothing to restore the first time");
     let storage = CheckpointStorage::open(dir.path(), 3).unwrap();
     let (_, first) = storage.latest().unwrap().expect("a checkpoint after the first run");
-    assert!(first.files.iter().any(|f| f.path.contains("keyed")), "keyed state saved: {:?}", first.files);
+    assert!(first.files.iter().any(|f| f.path.contains("/keyed/")), "keyed state saved: {:?}", first.files);
     let offsets: i64 = serde_json::from_value::<Vec<(String, i32, i64)>>(first.sources["kafka-0"].clone())
         .unwrap()
         .iter()
@@ -135,7 +161,7 @@ fn a_stopped_pipeline_restarts_from_its_checkpoint_with_its_state_and_offsets() 
     assert_eq!(offsets, 300, "the last checkpoint covers every message read");
 
     produce_clicks(&cluster.bootstrap_servers(), 300..500);
-    let restored = run_until(&cluster, &checkpoints, &delivered, 500);
+    let restored = run_with_backend(cluster.config(), &checkpoints, &delivered, 500, backend(2));
     assert_eq!(restored, first.id, "the second run restored the first run's last checkpoint");
 
     // Every user's counts are exactly 1..=n over both runs: state carried over, no message
@@ -170,17 +196,20 @@ fn a_broker_outage_makes_the_pipeline_wait_and_lose_nothing() {
         let cluster = &cluster;
         std::thread::scope(|scope| {
             let during = scope.spawn(move || {
-                // Once the first counts are out, the broker goes away for 3 s; new clicks are
-                // produced after it is back.
+                // Once the first counts are out, the broker goes away for 2 s (within the
+                // session timeout: a longer outage makes the group rebalance, and a partition
+                // taken back resumes from its committed offset); new clicks are produced
+                // after it is back.
                 while watched.lock().unwrap().len() < 200 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 cluster.set_broker_down(1, true).unwrap();
-                std::thread::sleep(Duration::from_secs(3));
+                std::thread::sleep(Duration::from_secs(2));
                 cluster.set_broker_down(1, false).unwrap();
                 produce_clicks(&brokers, 200..400);
             });
-            let restored = run_until(cluster, &checkpoints, &delivered, 400);
+            let kafka = cluster.config().set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "1000");
+            let restored = run_with_backend(kafka, &checkpoints, &delivered, 400, StateBackend::Memory);
             during.join().unwrap();
             restored
         })
