@@ -90,6 +90,17 @@ fn run_with_backend(
     expected: usize,
     backend: StateBackend,
 ) -> u64 {
+    run_with(kafka, checkpoints, delivered, expected, backend, 2)
+}
+
+fn run_with(
+    kafka: sabot::kafka::KafkaConfig,
+    checkpoints: &CheckpointConfig,
+    delivered: &Arc<Mutex<Vec<Count>>>,
+    expected: usize,
+    backend: StateBackend,
+    parallelism: usize,
+) -> u64 {
     let source = KafkaSource::with_config(kafka, "clicks")
         .group("counter")
         .start_offset(StartOffset::Earliest)
@@ -98,7 +109,7 @@ fn run_with_backend(
     let pipeline = Stream::from_kafka(source)
         .unwrap()
         .with_config(ExecConfig::default().with_state_backend(backend))
-        .with_parallelism(2)
+        .with_parallelism(parallelism)
         .with_checkpointing(checkpoints.clone())
         .key_by(["user"])
         .process(CountClicks::default)
@@ -225,5 +236,35 @@ fn a_broker_outage_makes_the_pipeline_wait_and_lose_nothing() {
         clicks.sort();
         let n = (0..400).filter(|p| format!("u{}", p % 7) == user).count() as i64;
         assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
+    }
+}
+
+/// A restart with another parallelism splits the keyed state anew: each instance keeps the
+/// keys the hash exchange now sends it (Flink's rescaling from a checkpoint).
+#[test]
+fn keyed_state_follows_its_keys_when_the_parallelism_changes() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = CheckpointConfig::new(dir.path()).with_interval(Duration::from_millis(100));
+    let delivered = Arc::new(Mutex::new(vec![]));
+    let mut produced = 0;
+    for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
+        produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
+        produced += 150;
+        let restored =
+            run_with(cluster.config(), &checkpoints, &delivered, produced as usize, StateBackend::Memory, parallelism);
+        assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
+    }
+    let delivered = delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 450);
+    let mut per_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in delivered.iter() {
+        per_user.entry(c.user.clone()).or_default().push(c.clicks);
+    }
+    for (user, mut clicks) in per_user {
+        clicks.sort();
+        let n = (0..450).filter(|p| format!("u{}", p % 7) == user).count() as i64;
+        assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}: counts go on across parallelism 2, 3 and 1");
     }
 }

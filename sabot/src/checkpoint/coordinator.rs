@@ -123,14 +123,11 @@ impl CheckpointCoordinator {
         let metrics = config.metrics.clone();
         if let Some((dir, meta)) = &restored {
             if meta.parallelism != parallelism {
-                return Err(SabotError::checkpoint(
-                    dir,
-                    format!(
-                        "taken with parallelism {} but the pipeline runs with {parallelism}; keyed state cannot be \
-                         redistributed yet, so restart with the same parallelism",
-                        meta.parallelism
-                    ),
-                ));
+                tracing::info!(
+                    from = meta.parallelism,
+                    to = parallelism,
+                    "the parallelism changed: keyed state is split anew"
+                );
             }
             metrics.restored_id.store(meta.id, Ordering::Relaxed);
             tracing::info!(checkpoint = meta.id, dir = %dir.display(), savepoint = meta.savepoint, "restoring checkpoint");
@@ -180,10 +177,23 @@ impl CheckpointCoordinator {
     }
 
     /// The state that task `task` saved in the restored checkpoint, if it saved any.
+    /// With another parallelism than the checkpoint's, every old instance's directory of the
+    /// operator comes with it (see [`Rescale`](super::Rescale)).
     pub(crate) fn restored_state(&self, task: &str) -> Option<RestoredState> {
         let (dir, meta) = self.restored.as_ref()?;
         let task_dir = dir.join(task);
-        task_dir.is_dir().then(|| RestoredState::new(meta.id, task_dir))
+        if meta.parallelism == self.parallelism {
+            return task_dir.is_dir().then(|| RestoredState::new(meta.id, task_dir));
+        }
+        let (operator, partition) = task.rsplit_once("/p")?;
+        let partition = partition.parse().ok()?;
+        let snapshots: Vec<PathBuf> =
+            (0..meta.parallelism).map(|p| dir.join(operator).join(format!("p{p}"))).filter(|d| d.is_dir()).collect();
+        if snapshots.is_empty() {
+            return None;
+        }
+        let rescale = super::Rescale { from: meta.parallelism, to: self.parallelism, partition, snapshots };
+        Some(RestoredState::rescaled(meta.id, task_dir, rescale))
     }
 
     /// A snapshot for task `task` at checkpoint `checkpoint`.
@@ -331,7 +341,10 @@ mod tests {
         assert_eq!(meta.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["Count/p0/n", "Count/p1/n"]);
         assert_eq!(restart.restored_state("Count/p1").unwrap().value::<u64>("n").unwrap(), Some(2));
         assert!(restart.restored_state("Other/p0").is_none());
-        assert!(CheckpointCoordinator::start(&config, 3).is_err(), "another parallelism is refused");
+        let rescaled = CheckpointCoordinator::start(&config, 3).unwrap();
+        let state = rescaled.restored_state("Count/p2").expect("every old instance's state");
+        let rescale = state.rescale().expect("another parallelism");
+        assert_eq!((rescale.from, rescale.to, rescale.partition, rescale.snapshots.len()), (2, 3, 2, 2));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 pub(crate) use coordinator::CheckpointCoordinator;
 pub use coordinator::CheckpointMetrics;
-pub use snapshot::{RestoredState, SnapshotFile, StateSnapshot};
+pub use snapshot::{Rescale, RestoredState, SnapshotFile, StateSnapshot};
 pub use storage::{CheckpointMetadata, CheckpointStorage, METADATA_FILE, copy_savepoint, verify};
 
 /// What a pipeline restores when it starts.

@@ -214,12 +214,38 @@ pub(crate) fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
 pub struct RestoredState {
     checkpoint: u64,
     dir: PathBuf,
+    rescale: Option<Rescale>,
+}
+
+/// The checkpoint was taken with another parallelism: keyed operators split the state of
+/// every old instance by key, as the hash exchange in front of them now routes keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rescale {
+    /// The parallelism when the checkpoint was taken.
+    pub from: usize,
+    /// The parallelism now.
+    pub to: usize,
+    /// This instance's partition (in `0..to`).
+    pub partition: usize,
+    /// Every old instance's saved state (one directory each).
+    pub snapshots: Vec<PathBuf>,
 }
 
 impl RestoredState {
     /// The state saved for checkpoint `checkpoint` in `dir`.
     pub fn new(checkpoint: u64, dir: impl Into<PathBuf>) -> Self {
-        RestoredState { checkpoint, dir: dir.into() }
+        RestoredState { checkpoint, dir: dir.into(), rescale: None }
+    }
+
+    /// State saved with another parallelism (see [`Rescale`]); `dir` is this partition's old
+    /// directory, which may not exist.
+    pub fn rescaled(checkpoint: u64, dir: impl Into<PathBuf>, rescale: Rescale) -> Self {
+        RestoredState { checkpoint, dir: dir.into(), rescale: Some(rescale) }
+    }
+
+    /// Set when the checkpoint was taken with another parallelism.
+    pub fn rescale(&self) -> Option<&Rescale> {
+        self.rescale.as_ref()
     }
 
     /// The checkpoint's id.

@@ -123,7 +123,10 @@ impl OperatorStream {
             if let Some((coordinator, task)) = &self.checkpoints
                 && let Some(restored) = coordinator.restored_state(task)
             {
-                self.operator.restore_state(&restored)?;
+                match restored.rescale() {
+                    Some(_) => self.operator.restore_rescaled_state(&restored)?,
+                    None => self.operator.restore_state(&restored)?,
+                }
             }
             self.operator.on_start()?;
         }

@@ -135,6 +135,43 @@ impl ProcessContext<'_> {
     }
 }
 
+/// Whether a key (its encoded columns) belongs to this instance.
+type KeyRouter = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// The keys that the hash exchange in front of a keyed operator routes to `partition` of
+/// `partitions`, from their encoded key columns (the exchange hashes the same encoding, or
+/// the value of a single integer key).
+fn key_router(
+    keys: &[Expr],
+    schema: &arrow::datatypes::Schema,
+    partitions: usize,
+    partition: usize,
+) -> Result<KeyRouter> {
+    let (n, me) = (partitions.max(1) as u64, partition as u64);
+    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
+    match types.as_slice() {
+        // Without keys everything runs in one instance.
+        [] => Ok(std::sync::Arc::new(|_: &[u8]| true)),
+        [single] if single.is_integer() => {
+            let converter = RowConverter::new(vec![SortField::new(single.clone())])?;
+            let parser = converter.parser();
+            Ok(std::sync::Arc::new(move |key: &[u8]| {
+                let value = converter
+                    .convert_rows([parser.parse(key)])
+                    .ok()
+                    .and_then(|arrays| arrow::compute::cast(&arrays[0], &arrow::datatypes::DataType::Int64).ok())
+                    .and_then(|a| {
+                        let a = a.as_any().downcast_ref::<arrow::array::Int64Array>()?.clone();
+                        (!arrow::array::Array::is_null(&a, 0)).then(|| a.value(0))
+                    });
+                let hash = value.map_or(0, |v| super::hash_u64(v as u64));
+                hash % n == me
+            }))
+        }
+        _ => Ok(std::sync::Arc::new(move |key: &[u8]| super::hash_bytes(key) % n == me)),
+    }
+}
+
 /// Runs a [`KeyedProcessFunction`] over a keyed stream.
 pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
     name: String,
@@ -148,6 +185,9 @@ pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
     output: Vec<F::Out>,
     /// The keyed state to reload in `on_start`, when a checkpoint is restored.
     restore_from: Option<std::path::PathBuf>,
+    /// Restoring with another parallelism: every old instance's keyed state, and which keys
+    /// this instance keeps.
+    rescaled: Option<(Vec<std::path::PathBuf>, KeyRouter)>,
     _types: PhantomData<fn(F::In)>,
 }
 
@@ -166,6 +206,7 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
             watermark: i64::MIN,
             output: vec![],
             restore_from: None,
+            rescaled: None,
             _types: PhantomData,
         }
     }
@@ -229,10 +270,33 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         Ok(())
     }
 
+    /// Keeps the keys (state and timers) of every old instance that the hash exchange now
+    /// routes to this one; the watermark is the lowest of the old instances'.
+    fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        let rescale = restored.rescale().expect("called for rescaled state");
+        let keep = key_router(&self.keys, &F::In::schema(), rescale.to, rescale.partition)?;
+        let mut watermark: Option<i64> = None;
+        let mut dirs = vec![];
+        for dir in &rescale.snapshots {
+            let old = crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir);
+            dirs.extend(old.directory("keyed")?);
+            let timers: Timers = old.value("timers")?.unwrap_or_default();
+            let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
+            self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));
+            self.timers.processing_time.extend(timers.processing_time.into_iter().filter(mine));
+            let w: i64 = old.value("watermark")?.unwrap_or(i64::MIN);
+            watermark = Some(watermark.map_or(w, |m| m.min(w)));
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        self.rescaled = Some((dirs, keep));
+        Ok(())
+    }
+
     fn on_start(&mut self) -> Result<()> {
-        let mut store = match &self.restore_from {
-            Some(dir) => KeyedStateStore::restore(&self.backend, &self.name, dir)?,
-            None => KeyedStateStore::open(&self.backend, &self.name)?,
+        let mut store = match (&self.restore_from, self.rescaled.take()) {
+            (_, Some((dirs, keep))) => KeyedStateStore::restore_rescaled(&self.backend, &self.name, dirs, keep)?,
+            (Some(dir), None) => KeyedStateStore::restore(&self.backend, &self.name, dir)?,
+            (None, None) => KeyedStateStore::open(&self.backend, &self.name)?,
         };
         if let Some(clock) = self.clock.clone() {
             store = store.with_clock(clock);

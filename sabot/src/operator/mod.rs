@@ -163,6 +163,22 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Loads state saved by a run with another parallelism
+    /// ([`RestoredState::rescale`](crate::checkpoint::RestoredState::rescale)): keyed
+    /// operators keep the keys that the hash exchange now routes to this instance. By default
+    /// the operator cannot change parallelism and restoring fails.
+    fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        let rescale = restored.rescale().map(|r| (r.from, r.to)).unwrap_or_default();
+        Err(crate::SabotError::State {
+            state: self.name().to_string(),
+            message: format!(
+                "saved with parallelism {} and restored with {}: this operator cannot change parallelism; restart \
+                 with the checkpoint's parallelism",
+                rescale.0, rescale.1
+            ),
+        })
+    }
+
     /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         out.emit_barrier(barrier);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::hash::Hash;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hashbrown::hash_table::{Entry, HashTable};
 use serde::Serialize;
@@ -193,24 +193,35 @@ impl<V> MemTable<V> {
         postcard::to_extend(&entries, out).map_err(|e| codec::error(state, "encode snapshot", e))
     }
 
-    fn read_snapshot(path: &Path, state: &str, hasher: &dyn Fn(&[u8]) -> u64) -> Result<Self>
+    /// Loads the entries of every snapshot file in `paths` whose key `keep` accepts (all
+    /// of one file when restoring as before; a share of several when the parallelism changed).
+    fn read_snapshots(paths: &[PathBuf], state: &str, hasher: &dyn Fn(&[u8]) -> u64, keep: &KeyFilter) -> Result<Self>
     where
         V: DeserializeOwned,
     {
-        let bytes = fs::read(path).map_err(|e| SabotError::io(path, e))?;
-        let body = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or_else(|| SabotError::format(path, None, "not a Sabot memory-state snapshot"))?;
-        let entries: Vec<(Vec<u8>, u64, V)> =
-            postcard::from_bytes(body).map_err(|e| codec::error(state, "decode snapshot", e))?;
-        let mut table = HashTable::with_capacity(entries.len());
-        for (key, expires_at, value) in entries {
-            let hash = hasher(&key);
-            table.insert_unique(hash, Slot { hash, expires_at, key: SlotKey::new(&key), value }, slot_hash);
+        let mut table = HashTable::new();
+        for path in paths {
+            let bytes = fs::read(path).map_err(|e| SabotError::io(path, e))?;
+            let body = bytes
+                .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+                .ok_or_else(|| SabotError::format(path, None, "not a Sabot memory-state snapshot"))?;
+            let entries: Vec<(Vec<u8>, u64, V)> =
+                postcard::from_bytes(body).map_err(|e| codec::error(state, "decode snapshot", e))?;
+            table.reserve(entries.len(), slot_hash);
+            for (key, expires_at, value) in entries {
+                if keep.as_ref().is_some_and(|keep| !keep(&key)) {
+                    continue;
+                }
+                let hash = hasher(&key);
+                table.insert_unique(hash, Slot { hash, expires_at, key: SlotKey::new(&key), value }, slot_hash);
+            }
         }
         Ok(MemTable { table })
     }
 }
+
+/// Which keys of a restored snapshot an instance keeps (`None`: all of them).
+pub(crate) type KeyFilter = Option<std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>>;
 
 /// What the store needs of a table without knowing its type.
 pub(super) trait ErasedTable: Send {
@@ -229,8 +240,13 @@ pub(super) trait ErasedTable: Send {
 pub(super) struct ValueTable<T>(pub(super) MemTable<T>);
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> ValueTable<T> {
-    pub(super) fn load(path: &Path, state: &str, hasher: &dyn Fn(&[u8]) -> u64) -> Result<Self> {
-        MemTable::read_snapshot(path, state, hasher).map(ValueTable)
+    pub(super) fn load(
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<Self> {
+        MemTable::read_snapshots(paths, state, hasher, keep).map(ValueTable)
     }
 }
 
@@ -266,8 +282,13 @@ where
     K: Serialize + DeserializeOwned + Hash + Eq + Send + 'static,
     V: Serialize + DeserializeOwned + Send + 'static,
 {
-    pub(super) fn load(path: &Path, state: &str, hasher: &dyn Fn(&[u8]) -> u64) -> Result<Self> {
-        MemTable::read_snapshot(path, state, hasher).map(MapTable)
+    pub(super) fn load(
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<Self> {
+        MemTable::read_snapshots(paths, state, hasher, keep).map(MapTable)
     }
 }
 

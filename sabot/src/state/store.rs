@@ -12,7 +12,7 @@ use super::StateValue;
 use super::clock::StateClock;
 use super::descriptor::{ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, ValueStateDescriptor};
 use super::handles::{ListState, MapState, ReducingState, StateId, ValueState};
-use super::memory::{ErasedTable, MapTable, MemTable, ValueTable};
+use super::memory::{ErasedTable, KeyFilter, MapTable, MemTable, ValueTable};
 #[cfg(feature = "rocksdb")]
 use super::rocks::{RocksDbInstance, RocksTables};
 use crate::{Result, SabotError};
@@ -132,6 +132,10 @@ pub struct KeyedStateStore {
     restore_dir: Option<PathBuf>,
     /// Restored states never registered again, carried over by snapshots: (state, file bytes).
     carried: Vec<(String, Vec<u8>)>,
+    /// Restoring with another parallelism: every old instance's snapshot, of which this
+    /// instance keeps the keys `key_filter` accepts.
+    rescale_dirs: Vec<PathBuf>,
+    key_filter: KeyFilter,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -176,6 +180,8 @@ impl KeyedStateStore {
             backend,
             restore_dir: None,
             carried: Vec::new(),
+            rescale_dirs: Vec::new(),
+            key_filter: None,
         })
     }
 
@@ -230,6 +236,30 @@ impl KeyedStateStore {
             }
         }
         tracing::info!(operator, dir = %dir.display(), "restored keyed state");
+        Ok(store)
+    }
+
+    /// Opens the store of `operator` with the keys `keep` accepts from the snapshots in
+    /// `dirs`, taken by the instances of a run with another parallelism (memory backend).
+    /// States that are not registered again are not carried over.
+    pub(crate) fn restore_rescaled(
+        backend: &StateBackend,
+        operator: &str,
+        dirs: Vec<PathBuf>,
+        keep: std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    ) -> Result<Self> {
+        let mut store = Self::open(backend, operator)?;
+        if !matches!(store.backend, Backend::Memory(_)) {
+            return Err(SabotError::State {
+                state: operator.to_string(),
+                message: "RocksDB state cannot be redistributed to another parallelism yet; restart with the \
+                          parallelism of the checkpoint"
+                    .into(),
+            });
+        }
+        tracing::info!(operator, snapshots = dirs.len(), "restoring keyed state with another parallelism");
+        store.rescale_dirs = dirs;
+        store.key_filter = Some(keep);
         Ok(store)
     }
 
@@ -346,7 +376,7 @@ impl KeyedStateStore {
     pub fn value_state<T: StateValue>(&mut self, desc: &ValueStateDescriptor<T>) -> Result<ValueState<T>> {
         let id =
             self.register::<ValueTable<T>>(&desc.name, StateKind::Value, desc.ttl_ms, |dir, state, h| match dir {
-                Some(path) => Ok(Box::new(ValueTable::<T>::load(&path, state, h)?)),
+                Some((paths, keep)) => Ok(Box::new(ValueTable::<T>::load(&paths, state, h, keep)?)),
                 None => Ok(Box::new(ValueTable::<T>(MemTable::default()))),
             })?;
         Ok(ValueState::new(id))
@@ -366,7 +396,7 @@ impl KeyedStateStore {
     pub fn list_state<T: StateValue>(&mut self, desc: &ListStateDescriptor<T>) -> Result<ListState<T>> {
         let id =
             self.register::<ValueTable<Vec<T>>>(&desc.name, StateKind::List, desc.ttl_ms, |dir, state, h| match dir {
-                Some(path) => Ok(Box::new(ValueTable::<Vec<T>>::load(&path, state, h)?)),
+                Some((paths, keep)) => Ok(Box::new(ValueTable::<Vec<T>>::load(&paths, state, h, keep)?)),
                 None => Ok(Box::new(ValueTable::<Vec<T>>(MemTable::default()))),
             })?;
         Ok(ListState::new(id))
@@ -390,7 +420,7 @@ impl KeyedStateStore {
     {
         let id =
             self.register::<MapTable<K, V>>(&desc.name, StateKind::Map, desc.ttl_ms, |dir, state, h| match dir {
-                Some(path) => Ok(Box::new(MapTable::<K, V>::load(&path, state, h)?)),
+                Some((paths, keep)) => Ok(Box::new(MapTable::<K, V>::load(&paths, state, h, keep)?)),
                 None => Ok(Box::new(MapTable::<K, V>(MemTable::default()))),
             })?;
         Ok(MapState::new(id))
@@ -412,7 +442,7 @@ impl KeyedStateStore {
     pub fn reducing_state<T: StateValue>(&mut self, desc: &ReducingStateDescriptor<T>) -> Result<ReducingState<T>> {
         let id =
             self.register::<ValueTable<T>>(&desc.name, StateKind::Reducing, desc.ttl_ms, |dir, state, h| match dir {
-                Some(path) => Ok(Box::new(ValueTable::<T>::load(&path, state, h)?)),
+                Some((paths, keep)) => Ok(Box::new(ValueTable::<T>::load(&paths, state, h, keep)?)),
                 None => Ok(Box::new(ValueTable::<T>(MemTable::default()))),
             })?;
         Ok(ReducingState::new(id, desc.reduce.clone()))
@@ -425,7 +455,7 @@ impl KeyedStateStore {
         name: &str,
         kind: StateKind,
         ttl_ms: Option<u64>,
-        make: impl FnOnce(Option<PathBuf>, &str, &dyn Fn(&[u8]) -> u64) -> Result<Box<dyn ErasedTable>>,
+        make: impl FnOnce(Option<(Vec<PathBuf>, &KeyFilter)>, &str, &dyn Fn(&[u8]) -> u64) -> Result<Box<dyn ErasedTable>>,
     ) -> Result<StateId> {
         check_name("state", name)?;
         let full_name = format!("{}/{name}", self.operator);
@@ -446,9 +476,13 @@ impl KeyedStateStore {
         }
         match &mut self.backend {
             Backend::Memory(tables) => {
-                let file = self.restore_dir.as_ref().map(|d| d.join(format!("{name}.state"))).filter(|f| f.exists());
+                let files: Vec<PathBuf> = (self.restore_dir.iter().chain(&self.rescale_dirs))
+                    .map(|d| d.join(format!("{name}.state")))
+                    .filter(|f| f.exists())
+                    .collect();
+                let restored = (!files.is_empty()).then_some((files, &self.key_filter));
                 let hasher = &self.hasher;
-                tables.push(make(file, &full_name, &|key| hasher.hash_one(key))?);
+                tables.push(make(restored, &full_name, &|key| hasher.hash_one(key))?);
             }
             #[cfg(feature = "rocksdb")]
             Backend::RocksDb(tables) => tables.add_state(&full_name, &self.clock)?,
@@ -625,6 +659,11 @@ impl KeyedStateStore {
     /// Reads the restored states that were not registered again, so that snapshots carry
     /// them over; the restored directory is not needed afterwards (retention may delete it).
     fn carried_over(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
+        if !self.rescale_dirs.is_empty() {
+            // Unregistered states cannot be split by key without their types: they are dropped.
+            tracing::warn!(operator = %self.operator, "states not registered again are dropped when rescaling");
+            self.rescale_dirs.clear();
+        }
         if let Some(from) = self.restore_dir.take() {
             for entry in fs::read_dir(&from).map_err(|e| SabotError::io(&from, e))? {
                 let entry = entry.map_err(|e| SabotError::io(&from, e))?;
