@@ -136,7 +136,7 @@ impl ProcessContext<'_> {
 }
 
 /// Whether a key (its encoded columns) belongs to this instance.
-type KeyRouter = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+type KeyRouter = crate::state::KeyPredicate;
 
 /// The keys that the hash exchange in front of a keyed operator routes to `partition` of
 /// `partitions`, from their encoded key columns (the exchange hashes the same encoding, or

@@ -220,8 +220,11 @@ impl<V> MemTable<V> {
     }
 }
 
+/// Whether an instance keeps a key (its encoded key columns) of a restored snapshot.
+pub(crate) type KeyPredicate = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// Which keys of a restored snapshot an instance keeps (`None`: all of them).
-pub(crate) type KeyFilter = Option<std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>>;
+pub(crate) type KeyFilter = Option<KeyPredicate>;
 
 /// What the store needs of a table without knowing its type.
 pub(super) trait ErasedTable: Send {

@@ -63,6 +63,7 @@ pub use descriptor::{
     ListStateDescriptor, MapStateDescriptor, ReduceFn, ReducingStateDescriptor, ValueStateDescriptor,
 };
 pub use handles::{ListState, MapState, ReducingState, ValueState};
+pub(crate) use memory::KeyPredicate;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksDbInstance;
 pub use store::{KeyedStateStore, StateBackend};

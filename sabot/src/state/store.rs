@@ -246,7 +246,7 @@ impl KeyedStateStore {
         backend: &StateBackend,
         operator: &str,
         dirs: Vec<PathBuf>,
-        keep: std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+        keep: super::memory::KeyPredicate,
     ) -> Result<Self> {
         let mut store = Self::open(backend, operator)?;
         if !matches!(store.backend, Backend::Memory(_)) {
