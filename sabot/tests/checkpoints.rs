@@ -73,16 +73,8 @@ fn produce_clicks(brokers: &str, pages: std::ops::Range<i64>) {
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// Runs the counting pipeline until `expected` counts were delivered in total, then stops it.
-fn run_until(
-    cluster: &EmbeddedCluster,
-    checkpoints: &CheckpointConfig,
-    delivered: &Arc<Mutex<Vec<Count>>>,
-    expected: usize,
-) -> u64 {
-    run_with_backend(cluster.config(), checkpoints, delivered, expected, StateBackend::Memory)
-}
-
+/// Runs the counting pipeline until `expected` counts were delivered in total, then stops it;
+/// returns the id of the checkpoint it restored (0 if none).
 fn run_with_backend(
     kafka: sabot::kafka::KafkaConfig,
     checkpoints: &CheckpointConfig,
