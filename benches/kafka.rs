@@ -1,11 +1,14 @@
 //! Kafka end to end on the embedded cluster (librdkafka's mock cluster, in process, real
 //! protocol): the fraud-detection pipeline beside the raw librdkafka consume rate measured in
-//! the same run, Arrow IPC messages through Kafka, and end-to-end latency at a fixed rate.
+//! the same run, Arrow IPC messages through Kafka, end-to-end latency at a fixed rate, and
+//! what checkpoints cost the fraud pipeline.
 //!
 //! ```text
 //! cargo bench --bench kafka                                  # everything
 //! cargo bench --bench kafka -- fraud                         # parts whose name contains a word
+//! cargo bench --bench kafka -- checkpoint                    # only the checkpoint cost
 //! BENCH_TXNS=400000 BENCH_IPC_ROWS=5000000 BENCH_RATE=20000 cargo bench --bench kafka
+//! BENCH_CKPT_TXNS=4000000 BENCH_CKPT_ROUNDS=3 cargo bench --bench kafka -- checkpoint
 //! ```
 //!
 //! The mock cluster keeps only 5 MiB per partition, so topics get enough partitions to hold
@@ -22,9 +25,11 @@ mod io;
 mod rules;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sabot::Result;
+use sabot::checkpoint::{CheckpointConfig, CheckpointMetrics, RestoreFrom};
 use sabot::deps::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use sabot::deps::rdkafka::consumer::{BaseConsumer, Consumer};
 use sabot::deps::rdkafka::message::Timestamp;
@@ -231,6 +236,217 @@ fn latency(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
     Ok(())
 }
 
+/// One run of the fraud pipeline for [`checkpoint_cost`].
+struct CheckpointRun {
+    /// Alerts the sink delivered. With checkpoints, fewer than planted when a periodic barrier
+    /// completed after the stop was requested: the driver (`Stream::drive`) then drops the
+    /// output up to the stop barrier although the stop checkpoint covers its input.
+    alerts: u64,
+    /// From the first message consumed to the pipeline's return (group join excluded).
+    secs: f64,
+    /// From the start of the pipeline to its return.
+    wall_secs: f64,
+    completed: u64,
+    failed: u64,
+    /// (duration ms, state bytes) of the checkpoints seen completing (polled every ms).
+    seen: Vec<(u64, u64)>,
+    last_ms: u64,
+    last_bytes: u64,
+}
+
+/// The fraud pipeline over `topic` with checkpoints every `interval` (`None`: off), as an
+/// unbounded source in a new consumer group, stopped once it has consumed all `n` messages.
+/// (Bounded Kafka sources emit no barriers, so they never checkpoint; stopping a checkpointed
+/// pipeline takes a last checkpoint, which is counted.) `None` when the group rebalanced
+/// during the run (a reader joined after the first assignment): partitions then move and are
+/// read again from the last commit, so the run read duplicates and is not comparable.
+fn checkpoint_run(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    n: usize,
+    expected_alerts: usize,
+    interval: Option<Duration>,
+) -> Result<Option<CheckpointRun>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let source = KafkaSource::new(brokers, topic)
+        .group(group)
+        .format(JsonFormat::for_record::<rules::Transaction>())
+        .start_offset(StartOffset::Earliest)
+        .readers(threads);
+    let consumed = source.metrics();
+    let stop = source.stop_handle();
+    let dir = tempfile::tempdir().map_err(|e| SabotError::io(std::env::temp_dir(), e))?;
+    let metrics: Arc<CheckpointMetrics>;
+    let mut stream = Stream::from_kafka(source)?.with_parallelism(threads);
+    if let Some(interval) = interval {
+        let config = CheckpointConfig::new(dir.path()).with_interval(interval).restore_from(RestoreFrom::Nothing);
+        metrics = config.metrics.clone();
+        stream = stream.with_checkpointing(config);
+    } else {
+        metrics = Arc::default();
+    }
+    let done = AtomicBool::new(false);
+    let start = Instant::now();
+    let (alerts, first, seen, rebalanced) = std::thread::scope(|scope| -> Result<_> {
+        // Stops the source once everything was consumed; notes each completed checkpoint and
+        // whether partitions were ever revoked (a rebalance).
+        let monitor = scope.spawn(|| {
+            let (mut first, mut seen, mut completed, mut stopped) = (None, vec![], 0, false);
+            let (mut assigned, mut rebalanced) = (0, false);
+            while !done.load(Ordering::Relaxed) {
+                let now_assigned = consumed.assigned_partitions();
+                // (Closing the consumers at the stop revokes everything: that is no rebalance.)
+                rebalanced |= !stopped && now_assigned < assigned;
+                assigned = now_assigned;
+                let read = consumed.messages();
+                if first.is_none() && read > 0 {
+                    first = Some(Instant::now());
+                }
+                if !stopped && (read >= n as u64 || start.elapsed() > Duration::from_secs(300)) {
+                    stop.stop();
+                    stopped = true;
+                }
+                let now_completed = metrics.completed();
+                if now_completed > completed {
+                    // The coordinator stores the counter first, then duration and size.
+                    std::thread::sleep(Duration::from_micros(200));
+                    seen.push((metrics.last_duration_ms(), metrics.last_size_bytes()));
+                    completed = now_completed;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (first, seen, rebalanced)
+        });
+        let result = stream
+            .typed::<rules::Transaction>()
+            .and_then(|input| app::fraud::detect(input)?.to_kafka(KafkaSink::new(brokers, "alerts-ckpt")));
+        done.store(true, Ordering::Relaxed);
+        let (first, seen, rebalanced) = monitor.join().expect("monitor thread");
+        Ok((result?, first, seen, rebalanced))
+    })?;
+    let end = Instant::now();
+    if rebalanced || consumed.messages() as usize != n {
+        return Ok(None);
+    }
+    if interval.is_none() {
+        assert_eq!(alerts as usize, expected_alerts, "exactly the planted alerts");
+    }
+    Ok(Some(CheckpointRun {
+        alerts,
+        secs: end.duration_since(first.unwrap_or(start)).as_secs_f64(),
+        wall_secs: end.duration_since(start).as_secs_f64(),
+        completed: metrics.completed(),
+        failed: metrics.failed(),
+        seen,
+        last_ms: metrics.last_duration_ms(),
+        last_bytes: metrics.last_size_bytes(),
+    }))
+}
+
+/// The fraud pipeline (memory state backend) without checkpoints and with checkpoints every
+/// 10 s, 1 s and 100 ms, on the same pre-produced input, in interleaved rounds. Without
+/// checkpoints the Kafka readers still emit a barrier every second to commit offsets; they
+/// just snapshot nothing.
+fn checkpoint_cost(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
+    let accounts = env_usize("BENCH_CKPT_TXNS", 4_000_000) / 20;
+    let rounds = env_usize("BENCH_CKPT_ROUNDS", 3).max(1);
+    let traffic = generator::generate(23, accounts, 19);
+    let n = traffic.transactions.len();
+    // ~230 B of JSON per message, and the mock cluster keeps 5 MiB per partition.
+    let partitions = env_usize("BENCH_CKPT_PARTITIONS", (n * 300).div_ceil(4 << 20).max(64));
+    cluster.create_topic("transactions-ckpt", partitions)?;
+    cluster.create_topic("alerts-ckpt", 4)?;
+    let produce_secs = io::produce(brokers, "transactions-ckpt", &traffic.transactions, &[], 0, true)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let configs: [(&str, Option<Duration>); 4] = [
+        ("none", None),
+        ("every 10 s", Some(Duration::from_secs(10))),
+        ("every 1 s", Some(Duration::from_secs(1))),
+        ("every 100 ms", Some(Duration::from_millis(100))),
+    ];
+    println!(
+        "checkpoint cost: fraud pipeline, {n} JSON transactions over {accounts} accounts (produced in \
+         {produce_secs:.2} s), {partitions} partitions, {threads} threads, memory state backend, {rounds} \
+         interleaved round(s)"
+    );
+    println!("  (txn/s from the first message consumed to the end, so the consumer group's join is left out)");
+    let mut runs: Vec<Vec<CheckpointRun>> = configs.iter().map(|_| vec![]).collect();
+    for round in 0..rounds {
+        for (i, (name, interval)) in configs.iter().enumerate() {
+            let mut attempt = 0;
+            let run = loop {
+                let group = format!("bench-ckpt-{round}-{i}-{attempt}");
+                match checkpoint_run(brokers, "transactions-ckpt", &group, n, traffic.expected.len(), *interval)? {
+                    Some(run) => break run,
+                    None if attempt < 3 => attempt += 1,
+                    None => return Err(SabotError::Execution("the consumer group rebalanced in 4 attempts".into())),
+                }
+            };
+            let retried =
+                if attempt > 0 { format!(" (after {attempt} run(s) with a rebalance)") } else { String::new() };
+            let lost = if run.alerts as usize != traffic.expected.len() {
+                format!(", only {} of {} alerts delivered", run.alerts, traffic.expected.len())
+            } else {
+                String::new()
+            };
+            // Against this round's run without checkpoints (the load of a shared machine drifts).
+            let vs_round = runs[0].get(round).map_or(100.0, |none: &CheckpointRun| 100.0 * none.secs / run.secs);
+            println!(
+                "  round {round} {name:<13} {:>9.0} txn/s {vs_round:>6.1}%  ({:.2} s, {:.2} s wall)  {} \
+                 checkpoints{retried}{lost}",
+                n as f64 / run.secs,
+                run.secs,
+                run.wall_secs,
+                run.completed
+            );
+            runs[i].push(run);
+        }
+    }
+    // Best round per configuration (other engineers share the machine; the best is the least
+    // disturbed), each compared with the best run without checkpoints.
+    let best = |runs: &[CheckpointRun]| -> usize {
+        (0..runs.len()).min_by(|&a, &b| runs[a].secs.total_cmp(&runs[b].secs)).expect("at least one round")
+    };
+    let base = n as f64 / runs[0][best(&runs[0])].secs;
+    println!("  best round of each (vs none: against the best run without checkpoints):");
+    println!(
+        "  {:<13} {:>10} {:>8} {:>6} {:>11} {:>15} {:>8} {:>11}",
+        "checkpoints", "txn/s", "vs none", "run s", "completed", "mean ms", "last ms", "last state"
+    );
+    for ((name, _), runs) in configs.iter().zip(&runs) {
+        let run = &runs[best(runs)];
+        let rate = n as f64 / run.secs;
+        let mean = if run.seen.is_empty() {
+            "-".to_string()
+        } else {
+            let mean = run.seen.iter().map(|s| s.0).sum::<u64>() as f64 / run.seen.len() as f64;
+            // Averaged over the checkpoints the monitor saw (it can miss one between polls).
+            if run.seen.len() as u64 == run.completed {
+                format!("{mean:.0}")
+            } else {
+                format!("{mean:.0} ({} seen)", run.seen.len())
+            }
+        };
+        let completed = if run.failed > 0 {
+            format!("{} ({} failed)", run.completed, run.failed)
+        } else {
+            run.completed.to_string()
+        };
+        let (last_ms, last_state) = if run.completed == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (run.last_ms.to_string(), format!("{:.1} MB", run.last_bytes as f64 / 1e6))
+        };
+        println!(
+            "  {name:<13} {rate:>10.0} {:>7.1}% {:>6.2} {completed:>11} {mean:>15} {last_ms:>8} {last_state:>11}",
+            100.0 * rate / base,
+            run.secs
+        );
+    }
+    Ok(())
+}
+
 /// Milliseconds since the epoch of an Arrow JSON timestamp ("2024-01-02T03:04:05.678").
 fn parse_ms(text: &str) -> Option<i64> {
     let array = sabot::deps::arrow::compute::cast(
@@ -267,6 +483,9 @@ fn main() -> Result<()> {
     }
     if wants("latency") {
         latency(&brokers, &cluster)?;
+    }
+    if wants("checkpoint") {
+        checkpoint_cost(&brokers, &cluster)?;
     }
     Ok(())
 }

@@ -1,12 +1,25 @@
 //! Keyed-state throughput: `ValueState<i64>` counter updates over 100K keys in a pseudo-random
 //! order, single thread, on the memory backend and (with `--features rocksdb`) on RocksDB.
 //!
-//! `cargo bench --bench state [--features rocksdb] -- [--updates N] [--keys K]`
+//! `cargo bench --bench state [--features rocksdb] -- [throughput] [recovery] [--updates N] [--keys K]`
 //!
 //! Three access patterns per backend: `set_current_key` + `value` + `update` (Flink style,
 //! two lookups), `set_current_key` + `update_with` (one lookup), and `update_with_for`
 //! (explicit key, batch-at-a-time style). Each run first touches every key once (untimed),
 //! then times the updates; RocksDB's time includes the final `flush`.
+//!
+//! `recovery` (RocksDB only): builds keyed state of `--recovery-keys` (default 4M) values of
+//! `--value-bytes` (default 256) random bytes, about 1.1 GB, snapshots it into a checkpoint
+//! directory with `snapshot_into` + `StateSnapshot::write`, then times
+//! `KeyedStateStore::restore` into a new RocksDB directory and reads back `--sample` random
+//! keys (checked). Needs about 4× the state size free in the temporary directory (`TMPDIR`).
+//!
+//! ```text
+//! cargo bench --bench state --features rocksdb -- recovery
+//! cargo bench --bench state --features rocksdb -- recovery --recovery-keys 1000000
+//! ```
+//!
+//! Words after `--` select sections by name (none: every section).
 
 use std::time::Instant;
 
@@ -99,6 +112,227 @@ fn arg(name: &str) -> Option<u64> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.replace('_', "").parse().ok())
 }
 
+/// The section names given after `--` (words that are neither flags nor flag values).
+fn sections() -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < args.len() {
+        if args[i].starts_with("--") {
+            // Flags with a value skip it (`--bench`, which cargo passes, has none).
+            i += if args[i] == "--bench" { 1 } else { 2 };
+        } else {
+            out.push(args[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(feature = "rocksdb")]
+mod recovery {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use sabot::checkpoint::StateSnapshot;
+    use sabot::state::{KeyedStateStore, StateBackend, ValueStateDescriptor};
+    use sabot::{Result, SabotError};
+
+    use super::Keys;
+
+    /// The value of `key`: `len` pseudo-random (incompressible) bytes derived from the key.
+    fn value_of(key: u64, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        let mut x = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        while out.len() < len {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            out.extend_from_slice(&word[..(len - out.len()).min(8)]);
+        }
+    }
+
+    /// Bytes of the regular files under `path` (hard links counted at full size).
+    fn dir_bytes(path: &Path) -> Result<u64> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(path).map_err(|e| SabotError::io(path, e))? {
+            let entry = entry.map_err(|e| SabotError::io(path, e))?;
+            let meta = entry.metadata().map_err(|e| SabotError::io(entry.path(), e))?;
+            total += if meta.is_dir() { dir_bytes(&entry.path())? } else { meta.len() };
+        }
+        Ok(total)
+    }
+
+    /// Copies the files under `from` to `to` (the cost of restoring by copying files).
+    fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+        std::fs::create_dir_all(to).map_err(|e| SabotError::io(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| SabotError::io(from, e))? {
+            let entry = entry.map_err(|e| SabotError::io(from, e))?;
+            let target = to.join(entry.file_name());
+            if entry.file_type().map_err(|e| SabotError::io(entry.path(), e))?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target).map_err(|e| SabotError::io(&target, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// This process's CPU time (user + system, every thread) and bytes written to storage,
+    /// from /proc (zeros elsewhere).
+    #[derive(Clone, Copy, Default)]
+    struct Usage {
+        cpu_secs: f64,
+        written: u64,
+    }
+
+    impl Usage {
+        fn now() -> Self {
+            let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+            // Fields after the command name (which ends with ')'): utime and stime are the
+            // 12th and 13th, in clock ticks (100 per second on Linux).
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+            let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+            let written = io
+                .lines()
+                .find_map(|l| l.strip_prefix("write_bytes:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            Usage { cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0, written }
+        }
+
+        /// "CPU x s, wrote y MB" since `before`.
+        fn since(before: Usage) -> String {
+            let now = Usage::now();
+            format!(
+                "CPU {:.2} s (all threads), {:.0} MB written to storage",
+                now.cpu_secs - before.cpu_secs,
+                mb(now.written.saturating_sub(before.written))
+            )
+        }
+    }
+
+    fn mb(bytes: u64) -> f64 {
+        bytes as f64 / 1e6
+    }
+
+    pub fn run(keys: u64, value_bytes: usize, sample: u64) -> Result<()> {
+        let root = tempfile::tempdir().map_err(|e| SabotError::io(std::env::temp_dir(), e))?;
+        let logical = keys * (8 + value_bytes as u64);
+        println!(
+            "recovery (rocksdb): {keys} keys of 8 B, values of {value_bytes} B random bytes = {:.0} MB of keys + \
+             values, in {}",
+            mb(logical),
+            root.path().display()
+        );
+        let desc = ValueStateDescriptor::<Vec<u8>>::new("payload");
+        let source_path = root.path().join("worker-0");
+        let mut value = Vec::with_capacity(value_bytes);
+
+        // Build the state through the state API, then flush it to SST files.
+        let usage = Usage::now();
+        let start = Instant::now();
+        let mut store = KeyedStateStore::open(&StateBackend::RocksDb { path: source_path.clone() }, "recovery")?;
+        let payload = store.value_state(&desc)?;
+        for k in 0..keys {
+            value_of(k, value_bytes, &mut value);
+            payload.update_for(&mut store, &k.to_le_bytes(), value.clone())?;
+        }
+        store.flush()?;
+        let build_secs = start.elapsed().as_secs_f64();
+        let db_bytes = dir_bytes(&source_path)?;
+        println!(
+            "  build (update_for + flush)       {build_secs:>8.2} s  {:>8.1} MB/s of keys + values  (RocksDB dir {:.0} MB; \
+             {})",
+            mb(logical) / build_secs,
+            mb(db_bytes),
+            Usage::since(usage)
+        );
+
+        // Snapshot as a checkpoint does: the synchronous part (a RocksDB checkpoint of hard
+        // links) and the write (checksums of every file; the writer thread's part).
+        let task_dir = root.path().join("checkpoints/chk-1/recovery/p0");
+        let start = Instant::now();
+        let mut snapshot = StateSnapshot::new(1, &task_dir);
+        store.snapshot_into(&mut snapshot, "keyed")?;
+        let sync_secs = start.elapsed().as_secs_f64();
+        let files = snapshot.write()?;
+        let snapshot_secs = start.elapsed().as_secs_f64();
+        let checkpoint_bytes: u64 = files.iter().map(|f| f.len).sum();
+        println!("  snapshot_into (RocksDB checkpoint, hard links)  {sync_secs:>8.3} s",);
+        println!(
+            "  snapshot total (+ write: CRC-32 of {} files)   {snapshot_secs:>8.3} s  {:>8.1} MB/s  (checkpoint {:.0} MB)",
+            files.len(),
+            mb(checkpoint_bytes) / snapshot_secs,
+            mb(checkpoint_bytes)
+        );
+        // The worker is gone: close its instance and delete its directory (the checkpoint's
+        // hard links keep the files it shares).
+        drop(store);
+        std::fs::remove_dir_all(&source_path).map_err(|e| SabotError::io(&source_path, e))?;
+
+        // Restore into a new RocksDB directory, then read a sample of keys back.
+        let restored_path = root.path().join("worker-0-restored");
+        let usage = Usage::now();
+        let start = Instant::now();
+        let mut restored = KeyedStateStore::restore(
+            &StateBackend::RocksDb { path: restored_path.clone() },
+            "recovery",
+            task_dir.join("keyed"),
+        )?;
+        let restore_secs = start.elapsed().as_secs_f64();
+        let restore_usage = Usage::since(usage);
+        let payload = restored.value_state(&desc)?;
+        let start = Instant::now();
+        let mut seq = Keys::new(keys);
+        for _ in 0..sample {
+            let k = seq.next();
+            let got = payload.value_for(&mut restored, &k.to_le_bytes())?;
+            value_of(k, value_bytes, &mut value);
+            assert_eq!(got.as_deref(), Some(&value[..]), "key {k} restored");
+        }
+        let sample_secs = start.elapsed().as_secs_f64();
+        let restored_bytes = dir_bytes(&restored_path)?;
+        println!(
+            "  restore (KeyedStateStore::restore)  {restore_secs:>8.2} s  {:>8.1} MB/s of checkpoint  {:>8.1} MB/s of \
+             keys + values  (restored dir {:.0} MB)",
+            mb(checkpoint_bytes) / restore_secs,
+            mb(logical) / restore_secs,
+            mb(restored_bytes)
+        );
+        println!("    restore used {restore_usage}");
+        println!(
+            "  read back {sample} random keys (checked)   {sample_secs:>8.2} s  {:>8.0} reads/s",
+            sample as f64 / sample_secs
+        );
+        println!("  restore + sample reads              {:>8.2} s", restore_secs + sample_secs);
+
+        // For comparison: a full scan of the restored state (about the read half of the
+        // restore's copy) and copying the checkpoint's files (a file-level restore).
+        let start = Instant::now();
+        let entries = restored.stored_entries()?;
+        let scan_secs = start.elapsed().as_secs_f64();
+        assert_eq!(entries as u64, keys, "every key restored");
+        println!(
+            "  for comparison: full scan of the restored state  {scan_secs:>8.2} s  ({entries} entries, {:.1} MB/s)",
+            mb(logical) / scan_secs
+        );
+        drop(restored);
+        std::fs::remove_dir_all(&restored_path).map_err(|e| SabotError::io(&restored_path, e))?;
+        let copy_path = root.path().join("copy");
+        let start = Instant::now();
+        copy_dir(&task_dir.join("keyed"), &copy_path)?;
+        let copy_secs = start.elapsed().as_secs_f64();
+        println!(
+            "  for comparison: copying the checkpoint's files  {copy_secs:>8.2} s  ({:.1} MB/s)",
+            mb(checkpoint_bytes) / copy_secs
+        );
+        Ok(())
+    }
+}
+
 fn main() -> sabot::Result<()> {
     let keys = arg("--keys").unwrap_or(100_000);
     let updates = arg("--updates").unwrap_or(20_000_000);
@@ -112,7 +346,25 @@ fn main() -> sabot::Result<()> {
         })
         .unwrap_or_else(|| "unknown cpu".into());
     println!("machine: nproc={cores}, {cpu}; threads=1; keys={keys}");
+    let sections = sections();
+    let wants = |name: &str| sections.is_empty() || sections.iter().any(|s| name.contains(s.as_str()));
+    if wants("throughput") {
+        throughput(keys, updates)?;
+    }
+    if wants("recovery") {
+        #[cfg(feature = "rocksdb")]
+        recovery::run(
+            arg("--recovery-keys").unwrap_or(4_000_000),
+            arg("--value-bytes").unwrap_or(256) as usize,
+            arg("--sample").unwrap_or(100_000),
+        )?;
+        #[cfg(not(feature = "rocksdb"))]
+        println!("recovery: skipped (build with --features rocksdb)");
+    }
+    Ok(())
+}
 
+fn throughput(keys: u64, updates: u64) -> sabot::Result<()> {
     let patterns = [Pattern::ValueThenUpdate, Pattern::UpdateWith, Pattern::UpdateWithFor];
     for pattern in patterns {
         run("memory", KeyedStateStore::open(&StateBackend::Memory, "bench")?, pattern, keys, updates)?;
