@@ -96,10 +96,11 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn restore_positions(&self, _positions: &serde_json::Value) -> Result<()> {
         Ok(())
     }
-    /// Whether an unbounded source was asked to stop and is ending (see
-    /// [`StopHandle`](crate::kafka::StopHandle)).
-    fn is_stopping(&self) -> bool {
-        false
+    /// When an unbounded source of a checkpointed pipeline was asked to stop (see
+    /// [`StopHandle`](crate::kafka::StopHandle)): the id of the last barrier it emits. Output
+    /// after that checkpoint is not delivered: a restart re-creates it from the state.
+    fn stop_barrier(&self) -> Option<u64> {
+        None
     }
     /// The pipeline has ended without a final commit (a checkpointed pipeline stops at its
     /// last checkpoint): release connections (a Kafka consumer leaves its group at once).

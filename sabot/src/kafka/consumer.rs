@@ -54,6 +54,8 @@ pub(crate) struct ReaderPlan {
 pub(crate) struct ConsumerContext {
     reader: usize,
     start: StartOffset,
+    /// The pipeline checkpoints: a partition assigned again resumes where this run left it.
+    checkpointing: bool,
     shared: Arc<SourceShared>,
 }
 
@@ -75,6 +77,9 @@ impl RdConsumerContext for ConsumerContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost: Vec<_> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, partitions = ?lost, "partitions revoked");
+                if self.checkpointing {
+                    self.hand_over(consumer, tpl);
+                }
                 self.shared.forget(self.reader, &lost);
                 self.shared.metrics.assigned.fetch_sub(lost.len() as u64, Ordering::Relaxed);
                 if let Err(e) = consumer.unassign() {
@@ -94,18 +99,55 @@ impl RdConsumerContext for ConsumerContext {
 }
 
 impl ConsumerContext {
+    /// Records where the reader is in the partitions being revoked from it: the offset after
+    /// the last message it polled (all of them go down the pipeline), if it polled any since
+    /// it got them.
+    ///
+    /// Not `Consumer::position`: it first asks the consumer group thread for the assignment
+    /// and waits for the answer without a timeout, and such a request made in the revocation
+    /// of a closing consumer can hang the close (librdkafka #4041 reports it for the rebalance
+    /// protocol request). `rd_kafka_position` only reads the partitions' state.
+    fn hand_over(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        let mut positions = TopicPartitionList::new();
+        for e in revoked.elements() {
+            positions.add_partition(e.topic(), e.partition());
+        }
+        // SAFETY: both pointers are valid for the call (the client outlives the callback, the
+        // list is owned here); librdkafka only sets the offsets of the list's elements.
+        let err = unsafe { rdkafka::bindings::rd_kafka_position(consumer.client().native_ptr(), positions.ptr()) };
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            tracing::error!(reader = self.reader, error = ?err, "cannot read the positions of revoked partitions");
+            return;
+        }
+        let mut handover = self.shared.handover.lock().expect("kafka handover positions");
+        for e in positions.elements() {
+            if let Offset::Offset(next) = e.offset() {
+                let at = handover.entry((e.topic().to_string(), e.partition())).or_insert(next);
+                *at = (*at).max(next);
+            }
+        }
+    }
+
     fn apply_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let mut started = self.shared.started.lock().expect("kafka started partitions");
         let mut by_time = TopicPartitionList::new();
         let assigned: Vec<(String, i32)> =
             tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        let handover = self.shared.handover.lock().expect("kafka handover positions");
         for (topic, partition) in assigned {
-            if !started.insert((topic.clone(), partition)) {
+            let first = started.insert((topic.clone(), partition));
+            // With checkpoints, where this run left the partition (or the restored position)
+            // wins over the committed offset, and a partition this run never read starts at
+            // the start offset again; without, later assignments resume from the committed
+            // offsets.
+            let resume = if self.checkpointing {
+                handover.get(&(topic.clone(), partition))
+            } else if first {
+                self.shared.restored.get(&(topic.clone(), partition))
+            } else {
                 continue;
-            }
-            let restored = self.shared.restored.get(&(topic.clone(), partition));
-            let offset = match (restored, self.start) {
-                // A restored checkpoint's position wins over the committed offset.
+            };
+            let offset = match (resume, self.start) {
                 (Some(next), _) => Offset::Offset(*next),
                 (None, start) => match start {
                     StartOffset::Committed => continue,
@@ -119,7 +161,7 @@ impl ConsumerContext {
             };
             let _ = tpl.set_partition_offset(&topic, partition, offset);
         }
-        drop(started);
+        drop((started, handover));
         if by_time.count() > 0 {
             match consumer.offsets_for_times(by_time, METADATA_TIMEOUT) {
                 Ok(found) => {
@@ -233,7 +275,12 @@ pub(crate) fn bounded_assignments(source: &KafkaSource, readers: usize) -> Resul
 
 impl KafkaReader {
     pub(crate) fn open(plan: Arc<ReaderPlan>, index: usize, assignment: Option<BoundedAssignment>) -> Result<Self> {
-        let context = ConsumerContext { reader: index, start: plan.start, shared: plan.shared.clone() };
+        let context = ConsumerContext {
+            reader: index,
+            start: plan.start,
+            checkpointing: plan.checkpointing && assignment.is_none(),
+            shared: plan.shared.clone(),
+        };
         let consumer: BaseConsumer<ConsumerContext> = plan
             .config
             .consumer_config(&[
@@ -539,8 +586,17 @@ impl KafkaReader {
     }
 
     fn record_positions(&mut self, id: u64) {
-        // Only partitions this reader still owns: a partition taken away in a rebalance is
-        // committed by its new owner, and a stale commit from here would move it backwards.
+        // For the checkpoint: every partition read before the barrier, also one lost since
+        // the last barrier (the pipeline's state holds what was read of it).
+        let read = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.next_offset > 0)
+            .map(|((t, p), s)| (t.as_ref(), *p, s.next_offset));
+        self.plan.shared.reached_at(id, read);
+        // For the commit: only partitions this reader still owns: a partition taken away in a
+        // rebalance is committed by its new owner, and a stale commit from here would move it
+        // backwards.
         if !self.bounded {
             let owned: hashbrown::HashSet<(String, i32)> = self
                 .consumer

@@ -1,6 +1,6 @@
 //! [`KafkaSource`]: topics read by a consumer group into Arrow batches.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,6 +109,9 @@ pub(crate) type Position = (Arc<str>, i32, i64);
 /// A reader's positions recorded at each barrier it emitted, oldest first.
 pub(crate) type Snapshots = Vec<(u64, Vec<Position>)>;
 
+/// The next offset of each partition, by (topic, partition).
+pub(crate) type Offsets = HashMap<(String, i32), i64>;
+
 /// What the readers of one source share: the consumers (to commit from the driver thread),
 /// the offsets recorded at each barrier, counters and the stop flag.
 pub(crate) struct SourceShared {
@@ -119,8 +122,9 @@ pub(crate) struct SourceShared {
     /// Per reader: (barrier id, positions) recorded when the reader emitted the barrier.
     pub(crate) pending: Mutex<Vec<Snapshots>>,
     pub(crate) dead_letters: Option<DeadLetterProducer>,
-    /// Partitions that have started once in this process: start offsets apply to them only
-    /// the first time, later assignments resume from the committed offsets.
+    /// Partitions that have started once in this process: without checkpoints, start offsets
+    /// apply to them only the first time, later assignments resume from the committed offsets
+    /// (with checkpoints, from [`SourceShared::handover`]).
     pub(crate) started: Mutex<hashbrown::HashSet<(String, i32)>>,
     /// Positions of a restored checkpoint, applied the first time a partition is assigned.
     pub(crate) restored: HashMap<(String, i32), i64>,
@@ -130,6 +134,19 @@ pub(crate) struct SourceShared {
     pub(crate) stop_barrier: std::sync::OnceLock<u64>,
     /// Per reader: the positions it committed last, so unchanged positions are not re-sent.
     pub(crate) last_committed: Mutex<Vec<Vec<Position>>>,
+    /// Per barrier (those not completed yet, and the last completed one): how far the
+    /// pipeline's state is in every partition this run read or restored, i.e. the next offset
+    /// after the last message any reader emitted before that barrier. Checkpoints record
+    /// these rather than the readers' current partitions, so a partition a reader has lost,
+    /// or that no reader was assigned since the restore, keeps its position in the next
+    /// checkpoint instead of being read again from the start offset after a recovery.
+    pub(crate) reached: Mutex<BTreeMap<u64, Offsets>>,
+    /// With checkpoints: where a partition resumes when it is assigned (again) to a reader of
+    /// this run: the restored position, then the position after the last message a reader
+    /// had polled when the partition was revoked from it. Those messages are in the
+    /// pipeline already; the committed offset lags behind them (commits follow completed
+    /// checkpoints), so resuming there would count them twice in the state.
+    pub(crate) handover: Mutex<Offsets>,
 }
 
 impl SourceShared {
@@ -140,6 +157,24 @@ impl SourceShared {
         if let Some(snapshots) = pending.get_mut(reader) {
             for (_, positions) in snapshots.iter_mut() {
                 positions.retain(|(t, p, _)| !lost.iter().any(|(lt, lp)| lt.as_str() == t.as_ref() && lp == p));
+            }
+        }
+    }
+
+    /// Records where a reader was at barrier `id` in every partition it read before the
+    /// barrier (also those it lost since): the positions of barrier `id` and of every later
+    /// barrier already begun move forward to them. A barrier's positions start from those of
+    /// the barrier before it (the restored positions for the first).
+    pub(crate) fn reached_at<'a>(&self, id: u64, read: impl Iterator<Item = (&'a str, i32, i64)> + Clone) {
+        let mut reached = self.reached.lock().expect("kafka reached positions");
+        if !reached.contains_key(&id) {
+            let base = reached.range(..id).next_back().map_or_else(|| self.restored.clone(), |(_, at)| at.clone());
+            reached.insert(id, base);
+        }
+        for (_, at) in reached.range_mut(id..) {
+            for (topic, partition, next) in read.clone() {
+                let offset = at.entry((topic.to_string(), partition)).or_insert(next);
+                *offset = (*offset).max(next);
             }
         }
     }
@@ -425,6 +460,7 @@ impl Source for KafkaSource {
             Some(topic) => Some(DeadLetterProducer::new(&self.config, topic)?),
             None => None,
         };
+        let restored = self.restored.lock().expect("kafka restored positions").clone();
         let shared = Arc::new(SourceShared {
             metrics: self.metrics.clone(),
             stop: self.stop.clone(),
@@ -432,10 +468,12 @@ impl Source for KafkaSource {
             pending: Mutex::new(vec![Vec::new(); readers]),
             dead_letters,
             started: Mutex::default(),
-            restored: self.restored.lock().expect("kafka restored positions").clone(),
+            restored: restored.clone(),
             max_barrier: AtomicU64::new(0),
             stop_barrier: std::sync::OnceLock::new(),
             last_committed: Mutex::new(vec![Vec::new(); readers]),
+            reached: Mutex::default(),
+            handover: Mutex::new(restored.clone()),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
         let assignments = match self.bound {
@@ -469,14 +507,10 @@ impl Source for KafkaSource {
 
     fn checkpoint_positions(&self, id: u64) -> Result<Option<serde_json::Value>> {
         let Some(shared) = self.shared() else { return Ok(None) };
-        let pending = shared.pending.lock().expect("kafka pending offsets");
-        let mut positions: Vec<(String, i32, i64)> = vec![];
-        for snapshots in pending.iter() {
-            // Each reader's positions at the barrier (or at the last one it emitted before).
-            if let Some((_, at)) = snapshots.iter().filter(|(barrier, _)| *barrier <= id).max_by_key(|(b, _)| *b) {
-                positions.extend(at.iter().map(|(t, p, o)| (t.to_string(), *p, *o)));
-            }
-        }
+        let reached = shared.reached.lock().expect("kafka reached positions");
+        // The positions at the barrier (or at the last one emitted before it).
+        let at = reached.range(..=id).next_back().map_or(&shared.restored, |(_, at)| at);
+        let mut positions: Vec<(String, i32, i64)> = at.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         positions.sort();
         Ok(Some(serde_json::json!(positions)))
     }
@@ -490,8 +524,8 @@ impl Source for KafkaSource {
         Ok(())
     }
 
-    fn is_stopping(&self) -> bool {
-        self.stop.is_stopped()
+    fn stop_barrier(&self) -> Option<u64> {
+        self.shared()?.stop_barrier.get().copied()
     }
 
     fn close(&self) -> Result<()> {
@@ -503,6 +537,13 @@ impl Source for KafkaSource {
 
     fn checkpoint_complete(&self, id: u64) -> Result<()> {
         let Some(shared) = self.shared() else { return Ok(()) };
+        {
+            // Later checkpoints start from this one's positions: older ones are not needed.
+            let mut reached = shared.reached.lock().expect("kafka reached positions");
+            if let Some(&base) = reached.range(..=id).next_back().map(|(barrier, _)| barrier) {
+                *reached = reached.split_off(&base);
+            }
+        }
         // Dead letters of the committed range must be durable before their offsets are.
         if let Some(dead_letters) = &shared.dead_letters {
             dead_letters.flush()?;

@@ -98,7 +98,8 @@ impl<T> Stream<T> {
         let merged = crate::exec::gather(streams, physical.preserves_order(), config.channel_capacity);
         let mut rows = 0u64;
         // With checkpoints, output after the last completed checkpoint is re-created from
-        // the restored state after a restart; once the sources stop, it is not delivered.
+        // the restored state after a restart: after a stopping source's last barrier, it is
+        // not delivered.
         let mut discard_tail = false;
         for item in merged {
             match item?.msg {
@@ -132,7 +133,7 @@ impl<T> Stream<T> {
                         // The job goes on; the previous checkpoint stays the one to restore.
                         Err(e) => tracing::error!(checkpoint = barrier.id, error = %e, "checkpoint failed"),
                     }
-                    discard_tail = self.sources_stopping();
+                    discard_tail = self.stopped_by(barrier.id);
                 }
                 Message::Watermark(_) => {}
             }
@@ -168,8 +169,9 @@ impl<T> Stream<T> {
         self.sources().iter().any(|(_, s)| s.is_unbounded())
     }
 
-    fn sources_stopping(&self) -> bool {
-        self.sources().iter().any(|(_, s)| s.is_stopping())
+    /// Whether barrier `id` is (or comes after) the last barrier of a stopping source.
+    fn stopped_by(&self, id: u64) -> bool {
+        self.sources().iter().any(|(_, s)| s.stop_barrier().is_some_and(|stop| id >= stop))
     }
 
     /// Where every source was at barrier `id`.

@@ -1,0 +1,418 @@
+//! Crash recovery, end to end: the `exactly_once` example (running totals per user from Kafka
+//! to two-phase JSON-lines files, checkpointing every 200 ms) runs as a child process and is
+//! killed with SIGKILL four times while it reads new input, every other time just after a
+//! checkpoint barrier is due and as soon as a checkpoint is seen under way, and restarted each
+//! time with the same checkpoint and output directories. The published files must hold every
+//! input event's row exactly once, with the running totals of an uninterrupted run.
+//!
+//! The example binary must be built and current: plain `cargo test` builds the examples
+//! first; `cargo test --test exactly_once` does not, so run `cargo build --example
+//! exactly_once` before it (the test fails if the binary is older than the sources).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sabot::checkpoint::{METADATA_FILE, verify};
+use sabot::deps::rdkafka::ClientConfig;
+use sabot::deps::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sabot::kafka::EmbeddedCluster;
+
+const TOPIC: &str = "events";
+const GROUP: &str = "exactly-once-test";
+const PARTITIONS: usize = 4;
+const USERS: usize = 50;
+const EVENTS: usize = 20_000;
+/// The input arrives in this many bursts: one before the first start, two around each kill,
+/// the rest after the last restart.
+const BURSTS: usize = 10;
+const KILLS: usize = 4;
+const CHECKPOINT_INTERVAL_MS: u64 = 200;
+const SEED: u64 = 0x05AB_07E0;
+
+/// One input event; `seq` numbers the events of a user from 1.
+struct Event {
+    user: String,
+    seq: i64,
+    amount: i64,
+    ts: i64,
+}
+
+/// `EVENTS` events over `USERS` users in a random (seeded) interleaving.
+fn generate(rng: &mut SmallRng) -> Vec<Event> {
+    let mut next_seq = vec![0i64; USERS];
+    (0..EVENTS)
+        .map(|i| {
+            let user = rng.random_range(0..USERS);
+            next_seq[user] += 1;
+            Event {
+                user: format!("user-{user:02}"),
+                seq: next_seq[user],
+                amount: rng.random_range(-500..=1_000),
+                ts: 1_700_000_000_000 + i as i64,
+            }
+        })
+        .collect()
+}
+
+/// Produces `events` as JSON, keyed by user (a user's events stay in order in one partition).
+fn produce(brokers: &str, events: &[Event]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    for e in events {
+        let payload = serde_json::json!({"user": e.user, "seq": e.seq, "amount": e.amount, "ts": e.ts}).to_string();
+        let mut record = BaseRecord::to(TOPIC).key(&e.user).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// `<target>/debug/examples/exactly_once`, next to this test's `<target>/debug/deps/`; fails
+/// if it is missing or older than the sources it is built from.
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("the test runs from <target>/<profile>/deps");
+    let binary = profile_dir.join("examples").join(format!("exactly_once{}", std::env::consts::EXE_SUFFIX));
+    let build = "run `cargo build --example exactly_once` (plain `cargo test` builds the examples first)";
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("the example binary {} is missing: {build}", binary.display()));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["examples/exactly_once", "sabot/src", "sabot-macros/src", "sabot-jit/src"] {
+        if let Some(source) = newer_file(&root.join(dir), built) {
+            panic!("the example binary {} is older than {}: {build}", binary.display(), source.display());
+        }
+    }
+    binary
+}
+
+/// A file under `dir` modified after `than`, if any.
+fn newer_file(dir: &Path, than: SystemTime) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            newer_file(&path, than)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok().filter(|m| *m > than).map(|_| path)
+        }
+    })
+}
+
+/// One run of the worker process, its stderr (the tracing log) in a file.
+struct Worker {
+    run: usize,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Worker {
+    fn spawn(run: usize, brokers: &str, dir: &Path) -> Worker {
+        let log = dir.join(format!("worker-{run}.log"));
+        let stderr = File::create(&log).unwrap();
+        let child = Command::new(example_binary())
+            .args(["--broker", brokers, "--topic", TOPIC, "--group", GROUP])
+            .arg("--checkpoint-dir")
+            .arg(dir.join("checkpoints"))
+            .arg("--output-dir")
+            .arg(dir.join("out"))
+            .args(["--checkpoint-interval-ms", &CHECKPOINT_INTERVAL_MS.to_string(), "--parallelism", "2"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the worker process");
+        Worker { run, child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test with the worker's log if it has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("poll the worker") {
+            panic!("worker run {} exited unexpectedly ({status})\n{}", self.run, self.log_text());
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `timeout`.
+    fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -TERM failed: {status}");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Kills the running worker when the test ends (also on a failed assertion) and then prints
+/// the logs of every run.
+struct Runs {
+    current: Option<Worker>,
+    logs: Vec<PathBuf>,
+}
+
+impl Drop for Runs {
+    fn drop(&mut self) {
+        if let Some(worker) = &mut self.current {
+            let _ = worker.child.kill();
+            let _ = worker.child.wait();
+        }
+        if std::thread::panicking() {
+            for (run, log) in self.logs.iter().enumerate() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                eprintln!("----- log of worker run {run} -----\n{text}");
+            }
+        }
+    }
+}
+
+impl Runs {
+    fn start(&mut self, brokers: &str, dir: &Path) {
+        let worker = Worker::spawn(self.logs.len(), brokers, dir);
+        self.logs.push(worker.log.clone());
+        self.current = Some(worker);
+    }
+
+    fn worker(&mut self) -> &mut Worker {
+        self.current.as_mut().expect("a worker runs")
+    }
+}
+
+/// One published output row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Row {
+    user: String,
+    count: i64,
+    total: i64,
+    seq: i64,
+}
+
+/// The rows of the published files (`part-*.jsonl` in `out`; `.pending/` is not output).
+fn published(out: &Path) -> Vec<Row> {
+    let Ok(entries) = std::fs::read_dir(out) else { return vec![] };
+    let mut rows = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        if !(name.starts_with("part-") && name.ends_with(".jsonl") && entry.path().is_file()) {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: bad JSON line {line:?}: {e}"));
+            let int = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("{name}: no integer {k} in {line}"));
+            let user = v["user"].as_str().unwrap_or_else(|| panic!("{name}: no user in {line}")).to_string();
+            rows.push(Row { user, count: int("count"), total: int("total"), seq: int("seq") });
+        }
+    }
+    rows
+}
+
+/// The newest checkpoint directory with metadata, if any.
+fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let mut complete: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("chk-")))
+        .filter(|p| p.join(METADATA_FILE).is_file())
+        .collect();
+    complete.sort();
+    complete.pop()
+}
+
+/// Whether a checkpoint directory without metadata or a prepared (not in-progress) pending
+/// file exists: a checkpoint is between its first snapshot and the sink's commit.
+fn checkpoint_under_way(checkpoints: &Path, out: &Path) -> bool {
+    let incomplete = std::fs::read_dir(checkpoints).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("chk-") && !e.path().join(METADATA_FILE).exists())
+    });
+    incomplete
+        || std::fs::read_dir(out.join(".pending"))
+            .is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().ends_with(".inprogress")))
+}
+
+/// What the output and checkpoint directories hold: published rows and files, pending files
+/// (prepared or in progress), the newest complete checkpoint and checkpoints under way.
+fn output_state(checkpoints: &Path, out: &Path) -> String {
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir).map_or(vec![], |d| d.flatten().map(|e| e.file_name().to_string_lossy().into()).collect())
+    };
+    let files = names(out).iter().filter(|n| n.starts_with("part-")).count();
+    let pending = names(&out.join(".pending"));
+    let in_progress = pending.iter().filter(|n| n.ends_with(".inprogress")).count();
+    let latest = latest_checkpoint(checkpoints).map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+    let incomplete = names(checkpoints)
+        .iter()
+        .filter(|n| n.starts_with("chk-") && !checkpoints.join(n).join(METADATA_FILE).is_file())
+        .count();
+    format!(
+        "{} rows in {files} published files, {} prepared and {in_progress} in-progress files pending, latest \
+         checkpoint {latest:?}, {incomplete} under way",
+        published(out).len(),
+        pending.len() - in_progress
+    )
+}
+
+/// Sleeps until `offset` after the next multiple of the checkpoint interval in wall-clock
+/// time: readers emit barrier `n` when interval `n` begins (ids are aligned to wall-clock
+/// time), so a checkpoint is most likely under way then.
+fn sleep_until_after_barrier(offset: Duration) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let next = (now / CHECKPOINT_INTERVAL_MS + 1) * CHECKPOINT_INTERVAL_MS;
+    std::thread::sleep(Duration::from_millis(next - now) + offset);
+}
+
+fn wait_until(what: &str, timeout: Duration, runs: &mut Runs, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        runs.worker().assert_running();
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
+    let started = Instant::now();
+    let elapsed = || started.elapsed().as_secs_f64();
+    let mut rng = SmallRng::seed_from_u64(SEED);
+    let events = generate(&mut rng);
+    let bursts: Vec<&[Event]> = events.chunks(EVENTS.div_ceil(BURSTS)).collect();
+    assert_eq!(bursts.len(), BURSTS);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (checkpoints, out) = (tmp.path().join("checkpoints"), tmp.path().join("out"));
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut runs = Runs { current: None, logs: vec![] };
+
+    let mut remaining = bursts.iter();
+    let mut produced = 0;
+    let mut next_burst = |produced: &mut usize| {
+        let burst = remaining.next().expect("a burst left");
+        *produced += burst.len();
+        *burst
+    };
+    produce(&brokers, next_burst(&mut produced));
+    runs.start(&brokers, tmp.path());
+    // The first kill comes once a checkpoint has published output, so every restart has
+    // state and positions to restore.
+    wait_until("the first checkpoint published output", Duration::from_secs(30), &mut runs, || {
+        latest_checkpoint(&checkpoints).is_some() && !published(&out).is_empty()
+    });
+    eprintln!("first checkpoint after {:.1} s", elapsed());
+
+    for kill in 0..KILLS {
+        // Once the (restarted) worker has caught up with the input so far, the next burst
+        // comes in slices of 200 every 100 ms, and the worker is killed while it reads them:
+        // after a random delay, and every other time just after a checkpoint barrier is due.
+        let before = produced;
+        wait_until("the worker caught up", Duration::from_secs(30), &mut runs, || published(&out).len() >= before);
+        let burst = next_burst(&mut produced);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for slice in burst.chunks(200) {
+                    produce(&brokers, slice);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
+            if kill % 2 == 1 {
+                sleep_until_after_barrier(Duration::from_millis(rng.random_range(0..5)));
+                // Kill as soon as a checkpoint is seen under way (its state written but no
+                // metadata yet, or the sink's files prepared but not published), if that
+                // happens within 300 ms.
+                let deadline = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < deadline && !checkpoint_under_way(&checkpoints, &out) {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            runs.worker().assert_running();
+            runs.worker().kill();
+        });
+        eprintln!("kill {kill} at {:.1} s: {}", elapsed(), output_state(&checkpoints, &out));
+        // The next burst arrives while the worker is down, or while it recovers.
+        let down = kill % 2 == 0;
+        if down {
+            produce(&brokers, next_burst(&mut produced));
+        }
+        runs.start(&brokers, tmp.path());
+        if !down {
+            produce(&brokers, next_burst(&mut produced));
+        }
+    }
+    while produced < EVENTS {
+        produce(&brokers, next_burst(&mut produced));
+    }
+
+    wait_until("every row is published", Duration::from_secs(40), &mut runs, || published(&out).len() >= EVENTS);
+    eprintln!("all {EVENTS} rows published after {:.1} s", elapsed());
+    let worker = runs.worker();
+    let exit = worker.terminate(Duration::from_secs(15)).expect("the worker exits within 15 s of SIGTERM");
+    assert!(exit.success(), "the worker's exit: {exit}\n{}", worker.log_text());
+    runs.current = None;
+
+    // Exactly once: one row per event, the running totals of an uninterrupted run.
+    let rows = published(&out);
+    assert_eq!(rows.len(), EVENTS, "published rows");
+    let mut by_user: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for row in &rows {
+        by_user.entry(&row.user).or_default().push(row);
+    }
+    let mut expected: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new(); // (seq, total) per event
+    for e in &events {
+        let totals = expected.entry(&e.user).or_default();
+        let total = totals.last().map_or(0, |(_, t)| *t) + e.amount;
+        totals.push((e.seq, total));
+    }
+    assert_eq!(by_user.len(), expected.len(), "users in the output");
+    for (user, want) in &expected {
+        let mut got = by_user.remove(user).unwrap_or_else(|| panic!("no rows of {user}"));
+        got.sort();
+        let counts: Vec<i64> = got.iter().map(|r| r.count).collect();
+        assert_eq!(counts, (1..=want.len() as i64).collect::<Vec<_>>(), "{user}: counts 1..=n, once each");
+        for (row, (seq, total)) in got.iter().zip(want) {
+            assert_eq!((row.seq, row.total), (*seq, *total), "{user}: the row of count {}", row.count);
+        }
+    }
+
+    // The last checkpoint is complete and valid and covers every message.
+    let last = latest_checkpoint(&checkpoints).expect("a checkpoint at the end");
+    let meta = verify(&last).unwrap_or_else(|e| panic!("{}: {e}", last.display()));
+    let positions: Vec<(String, i32, i64)> =
+        serde_json::from_value(meta.sources.get("kafka-0").cloned().expect("the Kafka positions")).unwrap();
+    let read: i64 = positions.iter().map(|(_, _, next)| next).sum();
+    assert_eq!(read as usize, EVENTS, "the last checkpoint's positions cover every message: {positions:?}");
+    // Every restart restored a checkpoint.
+    for (run, log) in runs.logs.iter().enumerate().skip(1) {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("restoring checkpoint"), "run {run} restored no checkpoint:\n{text}");
+    }
+    eprintln!("done in {:.1} s ({} runs)", elapsed(), runs.logs.len());
+}
