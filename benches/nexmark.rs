@@ -258,7 +258,7 @@ fn describe_scan((source, projection): &ScanSpec) -> String {
 fn generate_only(scans: &[ScanSpec], parallelism: usize, batch_size: usize) -> Result<()> {
     for (source, projection) in scans {
         let request =
-            ScanRequest { projection: projection.clone(), filters: vec![], batch_size, partitions: parallelism };
+            ScanRequest { projection: projection.clone(), batch_size, partitions: parallelism, ..Default::default() };
         let scan = source.scan(&request)?;
         let next = AtomicUsize::new(0);
         let results: Vec<Result<u64>> = std::thread::scope(|s| {
