@@ -6,8 +6,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fs;
 use std::hash::Hash;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use hashbrown::hash_table::{Entry, HashTable};
 use serde::Serialize;
@@ -173,15 +172,6 @@ impl<V> MemTable<V> {
         }
     }
 
-    fn write_snapshot(&self, path: &Path, state: &str) -> Result<()>
-    where
-        V: Serialize,
-    {
-        let bytes = self.encode_snapshot(state)?;
-        let mut file = fs::File::create(path).map_err(|e| SabotError::io(path, e))?;
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| SabotError::io(path, e))
-    }
-
     /// The table as a snapshot file's bytes (magic, then the postcard-encoded entries).
     fn encode_snapshot(&self, state: &str) -> Result<Vec<u8>>
     where
@@ -233,8 +223,6 @@ pub(super) trait ErasedTable: Send {
     fn purge(&mut self, now: u64) -> usize;
     /// Values physically held, expired or not (map entries counted one by one).
     fn stored_entries(&self) -> usize;
-    /// Writes the whole table to `path`.
-    fn snapshot(&self, path: &Path, state: &str) -> Result<()>;
     /// The whole table as the bytes of a snapshot file.
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>>;
 }
@@ -266,10 +254,6 @@ impl<T: Serialize + Send + 'static> ErasedTable for ValueTable<T> {
 
     fn stored_entries(&self) -> usize {
         self.0.table.len()
-    }
-
-    fn snapshot(&self, path: &Path, state: &str) -> Result<()> {
-        self.0.write_snapshot(path, state)
     }
 
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {
@@ -317,10 +301,6 @@ where
 
     fn stored_entries(&self) -> usize {
         self.0.table.iter().map(|slot| slot.value.len()).sum()
-    }
-
-    fn snapshot(&self, path: &Path, state: &str) -> Result<()> {
-        self.0.write_snapshot(path, state)
     }
 
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {

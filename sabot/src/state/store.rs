@@ -3,6 +3,7 @@
 use std::any::TypeId;
 use std::fs;
 use std::hash::{BuildHasher, Hash};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -634,18 +635,13 @@ impl KeyedStateStore {
     pub fn snapshot(&mut self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         match &mut self.backend {
-            Backend::Memory(tables) => {
+            Backend::Memory(_) => {
                 fs::create_dir(dir).map_err(|e| SabotError::io(dir, e))?;
-                for (table, meta) in tables.iter().zip(&self.states) {
-                    table.snapshot(&dir.join(format!("{}.state", meta.name)), &meta.full_name)?;
+                for (file, bytes) in self.memory_snapshot_files()? {
+                    let path = dir.join(file);
+                    let mut out = fs::File::create(&path).map_err(|e| SabotError::io(&path, e))?;
+                    out.write_all(&bytes).and_then(|()| out.sync_all()).map_err(|e| SabotError::io(&path, e))?;
                 }
-                // States restored but not registered again are carried over unchanged.
-                for (state, bytes) in self.carried_over()? {
-                    let to = dir.join(format!("{state}.state"));
-                    fs::write(&to, bytes).map_err(|e| SabotError::io(&to, e))?;
-                }
-                let marker = dir.join(MEMORY_SNAPSHOT_MARKER);
-                fs::write(&marker, format!("{}\n", self.operator)).map_err(|e| SabotError::io(&marker, e))?;
             }
             #[cfg(feature = "rocksdb")]
             Backend::RocksDb(tables) => tables.checkpoint(dir)?,
@@ -656,6 +652,25 @@ impl KeyedStateStore {
 }
 
 impl KeyedStateStore {
+    /// The files of a memory-backend snapshot, as (file name, bytes): one per state (those
+    /// restored but not registered again carried over unchanged), then the owner marker.
+    fn memory_snapshot_files(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
+        let tables = match &self.backend {
+            Backend::Memory(tables) => tables,
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(_) => return Ok(vec![]),
+        };
+        let mut files = vec![];
+        for (table, meta) in tables.iter().zip(&self.states) {
+            files.push((format!("{}.state", meta.name), table.snapshot_bytes(&meta.full_name)?));
+        }
+        for (state, bytes) in self.carried_over()? {
+            files.push((format!("{state}.state"), bytes));
+        }
+        files.push((MEMORY_SNAPSHOT_MARKER.to_string(), format!("{}\n", self.operator).into_bytes()));
+        Ok(files)
+    }
+
     /// Reads the restored states that were not registered again, so that snapshots carry
     /// them over; the restored directory is not needed afterwards (retention may delete it).
     fn carried_over(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
@@ -690,15 +705,10 @@ impl KeyedStateStore {
     /// checkpoint (hard links) is created there now.
     pub fn snapshot_into(&mut self, snapshot: &mut crate::checkpoint::StateSnapshot, name: &str) -> Result<()> {
         match &mut self.backend {
-            Backend::Memory(tables) => {
-                for (table, meta) in tables.iter().zip(&self.states) {
-                    snapshot.put(&format!("{name}/{}.state", meta.name), table.snapshot_bytes(&meta.full_name)?)?;
+            Backend::Memory(_) => {
+                for (file, bytes) in self.memory_snapshot_files()? {
+                    snapshot.put(&format!("{name}/{file}"), bytes)?;
                 }
-                for (state, bytes) in self.carried_over()? {
-                    snapshot.put(&format!("{name}/{state}.state"), bytes)?;
-                }
-                snapshot
-                    .put(&format!("{name}/{MEMORY_SNAPSHOT_MARKER}"), format!("{}\n", self.operator).into_bytes())?;
             }
             #[cfg(feature = "rocksdb")]
             Backend::RocksDb(tables) => {
