@@ -174,6 +174,7 @@ impl<O: Operator> OperatorHarness<O> {
                 Message::Batch(b) => self.output.push(b),
                 Message::Watermark(w) => self.watermarks.push(w.0),
                 Message::Barrier(b) => self.barriers.push(b.id),
+                Message::KeyGroups(_) => {}
             }
         }
     }

@@ -89,6 +89,7 @@ impl<O: TwoInputOperator> TwoInputHarness<O> {
                 Message::Batch(b) => self.output.push(b),
                 Message::Watermark(w) => self.watermarks.push(w.0),
                 Message::Barrier(b) => self.barriers.push(b.id),
+                Message::KeyGroups(_) => {}
             }
         }
         Ok(())

@@ -260,3 +260,122 @@ fn keyed_state_follows_its_keys_when_the_parallelism_changes() {
         assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}: counts go on across parallelism 2, 3 and 1");
     }
 }
+
+/// Writes clicks `pages` to `topic` partitioned by user, as a Sabot repartition sink does:
+/// each partition holds the users of one key group.
+fn produce_clicks_by_user(kafka: sabot::kafka::KafkaConfig, topic: &str, pages: std::ops::Range<i64>) {
+    let clicks: Vec<Click> = pages.map(|page| Click { user: format!("u{}", page % 11), page }).collect();
+    let sink = sabot::kafka::KafkaSink::with_config(kafka, topic)
+        .format(JsonFormat::for_record::<Click>())
+        .partition_by(vec![col("user")]);
+    Stream::from_records(clicks).to_kafka(sink).unwrap();
+}
+
+/// One worker of the key-group test: a keyed count reading `clicks-by-user` in group
+/// `counter`, checkpointing into the store shared by the workers.
+struct Worker {
+    stop: sabot::kafka::StopHandle,
+    metrics: Arc<sabot::kafka::SourceMetrics>,
+    checkpoints: CheckpointConfig,
+    runner: std::thread::JoinHandle<sabot::Result<()>>,
+}
+
+impl Worker {
+    fn start(
+        kafka: sabot::kafka::KafkaConfig,
+        store: &std::path::Path,
+        name: &str,
+        out: &Arc<Mutex<Vec<(String, Count)>>>,
+    ) -> Self {
+        let source = KafkaSource::with_config(kafka, "clicks-by-user")
+            .group("counter")
+            .start_offset(StartOffset::Earliest)
+            .format(JsonFormat::for_record::<Click>())
+            .partitioned_by(vec![col("user")]);
+        let (stop, metrics) = (source.stop_handle(), source.metrics());
+        let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(200));
+        let pipeline = Stream::from_kafka(source)
+            .unwrap()
+            .with_parallelism(2)
+            .with_checkpointing(checkpoints.clone())
+            .key_by(["user"])
+            .process(CountClicks::default)
+            .unwrap();
+        let (out, name) = (out.clone(), name.to_string());
+        let runner = std::thread::spawn(move || {
+            pipeline.for_each_batch(|batch| {
+                out.lock().unwrap().extend(Count::from_batch(&batch)?.into_iter().map(|c| (name.clone(), c)));
+                Ok(())
+            })
+        });
+        Worker { stop, metrics, checkpoints, runner }
+    }
+
+    fn stop(self) {
+        self.stop.stop();
+        self.runner.join().unwrap().unwrap();
+    }
+}
+
+/// Waits until `condition` holds, failing after 60 s.
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Scale-out with state: a second worker joins the consumer group, takes half of the key
+/// groups with their state from the first worker's checkpoint, then the first worker leaves
+/// and the second takes the rest. Every user's counts run exactly 1..n across both workers.
+#[test]
+fn keyed_state_follows_its_partitions_when_workers_join_and_leave() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks-by-user", 4).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out: Arc<Mutex<Vec<(String, Count)>>> = Arc::default();
+    let delivered = |out: &Arc<Mutex<Vec<(String, Count)>>>| out.lock().unwrap().len();
+
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..400);
+    let first = Worker::start(cluster.config(), store.path(), "w1", &out);
+    wait_for("the first worker's counts", || delivered(&out) == 400 && first.checkpoints.metrics.completed() > 0);
+
+    let second = Worker::start(cluster.config(), store.path(), "w2", &out);
+    wait_for("the group to share the partitions", || {
+        first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
+    });
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 400..800);
+    wait_for("both workers' counts", || delivered(&out) == 800);
+    let by_second = out.lock().unwrap().iter().filter(|(w, _)| w == "w2").count();
+    assert!(by_second > 0 && by_second < 400, "both workers counted: {by_second} of 400 by the second");
+
+    first.stop();
+    wait_for("the second worker to own every partition", || second.metrics.assigned_partitions() == 4);
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 800..1200);
+    wait_for("the second worker's counts", || delivered(&out) >= 1200);
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    let restored_checkpoints = second.checkpoints.metrics.completed();
+    second.stop();
+    assert!(restored_checkpoints > 0);
+
+    let out = out.lock().unwrap();
+    assert_eq!(out.len(), 1200, "every click counted once");
+    let mut per_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (_, c) in out.iter() {
+        per_user.entry(c.user.clone()).or_default().push(c.clicks);
+    }
+    assert_eq!(per_user.len(), 11);
+    for (user, mut clicks) in per_user {
+        clicks.sort();
+        let n = (0..1200).filter(|p| format!("u{}", p % 11) == user).count() as i64;
+        assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}: state carried across workers, nothing twice");
+    }
+    // The store knows where every key group's newest state is: with the second worker.
+    let groups = sabot::checkpoint::KeyGroupStore::new(store.path(), "counter");
+    for partition in 0..4 {
+        let holder = groups.locate("clicks-by-user", partition).unwrap().expect("a holder");
+        assert!(holder.checkpoint.starts_with(store.path().join("w2")), "{partition}: {holder:?}");
+    }
+}

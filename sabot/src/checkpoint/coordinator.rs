@@ -95,6 +95,13 @@ pub(crate) struct CheckpointCoordinator {
     /// Committables of checkpoints that failed, published with the next one that completes.
     carried: Mutex<Vec<Committable>>,
     metrics: Arc<CheckpointMetrics>,
+    /// Lets sources ask for a checkpoint outside the interval (before handing over state).
+    trigger: super::CheckpointTrigger,
+    /// The root of a store shared by workers, where key groups are looked up.
+    shared_root: Option<PathBuf>,
+    /// A source's partitions are key groups: keyed operators load their state per key group
+    /// as partitions are assigned, not from this worker's last checkpoint.
+    key_groups: std::sync::atomic::AtomicBool,
 }
 
 /// Turns an operator's description into a directory name: `[A-Za-z0-9_-]`, at most 48 bytes.
@@ -114,7 +121,10 @@ fn sanitize(name: &str) -> String {
 impl CheckpointCoordinator {
     /// Opens the checkpoint directory and finds the checkpoint to restore, if any.
     pub(crate) fn start(config: &CheckpointConfig, parallelism: usize) -> Result<Arc<Self>> {
-        let storage = CheckpointStorage::open(&config.dir, config.retain)?;
+        let storage = match &config.worker {
+            Some(_) => CheckpointStorage::open_shared(config.worker_dir(), config.retain, config.dir.clone())?,
+            None => CheckpointStorage::open(&config.dir, config.retain)?,
+        };
         let restored = match &config.restore {
             RestoreFrom::Nothing => None,
             RestoreFrom::Latest => storage.latest()?,
@@ -143,6 +153,9 @@ impl CheckpointCoordinator {
             uids: Mutex::new(HashMap::new()),
             carried: Mutex::new(vec![]),
             metrics,
+            trigger: super::CheckpointTrigger::default(),
+            shared_root: config.worker.as_ref().map(|_| config.dir.clone()),
+            key_groups: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = channel::<WriteJob>();
         let weak = Arc::downgrade(&coordinator);
@@ -158,6 +171,47 @@ impl CheckpointCoordinator {
         *coordinator.jobs.lock().expect("checkpoint jobs") = Some(tx);
         *coordinator.writer.lock().expect("checkpoint writer") = Some(handle);
         Ok(coordinator)
+    }
+
+    /// The trigger sources use to ask for a checkpoint now.
+    pub(crate) fn trigger(&self) -> &super::CheckpointTrigger {
+        &self.trigger
+    }
+
+    /// The root of the store shared by the app's workers, if the checkpoints are shared.
+    pub(crate) fn shared_root(&self) -> Option<&std::path::Path> {
+        self.shared_root.as_deref()
+    }
+
+    /// Marks the pipeline's keyed state as handed over per key group.
+    pub(crate) fn set_key_groups(&self) {
+        self.key_groups.store(true, Ordering::Release);
+    }
+
+    /// Whether keyed state is handed over per key group.
+    pub(crate) fn key_groups(&self) -> bool {
+        self.key_groups.load(Ordering::Acquire)
+    }
+
+    /// The snapshots that every instance of the operator of task `task` took in the
+    /// checkpoint in `checkpoint` (another worker's, possibly with another parallelism).
+    pub(crate) fn operator_snapshots(&self, checkpoint: &std::path::Path, task: &str) -> Vec<RestoredState> {
+        let Some((operator, _)) = task.rsplit_once("/p") else { return vec![] };
+        let id = checkpoint
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("chk-"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let Ok(entries) = std::fs::read_dir(checkpoint.join(operator)) else { return vec![] };
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with('p')))
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs.into_iter().map(|dir| RestoredState::new(id, dir)).collect()
     }
 
     /// The checkpoint being restored, if any.

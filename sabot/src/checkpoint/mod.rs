@@ -28,6 +28,7 @@
 //! [`Operator::restore_state`]: crate::operator::Operator::restore_state
 
 mod coordinator;
+mod key_groups;
 mod snapshot;
 mod storage;
 
@@ -37,6 +38,8 @@ use std::time::Duration;
 
 pub(crate) use coordinator::CheckpointCoordinator;
 pub use coordinator::CheckpointMetrics;
+pub(crate) use key_groups::OwnedPositions;
+pub use key_groups::{CheckpointTrigger, KeyGroupChange, KeyGroupHandover, KeyGroupHolder, KeyGroupStore, key_group};
 pub use snapshot::{Rescale, RestoredState, SnapshotFile, StateSnapshot};
 pub use storage::{CheckpointMetadata, CheckpointStorage, METADATA_FILE, copy_savepoint, verify};
 
@@ -70,12 +73,16 @@ pub struct CheckpointConfig {
     pub restore: RestoreFrom,
     /// Counters, shared with whoever holds a clone of this config.
     pub metrics: Arc<CheckpointMetrics>,
+    /// Workers of one app sharing `dir` as their checkpoint store: this worker's id. Its
+    /// checkpoints go to `dir/<worker>`, and key groups (see [`KeyGroupStore`]) are looked
+    /// up in every worker's directory.
+    pub worker: Option<String>,
 }
 
 impl PartialEq for CheckpointConfig {
     fn eq(&self, other: &Self) -> bool {
-        (&self.dir, self.interval, self.retain, &self.restore)
-            == (&other.dir, other.interval, other.retain, &other.restore)
+        (&self.dir, self.interval, self.retain, &self.restore, &self.worker)
+            == (&other.dir, other.interval, other.retain, &other.restore, &other.worker)
     }
 }
 
@@ -90,6 +97,31 @@ impl CheckpointConfig {
             retain: 3,
             restore: RestoreFrom::Latest,
             metrics: Arc::default(),
+            worker: None,
+        }
+    }
+
+    /// Shares `dir` with the other workers of the app as worker `worker` (a name unique in
+    /// the group and stable across restarts): this worker checkpoints into `dir/<worker>`,
+    /// and Kafka sources whose partitions are key groups
+    /// ([`KafkaSource::partitioned_by`](crate::kafka::KafkaSource::partitioned_by)) take the
+    /// state of a partition they are assigned from whichever worker checkpointed it last.
+    ///
+    /// ```
+    /// use sabot::checkpoint::CheckpointConfig;
+    /// let config = CheckpointConfig::new("/mnt/shared/checkpoints").shared_by("worker-1");
+    /// assert_eq!(config.worker_dir(), std::path::Path::new("/mnt/shared/checkpoints/worker-1"));
+    /// ```
+    pub fn shared_by(mut self, worker: impl Into<String>) -> Self {
+        self.worker = Some(worker.into());
+        self
+    }
+
+    /// Where this worker's checkpoints go: `dir`, or `dir/<worker>` in a shared store.
+    pub fn worker_dir(&self) -> PathBuf {
+        match &self.worker {
+            Some(worker) => self.dir.join(worker),
+            None => self.dir.clone(),
         }
     }
 

@@ -115,6 +115,9 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 pub struct CheckpointStorage {
     root: PathBuf,
     retain: usize,
+    /// In a store shared by workers: its root. Retention then keeps a checkpoint that is the
+    /// newest holder of a key group's state, however old.
+    shared_root: Option<PathBuf>,
 }
 
 impl CheckpointStorage {
@@ -123,7 +126,12 @@ impl CheckpointStorage {
     pub fn open(root: impl Into<PathBuf>, retain: usize) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| SabotError::io(&root, e))?;
-        Ok(CheckpointStorage { root, retain: retain.max(1) })
+        Ok(CheckpointStorage { root, retain: retain.max(1), shared_root: None })
+    }
+
+    /// Opens this worker's directory `root` in a store shared by workers under `shared_root`.
+    pub(crate) fn open_shared(root: impl Into<PathBuf>, retain: usize, shared_root: PathBuf) -> Result<Self> {
+        Ok(CheckpointStorage { shared_root: Some(shared_root), ..Self::open(root, retain)? })
     }
 
     /// The checkpoint directory.
@@ -154,6 +162,10 @@ impl CheckpointStorage {
             let stale = if done { id < keep_from } else { id < latest };
             if stale {
                 let dir = self.checkpoint_dir(id);
+                if done && self.shared_root.as_ref().is_some_and(|root| super::key_groups::pinned(root, &dir)) {
+                    tracing::debug!(checkpoint = id, "kept: it holds the newest state of a key group");
+                    continue;
+                }
                 match fs::remove_dir_all(&dir) {
                     Ok(()) => tracing::debug!(checkpoint = id, "removed old checkpoint"),
                     Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot remove old checkpoint"),

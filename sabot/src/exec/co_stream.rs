@@ -190,6 +190,11 @@ impl CoOperatorStream {
                     Some(aligned) => self.checkpoint(aligned),
                     None => Ok(()),
                 },
+                // Join state does not follow key groups; keyed operators downstream may.
+                Message::KeyGroups(change) => {
+                    self.output.forward(Message::KeyGroups(change));
+                    Ok(())
+                }
             },
         }
     }

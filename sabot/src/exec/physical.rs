@@ -216,6 +216,13 @@ impl PhysicalPlan {
                     batch_size: config.batch_size,
                     partitions: config.parallelism,
                     checkpoint_interval: config.checkpointing.as_ref().map(|c| c.interval),
+                    checkpoint_trigger: config.coordinator.0.as_ref().map(|c| c.trigger().clone()),
+                    key_group_store: config
+                        .coordinator
+                        .0
+                        .as_ref()
+                        .filter(|c| c.key_groups())
+                        .and_then(|c| c.shared_root().map(std::path::Path::to_path_buf)),
                     ..request.clone()
                 };
                 let scan = source.scan(&request)?;
@@ -334,6 +341,8 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                 batch_size: 0,
                 partitions: 0,
                 checkpoint_interval: None,
+                checkpoint_trigger: None,
+                key_group_store: None,
             },
             schema: schema.clone(),
         },

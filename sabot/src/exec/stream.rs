@@ -91,6 +91,9 @@ pub(crate) struct OperatorStream {
     emitted: u64,
     /// The coordinator and this instance's task id, when the pipeline checkpoints.
     checkpoints: Option<(Arc<CheckpointCoordinator>, String)>,
+    /// How many instances of the operator run (the hash exchange in front routes keys
+    /// among them).
+    parallelism: usize,
 }
 
 impl OperatorStream {
@@ -104,6 +107,7 @@ impl OperatorStream {
             current: 0,
             emitted: 0,
             checkpoints: None,
+            parallelism: 1,
         }
     }
 
@@ -114,6 +118,7 @@ impl OperatorStream {
             let task = coordinator.task_id(name, partition);
             self.checkpoints = Some((coordinator.clone(), task));
         }
+        self.parallelism = config.parallelism.max(1);
         self
     }
 
@@ -121,6 +126,7 @@ impl OperatorStream {
         if !self.started {
             self.started = true;
             if let Some((coordinator, task)) = &self.checkpoints
+                && !(coordinator.key_groups() && self.operator.follows_key_groups())
                 && let Some(restored) = coordinator.restored_state(task)
             {
                 match restored.rescale() {
@@ -147,6 +153,13 @@ impl OperatorStream {
                         }
                         self.operator.handle_checkpoint(b, &mut self.output)?
                     }
+                    Message::KeyGroups(change) => {
+                        if self.operator.follows_key_groups() {
+                            let handover = self.handover(&change)?;
+                            self.operator.hand_over_key_groups(&handover)?;
+                        }
+                        self.output.forward(Message::KeyGroups(change));
+                    }
                 }
             }
             None => {
@@ -159,6 +172,33 @@ impl OperatorStream {
             }
         }
         Ok(true)
+    }
+}
+
+impl OperatorStream {
+    /// What this instance loads and drops for a key group change: the acquired groups with
+    /// every snapshot this operator took in the checkpoints that hold them.
+    fn handover(&self, change: &crate::checkpoint::KeyGroupChange) -> Result<crate::checkpoint::KeyGroupHandover> {
+        let Some((coordinator, task)) = &self.checkpoints else {
+            return Err(crate::SabotError::Execution(
+                "keyed state follows key groups only in a pipeline with checkpointing".into(),
+            ));
+        };
+        let instance = task.rsplit_once("/p").and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
+        let mut acquired: Vec<(Vec<u32>, Vec<crate::checkpoint::RestoredState>)> = vec![];
+        let mut by_checkpoint: std::collections::BTreeMap<&std::path::Path, Vec<u32>> = Default::default();
+        for (group, checkpoint) in &change.acquired {
+            by_checkpoint.entry(checkpoint.as_path()).or_default().push(*group);
+        }
+        for (checkpoint, groups) in by_checkpoint {
+            acquired.push((groups, coordinator.operator_snapshots(checkpoint, task)));
+        }
+        Ok(crate::checkpoint::KeyGroupHandover {
+            partitions: change.partitions,
+            released: change.released.clone(),
+            acquired,
+            instance: (instance, self.parallelism),
+        })
     }
 }
 

@@ -42,6 +42,12 @@ pub struct ScanRequest {
     /// When the pipeline checkpoints: how often unbounded sources emit barriers. They then
     /// also emit a last barrier when asked to stop, and no final watermark.
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// When the pipeline checkpoints: lets a source ask for a checkpoint now (before it
+    /// gives partitions back in a rebalance).
+    pub checkpoint_trigger: Option<crate::checkpoint::CheckpointTrigger>,
+    /// When the app's workers share a checkpoint store whose keyed state follows key groups
+    /// ([`Source::partitions_are_key_groups`]): the store's root.
+    pub key_group_store: Option<std::path::PathBuf>,
 }
 
 /// An iterator of batches read from one morsel.
@@ -55,6 +61,12 @@ pub type MessageIter<'a> = Box<dyn Iterator<Item = Result<Message>> + Send + 'a>
 pub trait Source: Send + Sync + fmt::Debug {
     /// The kind of source, e.g. `"parquet"`.
     fn name(&self) -> &'static str;
+
+    /// Whether the source's partitions are key groups of the keyed state downstream, so
+    /// that state moves between workers with them (see [`crate::checkpoint::KeyGroupStore`]).
+    fn partitions_are_key_groups(&self) -> bool {
+        false
+    }
     /// The full schema, before projection.
     fn schema(&self) -> SchemaRef;
     /// A one-line description for `explain()` (e.g. the path).

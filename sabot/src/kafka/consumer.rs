@@ -47,7 +47,50 @@ pub(crate) struct ReaderPlan {
     pub(crate) projection: Option<Vec<usize>>,
     pub(crate) schema: SchemaRef,
     pub(crate) shared: Arc<SourceShared>,
+    /// The topic's partitions are key groups whose state moves with them.
+    pub(crate) key_groups: Option<KeyGroupPlan>,
 }
+
+/// How a source whose partitions are key groups hands them over (see
+/// [`crate::checkpoint::KeyGroupStore`]).
+pub(crate) struct KeyGroupPlan {
+    pub(crate) store: crate::checkpoint::KeyGroupStore,
+    pub(crate) topic: String,
+    pub(crate) partitions: u32,
+}
+
+/// The number of partitions of `topic`.
+pub(crate) fn partition_count(config: &KafkaConfig, topic: &str) -> Result<u32> {
+    let consumer: BaseConsumer = config
+        .client_config(&[("enable.auto.commit", "false")])
+        .create()
+        .map_err(|e| SabotError::kafka("create a consumer", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|e| SabotError::kafka(format!("read the metadata of '{topic}'"), e))?;
+    let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if count == 0 {
+        return Err(SabotError::kafka(format!("read '{topic}'"), "the topic does not exist or has no partitions"));
+    }
+    Ok(count as u32)
+}
+
+/// Key groups of one reader changing hands, between its rebalance callback and its loop.
+#[derive(Default)]
+pub(crate) struct Handover {
+    /// Partitions assigned whose state is to be loaded, with the checkpoint holding it.
+    acquired: Vec<(i32, std::path::PathBuf)>,
+    /// Partitions revoked and paused, not yet given back to the group.
+    revoked: Vec<i32>,
+    /// The checkpoint that must complete before they are given back, and since when.
+    revoke_checkpoint: Option<(u64, Instant)>,
+    /// The reader is going away: partitions are given back at once.
+    closing: bool,
+}
+
+/// How long a reader giving partitions back waits for its checkpoint before it gives them
+/// back anyway (the checkpoint failed; the new owner resumes from an older one).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Rebalance hooks of a reader's consumer: applies the start offset to partitions seen for
 /// the first time and forgets the pending offsets of partitions that were taken away.
@@ -57,6 +100,9 @@ pub(crate) struct ConsumerContext {
     /// The pipeline checkpoints: a partition assigned again resumes where this run left it.
     checkpointing: bool,
     shared: Arc<SourceShared>,
+    /// With key groups: what the reader's loop still has to do for a rebalance.
+    handover: Option<(Arc<std::sync::Mutex<Handover>>, Arc<std::sync::atomic::AtomicBool>)>,
+    key_groups: Option<Arc<ReaderPlan>>,
 }
 
 impl ClientContext for ConsumerContext {}
@@ -65,7 +111,9 @@ impl RdConsumerContext for ConsumerContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.apply_start_offsets(consumer, tpl);
+                if !self.acquire_key_groups(tpl) {
+                    self.apply_start_offsets(consumer, tpl);
+                }
                 let partitions: Vec<_> =
                     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, ?partitions, "partitions assigned");
@@ -73,10 +121,19 @@ impl RdConsumerContext for ConsumerContext {
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(reader = self.reader, error = %e, "cannot take the assigned partitions");
                 }
+                // A partition paused while it was handed over stays paused when it comes back.
+                if self.handover.is_some()
+                    && let Err(e) = consumer.resume(tpl)
+                {
+                    tracing::error!(reader = self.reader, error = %e, "cannot resume the assigned partitions");
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost: Vec<_> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, partitions = ?lost, "partitions revoked");
+                if self.defer_revoke(consumer, tpl) {
+                    return;
+                }
                 if self.checkpointing {
                     self.hand_over(consumer, tpl);
                 }
@@ -99,6 +156,58 @@ impl RdConsumerContext for ConsumerContext {
 }
 
 impl ConsumerContext {
+    /// With key groups: resumes each assigned partition where the newest checkpoint holding
+    /// its state left it, and queues the loading of that state for the reader's loop (ahead
+    /// of the partition's first row). Returns false without key groups.
+    fn acquire_key_groups(&self, tpl: &mut TopicPartitionList) -> bool {
+        let (Some((handover, _)), Some(plan)) = (&self.handover, &self.key_groups) else { return false };
+        let Some(key_groups) = &plan.key_groups else { return false };
+        let mut acquired = vec![];
+        let assigned: Vec<(String, i32)> =
+            tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+        for (topic, partition) in assigned {
+            match key_groups.store.locate(&topic, partition) {
+                Ok(Some(holder)) => {
+                    let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(holder.position));
+                    acquired.push((partition, holder.checkpoint));
+                }
+                Ok(None) => {
+                    // No worker checkpointed this key group yet: the start offset applies.
+                    let offset = match self.start {
+                        StartOffset::Committed => continue,
+                        StartOffset::Earliest => Offset::Beginning,
+                        StartOffset::Latest => Offset::End,
+                        StartOffset::Timestamp(_) => continue,
+                    };
+                    let _ = tpl.set_partition_offset(&topic, partition, offset);
+                }
+                Err(e) => {
+                    tracing::error!(reader = self.reader, %topic, partition, error = %e, "cannot look up a key group's state")
+                }
+            }
+        }
+        tracing::info!(reader = self.reader, key_groups = ?acquired, "key groups to load from the checkpoint store");
+        handover.lock().expect("kafka handover").acquired.extend(acquired);
+        true
+    }
+
+    /// With key groups: keeps revoked partitions (paused) until the reader's loop has
+    /// completed a checkpoint holding their state and released it; they are given back to
+    /// the group then (the rebalance waits). Returns false when the partitions go back now.
+    fn defer_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) -> bool {
+        let Some((handover, pending)) = &self.handover else { return false };
+        let mut handover = handover.lock().expect("kafka handover");
+        if handover.closing || self.shared.stop.is_stopped() {
+            return false;
+        }
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::warn!(reader = self.reader, error = %e, "cannot pause revoked partitions");
+        }
+        handover.revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        pending.store(true, Ordering::Release);
+        true
+    }
+
     /// Records where the reader is in the partitions being revoked from it: the offset after
     /// the last message it polled (all of them go down the pipeline), if it polled any since
     /// it got them.
@@ -206,6 +315,10 @@ pub(crate) struct KafkaReader {
     finished: bool,
     /// Reused across polls: the payloads of one batch, back to back.
     arena: Vec<u8>,
+    /// With key groups: rebalance work shared with the consumer's callback, and whether
+    /// partitions are being given back (their messages are no longer read).
+    handover: Arc<std::sync::Mutex<Handover>>,
+    revoke_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The assignment of a bounded scan: per reader, `(topic, partition, start, end)`.
@@ -275,11 +388,16 @@ pub(crate) fn bounded_assignments(source: &KafkaSource, readers: usize) -> Resul
 
 impl KafkaReader {
     pub(crate) fn open(plan: Arc<ReaderPlan>, index: usize, assignment: Option<BoundedAssignment>) -> Result<Self> {
+        let handover: Arc<std::sync::Mutex<Handover>> = Arc::default();
+        let revoke_pending: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let with_key_groups = plan.key_groups.is_some() && assignment.is_none();
         let context = ConsumerContext {
             reader: index,
             start: plan.start,
             checkpointing: plan.checkpointing && assignment.is_none(),
             shared: plan.shared.clone(),
+            handover: with_key_groups.then(|| (handover.clone(), revoke_pending.clone())),
+            key_groups: with_key_groups.then(|| plan.clone()),
         };
         let consumer: BaseConsumer<ConsumerContext> = plan
             .config
@@ -310,6 +428,8 @@ impl KafkaReader {
             emitted_watermark: None,
             finished: false,
             arena: Vec::new(),
+            handover,
+            revoke_pending,
         };
         match assignment {
             Some(assignment) => {
@@ -372,6 +492,10 @@ impl KafkaReader {
             timeout = deadline.saturating_duration_since(Instant::now());
             match polled {
                 None => break,
+                Some(Ok(message)) if self.is_revoked(message.partition()) => {
+                    // Given back to the group once the checkpoint completes: the new owner
+                    // reads it from the position recorded there.
+                }
                 Some(Ok(message)) => {
                     // Payloads and keys go to one arena: no allocation per message.
                     let start = self.arena.len();
@@ -414,6 +538,8 @@ impl KafkaReader {
                 break;
             }
         }
+        // State of newly assigned key groups is loaded ahead of their rows.
+        self.emit_acquired();
         if metas.is_empty() {
             return Ok(());
         }
@@ -570,12 +696,86 @@ impl KafkaReader {
             return; // the stop barrier comes next
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
-        // Ids are aligned to the interval, so readers of every source agree on them.
-        let id = now / interval * interval;
+        // Ids are aligned to the interval, so readers of every source agree on them; a
+        // requested checkpoint has the id every reader finds in the trigger.
+        let requested = self.plan.shared.trigger.as_ref().map_or(0, |t| t.requested());
+        let id = if self.plan.checkpointing && requested > self.last_barrier {
+            requested
+        } else {
+            now / interval * interval
+        };
         if id <= self.last_barrier {
             return;
         }
         self.emit_barrier(id);
+    }
+
+    fn is_revoked(&self, partition: i32) -> bool {
+        self.revoke_pending.load(Ordering::Acquire)
+            && self.handover.lock().expect("kafka handover").revoked.contains(&partition)
+    }
+
+    /// Queues the loading of newly assigned key groups.
+    fn emit_acquired(&mut self) {
+        let Some(key_groups) = &self.plan.key_groups else { return };
+        let acquired = std::mem::take(&mut self.handover.lock().expect("kafka handover").acquired);
+        if acquired.is_empty() {
+            return;
+        }
+        let groups = acquired.into_iter().map(|(p, dir)| (p as u32, dir)).collect();
+        let change = crate::checkpoint::KeyGroupChange::acquire(&key_groups.topic, key_groups.partitions, groups);
+        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+    }
+
+    /// Gives revoked partitions back: first a checkpoint that holds their state (requested
+    /// from every source), then, once it completed, their state is released down the
+    /// pipeline and the partitions go back to the group.
+    fn serve_revocation(&mut self) {
+        if !self.revoke_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(key_groups) = &self.plan.key_groups else { return };
+        let shared = &self.plan.shared;
+        let mut handover = self.handover.lock().expect("kafka handover");
+        let (checkpoint, since) = match handover.revoke_checkpoint {
+            Some(pending) => pending,
+            None => {
+                let after = self.last_barrier.max(shared.max_barrier.load(Ordering::Acquire));
+                let id = shared.trigger.as_ref().map_or(after + 1, |t| t.request(after));
+                tracing::info!(reader = self.index, partitions = ?handover.revoked, checkpoint = id, "checkpointing key groups before giving them back");
+                handover.revoke_checkpoint = Some((id, Instant::now()));
+                return; // the barrier goes out with the next poll
+            }
+        };
+        let done = shared.completed.load(Ordering::Acquire) >= checkpoint;
+        if !done && since.elapsed() < HANDOVER_TIMEOUT {
+            return;
+        }
+        if !done {
+            tracing::error!(
+                reader = self.index,
+                checkpoint,
+                "the checkpoint before a handover did not complete: giving the partitions back anyway"
+            );
+        }
+        let revoked = std::mem::take(&mut handover.revoked);
+        handover.revoke_checkpoint = None;
+        self.revoke_pending.store(false, Ordering::Release);
+        drop(handover);
+        let change = crate::checkpoint::KeyGroupChange::release(
+            &key_groups.topic,
+            key_groups.partitions,
+            revoked.iter().map(|p| *p as u32).collect(),
+        );
+        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+        let lost: Vec<(String, i32)> = revoked.iter().map(|p| (key_groups.topic.clone(), *p)).collect();
+        shared.forget(self.index, &lost);
+        shared.metrics.assigned.fetch_sub(lost.len() as u64, Ordering::Relaxed);
+        self.partitions.retain(|(t, p), _| !(t.as_ref() == key_groups.topic && revoked.contains(p)));
+        if let Err(e) = self.consumer.unassign() {
+            tracing::error!(reader = self.index, error = %e, "cannot give the revoked partitions back");
+        }
+        tracing::info!(reader = self.index, partitions = ?revoked, checkpoint, "key groups handed over");
     }
 
     fn emit_barrier(&mut self, id: u64) {
@@ -604,6 +804,7 @@ impl KafkaReader {
                 .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
                 .unwrap_or_default();
             self.partitions.retain(|(t, p), _| owned.contains(&(t.to_string(), *p)));
+            self.plan.shared.owned_at.lock().expect("kafka owned partitions").entry(id).or_default().extend(owned);
         }
         let positions: Vec<Position> = self
             .partitions
@@ -660,8 +861,22 @@ impl Iterator for KafkaReader {
             }
             self.advance_watermark();
             if !self.bounded {
+                self.serve_revocation();
                 self.maybe_barrier();
             }
+        }
+    }
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        // Closing the consumer revokes its partitions: they go back at once, also those whose
+        // handover was under way (the consumer group waits for them).
+        self.handover.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closing = true;
+        if self.revoke_pending.load(Ordering::Acquire)
+            && let Err(e) = self.consumer.unassign()
+        {
+            tracing::warn!(reader = self.index, error = %e, "cannot give revoked partitions back on close");
         }
     }
 }

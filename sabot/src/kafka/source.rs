@@ -147,6 +147,13 @@ pub(crate) struct SourceShared {
     /// pipeline already; the committed offset lags behind them (commits follow completed
     /// checkpoints), so resuming there would count them twice in the state.
     pub(crate) handover: Mutex<Offsets>,
+    /// The newest checkpoint completed (readers giving partitions back wait for it).
+    pub(crate) completed: AtomicU64,
+    /// Per barrier: the partitions the readers owned when they emitted it (with key groups,
+    /// the partitions whose state the checkpoint holds).
+    pub(crate) owned_at: Mutex<BTreeMap<u64, std::collections::BTreeSet<(String, i32)>>>,
+    /// Asks every source of the pipeline for a checkpoint now.
+    pub(crate) trigger: Option<crate::checkpoint::CheckpointTrigger>,
 }
 
 impl SourceShared {
@@ -227,6 +234,8 @@ pub struct KafkaSource {
     pub(crate) metadata_columns: bool,
     pub(crate) readers: Option<usize>,
     dead_letter_topic: Option<String>,
+    /// The keys the topic is partitioned by (partitions are key groups).
+    partitioned_by: Option<Vec<crate::expr::Expr>>,
     metrics: Arc<SourceMetrics>,
     stop: StopHandle,
     shared: Mutex<Option<Arc<SourceShared>>>,
@@ -258,6 +267,7 @@ impl KafkaSource {
             metadata_columns: false,
             readers: None,
             dead_letter_topic: None,
+            partitioned_by: None,
             metrics: Arc::default(),
             stop: StopHandle::default(),
             shared: Mutex::new(None),
@@ -348,6 +358,25 @@ impl KafkaSource {
         self
     }
 
+    /// Declares that the topic was written by a Sabot sink partitioned by `keys`
+    /// ([`KafkaSink::partition_by`](super::KafkaSink::partition_by), as repartition topics
+    /// are): each partition holds the keys of one key group, so keyed state downstream (keyed
+    /// by the same `keys`) moves with the partitions when the consumer group rebalances. The
+    /// workers need a shared checkpoint store
+    /// ([`CheckpointConfig::shared_by`](crate::checkpoint::CheckpointConfig::shared_by));
+    /// see [`crate::checkpoint::KeyGroupStore`] for the protocol. One topic only.
+    ///
+    /// ```
+    /// use sabot::prelude::*;
+    /// use sabot::kafka::KafkaSource;
+    /// let source = KafkaSource::new("localhost:9092", "clicks-by-user").partitioned_by(vec![col("user")]);
+    /// # let _ = source;
+    /// ```
+    pub fn partitioned_by(mut self, keys: Vec<crate::expr::Expr>) -> Self {
+        self.partitioned_by = Some(keys);
+        self
+    }
+
     /// A librdkafka consumer property, passed through.
     pub fn set(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config = self.config.set(key, value);
@@ -387,6 +416,12 @@ impl KafkaSource {
 
     /// Validates settings that can be checked before connecting.
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.partitioned_by.is_some() && self.topics.len() != 1 {
+            return Err(SabotError::plan(format!(
+                "kafka source: key groups are the partitions of one topic, not of {}",
+                self.topics.join(", ")
+            )));
+        }
         if let Some((column, _)) = &self.watermarks {
             let schema = self.format.schema();
             let field = schema.field_with_name(column).map_err(|_| SabotError::column_not_found(&schema, column))?;
@@ -449,6 +484,10 @@ impl Source for KafkaSource {
         self.bound == Bound::Unbounded
     }
 
+    fn partitions_are_key_groups(&self) -> bool {
+        self.partitioned_by.is_some() && self.bound == Bound::Unbounded
+    }
+
     fn event_time_column(&self) -> Option<String> {
         self.watermarks.as_ref().map(|(column, _)| column.clone())
     }
@@ -474,11 +513,27 @@ impl Source for KafkaSource {
             last_committed: Mutex::new(vec![Vec::new(); readers]),
             reached: Mutex::default(),
             handover: Mutex::new(restored.clone()),
+            completed: AtomicU64::new(0),
+            owned_at: Mutex::default(),
+            trigger: request.checkpoint_trigger.clone(),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
         let assignments = match self.bound {
             Bound::Unbounded => None,
             Bound::AtStart => Some(super::consumer::bounded_assignments(self, readers)?),
+        };
+        let key_groups = match (&request.key_group_store, self.partitions_are_key_groups()) {
+            (Some(root), true) if request.checkpoint_interval.is_some() => {
+                let topic = self.topics[0].clone();
+                let partitions = super::consumer::partition_count(&self.config, &topic)?;
+                tracing::info!(%topic, partitions, store = %root.display(), "partitions are key groups: keyed state follows them");
+                Some(super::consumer::KeyGroupPlan {
+                    store: crate::checkpoint::KeyGroupStore::new(root, self.group_id()),
+                    topic,
+                    partitions,
+                })
+            }
+            _ => None,
         };
         let schema = self.output_schema();
         let projected = match &request.projection {
@@ -501,6 +556,7 @@ impl Source for KafkaSource {
             projection: request.projection.clone(),
             schema: projected,
             shared,
+            key_groups,
         };
         Ok(Arc::new(KafkaScan { plan: Arc::new(plan), readers, assignments }))
     }
@@ -512,12 +568,23 @@ impl Source for KafkaSource {
         let at = reached.range(..=id).next_back().map_or(&shared.restored, |(_, at)| at);
         let mut positions: Vec<(String, i32, i64)> = at.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         positions.sort();
-        Ok(Some(serde_json::json!(positions)))
+        if !self.partitions_are_key_groups() {
+            return Ok(Some(serde_json::json!(positions)));
+        }
+        let owned_at = shared.owned_at.lock().expect("kafka owned partitions");
+        let owned = owned_at.range(..=id).next_back().map(|(_, o)| o.iter().cloned().collect()).unwrap_or_default();
+        let recorded = crate::checkpoint::OwnedPositions { group: self.group_id(), positions, owned };
+        serde_json::to_value(recorded).map(Some).map_err(|e| SabotError::Execution(format!("kafka positions: {e}")))
     }
 
     fn restore_positions(&self, positions: &serde_json::Value) -> Result<()> {
-        let parsed: Vec<(String, i32, i64)> = serde_json::from_value(positions.clone())
-            .map_err(|e| SabotError::plan(format!("kafka source: unreadable checkpoint positions: {e}")))?;
+        // Sources with key groups record their positions with the partitions they owned.
+        let parsed: Vec<(String, i32, i64)> =
+            match serde_json::from_value::<crate::checkpoint::OwnedPositions>(positions.clone()) {
+                Ok(recorded) => recorded.positions,
+                Err(_) => serde_json::from_value(positions.clone())
+                    .map_err(|e| SabotError::plan(format!("kafka source: unreadable checkpoint positions: {e}")))?,
+            };
         tracing::info!(partitions = parsed.len(), "kafka source resumes from checkpoint positions");
         *self.restored.lock().expect("kafka restored positions") =
             parsed.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
@@ -543,7 +610,12 @@ impl Source for KafkaSource {
             if let Some(&base) = reached.range(..=id).next_back().map(|(barrier, _)| barrier) {
                 *reached = reached.split_off(&base);
             }
+            let mut owned_at = shared.owned_at.lock().expect("kafka owned partitions");
+            if let Some(&base) = owned_at.range(..=id).next_back().map(|(barrier, _)| barrier) {
+                *owned_at = owned_at.split_off(&base);
+            }
         }
+        shared.completed.fetch_max(id, Ordering::AcqRel);
         // Dead letters of the committed range must be durable before their offsets are.
         if let Some(dead_letters) = &shared.dead_letters {
             dead_letters.flush()?;

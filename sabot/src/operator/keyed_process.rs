@@ -292,6 +292,46 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         Ok(())
     }
 
+    fn follows_key_groups(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Drops the keys (state and timers) of released key groups; loads those of acquired
+    /// ones that the hash exchange routes to this instance, from every snapshot the operator
+    /// took in the checkpoint holding them.
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        use crate::checkpoint::key_group;
+        let groups = handover.partitions;
+        let store = self.store.as_mut().expect("on_start ran");
+        if !handover.released.is_empty() {
+            let released = handover.released.clone();
+            let keep = move |key: &[u8]| !released.contains(&key_group(key, groups));
+            let dropped = store.retain_keys(&keep)?;
+            self.timers.event_time.retain(|(_, key)| keep(key));
+            self.timers.processing_time.retain(|(_, key)| keep(key));
+            tracing::info!(operator = %self.name, groups = ?handover.released, entries = dropped, "released key groups");
+        }
+        let (instance, parallelism) = handover.instance;
+        let routed_here = key_router(&self.keys, &F::In::schema(), parallelism, instance)?;
+        for (acquired, snapshots) in &handover.acquired {
+            let (acquired_groups, routed_here) = (acquired.clone(), routed_here.clone());
+            let keep: KeyRouter = std::sync::Arc::new(move |key: &[u8]| {
+                acquired_groups.contains(&key_group(key, groups)) && routed_here(key)
+            });
+            let mut dirs = vec![];
+            for snapshot in snapshots {
+                dirs.extend(snapshot.directory("keyed")?);
+                let timers: Timers = snapshot.value("timers")?.unwrap_or_default();
+                let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
+                self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));
+                self.timers.processing_time.extend(timers.processing_time.into_iter().filter(mine));
+            }
+            store.import_keys(&dirs, keep)?;
+            tracing::info!(operator = %self.name, groups = ?acquired, snapshots = dirs.len(), "acquired key groups");
+        }
+        Ok(())
+    }
+
     fn on_start(&mut self) -> Result<()> {
         let mut store = match (&self.restore_from, self.rescaled.take()) {
             (_, Some((dirs, keep))) => KeyedStateStore::restore_rescaled(&self.backend, &self.name, dirs, keep)?,

@@ -100,6 +100,9 @@ pub enum Message {
     Watermark(Watermark),
     /// A checkpoint barrier.
     Barrier(CheckpointBarrier),
+    /// The worker's key groups changed (a Kafka rebalance moved partitions): keyed operators
+    /// drop or load the state of those groups. It reaches every parallel instance.
+    KeyGroups(std::sync::Arc<crate::checkpoint::KeyGroupChange>),
 }
 
 /// Where an operator puts what it produces.
@@ -124,6 +127,11 @@ impl Output {
     /// Forwards a checkpoint barrier downstream.
     pub fn emit_barrier(&mut self, barrier: CheckpointBarrier) {
         self.queue.push_back(Message::Barrier(barrier));
+    }
+
+    /// Forwards a message as it is (the drivers pass control messages on).
+    pub(crate) fn forward(&mut self, message: Message) {
+        self.queue.push_back(message);
     }
 
     pub(crate) fn pop(&mut self) -> Option<Message> {
@@ -177,6 +185,21 @@ pub trait Operator: Send {
                 rescale.0, rescale.1
             ),
         })
+    }
+
+    /// Whether this operator's state moves between workers per key group when a source's
+    /// partitions are key groups ([`crate::checkpoint::KeyGroupStore`]): it is then loaded by
+    /// [`hand_over_key_groups`](Self::hand_over_key_groups) as partitions are assigned, not
+    /// restored from this worker's last checkpoint. Keyed process operators do.
+    fn follows_key_groups(&self) -> bool {
+        false
+    }
+
+    /// Drops the state of released key groups and loads that of acquired ones (see
+    /// [`follows_key_groups`](Self::follows_key_groups)); called when a
+    /// [`Message::KeyGroups`] arrives, which is then forwarded. Nothing by default.
+    fn hand_over_key_groups(&mut self, _handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        Ok(())
     }
 
     /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.

@@ -189,7 +189,23 @@ impl<V> MemTable<V> {
     where
         V: DeserializeOwned,
     {
-        let mut table = HashTable::new();
+        let mut table = MemTable { table: HashTable::new() };
+        table.merge_snapshots(paths, state, hasher, keep)?;
+        Ok(table)
+    }
+
+    /// Adds the entries of the snapshot files in `paths` whose key `keep` accepts; they
+    /// replace entries of the same key.
+    fn merge_snapshots(
+        &mut self,
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<()>
+    where
+        V: DeserializeOwned,
+    {
         for path in paths {
             let bytes = fs::read(path).map_err(|e| SabotError::io(path, e))?;
             let body = bytes
@@ -197,16 +213,29 @@ impl<V> MemTable<V> {
                 .ok_or_else(|| SabotError::format(path, None, "not a Sabot memory-state snapshot"))?;
             let entries: Vec<(Vec<u8>, u64, V)> =
                 postcard::from_bytes(body).map_err(|e| codec::error(state, "decode snapshot", e))?;
-            table.reserve(entries.len(), slot_hash);
+            self.table.reserve(entries.len(), slot_hash);
             for (key, expires_at, value) in entries {
                 if keep.as_ref().is_some_and(|keep| !keep(&key)) {
                     continue;
                 }
                 let hash = hasher(&key);
-                table.insert_unique(hash, Slot { hash, expires_at, key: SlotKey::new(&key), value }, slot_hash);
+                let slot = Slot { hash, expires_at, key: SlotKey::new(&key), value };
+                match self.table.entry(hash, matches(&key, hash), slot_hash) {
+                    Entry::Occupied(mut entry) => *entry.get_mut() = slot,
+                    Entry::Vacant(entry) => {
+                        entry.insert(slot);
+                    }
+                }
             }
         }
-        Ok(MemTable { table })
+        Ok(())
+    }
+
+    /// Keeps only the keys `keep` accepts; returns how many were dropped.
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
+        let before = self.table.len();
+        self.table.retain(|slot| keep(slot.key.as_slice()));
+        before - self.table.len()
     }
 }
 
@@ -225,6 +254,16 @@ pub(super) trait ErasedTable: Send {
     fn stored_entries(&self) -> usize;
     /// The whole table as the bytes of a snapshot file.
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>>;
+    /// Adds the entries of snapshot files whose key `keep` accepts (a key group handed over).
+    fn merge_snapshots(
+        &mut self,
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<()>;
+    /// Keeps only the keys `keep` accepts (key groups released); returns how many keys went.
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize;
 }
 
 /// The table of a value, list or reducing state.
@@ -241,7 +280,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ValueTable<T> {
     }
 }
 
-impl<T: Serialize + Send + 'static> ErasedTable for ValueTable<T> {
+impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedTable for ValueTable<T> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
@@ -258,6 +297,20 @@ impl<T: Serialize + Send + 'static> ErasedTable for ValueTable<T> {
 
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {
         self.0.encode_snapshot(state)
+    }
+
+    fn merge_snapshots(
+        &mut self,
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<()> {
+        self.0.merge_snapshots(paths, state, hasher, keep)
+    }
+
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
+        self.0.retain_keys(keep)
     }
 }
 
@@ -281,8 +334,8 @@ where
 
 impl<K, V> ErasedTable for MapTable<K, V>
 where
-    K: Serialize + Hash + Eq + Send + 'static,
-    V: Serialize + Send + 'static,
+    K: Serialize + DeserializeOwned + Hash + Eq + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
 {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -305,5 +358,19 @@ where
 
     fn snapshot_bytes(&self, state: &str) -> Result<Vec<u8>> {
         self.0.encode_snapshot(state)
+    }
+
+    fn merge_snapshots(
+        &mut self,
+        paths: &[PathBuf],
+        state: &str,
+        hasher: &dyn Fn(&[u8]) -> u64,
+        keep: &KeyFilter,
+    ) -> Result<()> {
+        self.0.merge_snapshots(paths, state, hasher, keep)
+    }
+
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
+        self.0.retain_keys(keep)
     }
 }

@@ -583,6 +583,50 @@ impl RocksTables {
         checkpoint.create_checkpoint(dir).map_err(|e| rocks_error(&shown, e))
     }
 
+    /// Deletes the entries of state `idx` whose stored key `keep` rejects; returns how many.
+    pub(super) fn retain_keys(&mut self, idx: usize, keep: &dyn Fn(&[u8]) -> bool) -> Result<usize> {
+        let mut gone = Vec::new();
+        self.scan(idx, &[], |key, _| {
+            if !keep(key) {
+                gone.push(key.into());
+            }
+            true
+        })?;
+        self.delete_keys(idx, &gone)?;
+        Ok(gone.len())
+    }
+
+    /// Copies the entries of state `idx` whose stored key `keep` accepts from the RocksDB
+    /// checkpoint in `dir` (a key group handed over by another worker).
+    pub(super) fn import_keys(&mut self, dir: &Path, idx: usize, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+        self.write_batch()?;
+        self.invalidate(idx);
+        let shown = dir.display().to_string();
+        let opts = Options::default();
+        let names = DBWithThreadMode::<SingleThreaded>::list_cf(&opts, dir).map_err(|e| rocks_error(&shown, e))?;
+        let name = self.cfs[idx].clone();
+        if !names.contains(&name) {
+            return Ok(()); // the state did not exist when the checkpoint was taken
+        }
+        let snapshot = DBWithThreadMode::<SingleThreaded>::open_cf_for_read_only(&opts, dir, &names, false)
+            .map_err(|e| rocks_error(&shown, e))?;
+        let from = snapshot.cf_handle(&name).expect("listed column family");
+        let to = self.instance.cf(&name)?;
+        let mut batch = WriteBatch::default();
+        for item in snapshot.iterator_cf(from, IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| rocks_error(&name, e))?;
+            if !keep(&key) {
+                continue;
+            }
+            batch.put_cf(&to, key, value);
+            if batch.len() >= BULK_BATCH {
+                let full = std::mem::take(&mut batch);
+                self.instance.db.write_opt(full, &self.write_opts).map_err(|e| rocks_error(&name, e))?;
+            }
+        }
+        self.instance.db.write_opt(batch, &self.write_opts).map_err(|e| rocks_error(&name, e))
+    }
+
     /// Replaces this operator's column families by copies of those in the checkpoint `dir`.
     /// Called before any state is registered.
     pub(super) fn restore_from_checkpoint(&mut self, dir: &Path) -> Result<()> {

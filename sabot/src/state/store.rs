@@ -699,6 +699,56 @@ impl KeyedStateStore {
         self.carried_over().map(drop)
     }
 
+    /// Drops every key that `keep` rejects, in every registered state (key groups handed
+    /// over to another worker). Returns how many entries went (memory; RocksDB: keys).
+    pub(crate) fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize> {
+        match &mut self.backend {
+            Backend::Memory(tables) => Ok(tables.iter_mut().map(|t| t.retain_keys(keep)).sum()),
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(tables) => {
+                let mut dropped = 0;
+                for (idx, meta) in self.states.iter().enumerate() {
+                    let map = meta.kind == StateKind::Map;
+                    dropped += tables.retain_keys(idx, &|stored: &[u8]| keep(stored_key(stored, map)))?;
+                }
+                Ok(dropped)
+            }
+        }
+    }
+
+    /// Adds the keys that `keep` accepts from the snapshots of this operator in `dirs`
+    /// (taken by [`snapshot_into`](Self::snapshot_into), by any worker and parallelism), in
+    /// every registered state: key groups handed over from another worker.
+    pub(crate) fn import_keys(&mut self, dirs: &[PathBuf], keep: super::memory::KeyPredicate) -> Result<()> {
+        match &mut self.backend {
+            Backend::Memory(tables) => {
+                let filter: KeyFilter = Some(keep);
+                let hasher = &self.hasher;
+                for (table, meta) in tables.iter_mut().zip(&self.states) {
+                    let files: Vec<PathBuf> =
+                        dirs.iter().map(|d| d.join(format!("{}.state", meta.name))).filter(|f| f.exists()).collect();
+                    table.merge_snapshots(&files, &meta.full_name, &|key| hasher.hash_one(key), &filter)?;
+                }
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(tables) => {
+                for dir in dirs {
+                    if dir.join(MEMORY_SNAPSHOT_MARKER).exists() {
+                        return Err(SabotError::State {
+                            state: dir.display().to_string(),
+                            message: "a memory-backend snapshot cannot be loaded into RocksDB".into(),
+                        });
+                    }
+                    for (idx, meta) in self.states.iter().enumerate() {
+                        let map = meta.kind == StateKind::Map;
+                        tables.import_keys(dir, idx, &|stored: &[u8]| keep(stored_key(stored, map)))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Copies this operator's state into a checkpoint's `snapshot` under the directory
     /// `name`, in the layout [`restore`](Self::restore) reads. Memory: every state is encoded
     /// in memory now and written by the checkpoint in the background. RocksDB: a RocksDB
@@ -718,6 +768,16 @@ impl KeyedStateStore {
         }
         Ok(())
     }
+}
+
+/// The key part of a key stored in RocksDB: map states store `len (u32 BE) | key | user key`.
+#[cfg(feature = "rocksdb")]
+fn stored_key(stored: &[u8], map: bool) -> &[u8] {
+    if !map {
+        return stored;
+    }
+    let len = stored.get(..4).map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+    stored.get(4..4 + len).unwrap_or_default()
 }
 
 impl std::fmt::Debug for KeyedStateStore {

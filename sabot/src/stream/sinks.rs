@@ -78,6 +78,18 @@ impl<T> Stream<T> {
             Some(checkpointing) => Some(CheckpointCoordinator::start(checkpointing, config.parallelism)?),
             None => None,
         };
+        if let Some(coordinator) = &coordinator
+            && self.sources().iter().any(|(_, source)| source.partitions_are_key_groups())
+        {
+            if coordinator.shared_root().is_some() {
+                coordinator.set_key_groups();
+            } else {
+                tracing::warn!(
+                    "a source's partitions are key groups, but the checkpoints are not shared by the workers \
+                     (CheckpointConfig::shared_by): keyed state stays with this worker"
+                );
+            }
+        }
         let restored = coordinator.as_ref().and_then(|c| c.restored().cloned());
         if let Some(meta) = &restored {
             self.restore_sources(meta)?;
@@ -135,7 +147,7 @@ impl<T> Stream<T> {
                     }
                     discard_tail = self.stopped_by(barrier.id);
                 }
-                Message::Watermark(_) => {}
+                Message::Watermark(_) | Message::KeyGroups(_) => {}
             }
         }
         if coordinator.is_some() && self.is_unbounded() {

@@ -1,0 +1,297 @@
+//! Key groups: keyed state that follows its Kafka partitions from worker to worker.
+//!
+//! When a topic is written by a Sabot sink partitioned by some keys
+//! ([`KafkaSink::partition_by`](crate::kafka::KafkaSink::partition_by), as repartition topics
+//! are), partition `g` of that topic holds exactly the keys `k` with
+//! `hash(k) % partitions == g`: the partition is a *key group* of the keyed state downstream.
+//! Workers of one consumer group then own disjoint key groups, and when the group rebalances
+//! the state of a partition moves with it, as a Kafka Streams task's state does:
+//!
+//! 1. The worker losing partition `g` stops reading it, completes a checkpoint that holds
+//!    `g`'s state and position (into a checkpoint store shared by the workers), then sends a
+//!    [`KeyGroupChange`] releasing `g` down the pipeline, and only then gives the partition
+//!    back to the group. Until it does, the rebalance waits: two workers never own `g` at once.
+//! 2. The worker receiving `g` finds, in the shared store, the newest checkpoint that holds
+//!    `g`, resumes the partition at the position recorded there, and sends a [`KeyGroupChange`]
+//!    acquiring `g` from that checkpoint ahead of `g`'s first row: keyed operators load the
+//!    keys of `g` (state and timers) before they see them.
+//!
+//! Every checkpoint records which partitions' state it holds, so the store can always tell
+//! where a key group's latest state is, also after a worker died.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::storage::{CheckpointMetadata, METADATA_FILE};
+
+/// The key group of an encoded key (its key columns in Arrow's row format) among
+/// `partitions`: the partition a Sabot sink partitioned by those keys writes the key to.
+///
+/// ```
+/// use sabot::checkpoint::key_group;
+/// let g = key_group(b"some key", 8);
+/// assert!(g < 8);
+/// assert_eq!(g, key_group(b"some key", 8));
+/// ```
+pub fn key_group(key: &[u8], partitions: u32) -> u32 {
+    (crate::operator::hash_bytes(key) % u64::from(partitions.max(1))) as u32
+}
+
+/// A change of the key groups a worker owns, sent down the pipeline by a source.
+///
+/// ```
+/// use sabot::checkpoint::KeyGroupChange;
+/// let change = KeyGroupChange::release("clicks", 4, vec![1, 3]);
+/// assert!(change.releases(3) && !change.releases(0));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGroupChange {
+    /// The topic whose partitions are the key groups.
+    pub topic: String,
+    /// How many partitions (key groups) the topic has.
+    pub partitions: u32,
+    /// Key groups whose state the operators drop: their checkpoint is complete.
+    pub released: Vec<u32>,
+    /// Key groups whose state the operators load, with the checkpoint that holds it.
+    pub acquired: Vec<(u32, PathBuf)>,
+}
+
+impl KeyGroupChange {
+    /// Releases `groups` of `topic`.
+    pub fn release(topic: impl Into<String>, partitions: u32, groups: Vec<u32>) -> Self {
+        KeyGroupChange { topic: topic.into(), partitions, released: groups, acquired: vec![] }
+    }
+
+    /// Acquires key groups of `topic` from the checkpoints that hold them.
+    pub fn acquire(topic: impl Into<String>, partitions: u32, groups: Vec<(u32, PathBuf)>) -> Self {
+        KeyGroupChange { topic: topic.into(), partitions, released: vec![], acquired: groups }
+    }
+
+    /// Whether `group` is released.
+    pub fn releases(&self, group: u32) -> bool {
+        self.released.contains(&group)
+    }
+}
+
+/// What a keyed operator instance gets from a [`KeyGroupChange`]: the groups to drop, and
+/// for the groups to load, every snapshot its operator took in the checkpoints that hold them
+/// (one per parallel instance of the run that took it).
+#[derive(Debug, Clone)]
+pub struct KeyGroupHandover {
+    /// How many key groups there are.
+    pub partitions: u32,
+    /// Key groups to drop.
+    pub released: Vec<u32>,
+    /// Per checkpoint: the key groups to load from it, and the operator's snapshots there.
+    pub acquired: Vec<(Vec<u32>, Vec<super::RestoredState>)>,
+    /// This instance, and the number of instances: a loaded key must also be one the hash
+    /// exchange in front of the operator routes here.
+    pub instance: (usize, usize),
+}
+
+/// Asks the sources of a running pipeline for a checkpoint now, outside the interval: every
+/// reader emits a barrier with the requested id at its next poll.
+///
+/// ```
+/// use sabot::checkpoint::CheckpointTrigger;
+/// let trigger = CheckpointTrigger::default();
+/// assert_eq!(trigger.requested(), 0);
+/// let id = trigger.request(100);
+/// assert!(id > 100 && trigger.requested() == id);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointTrigger(Arc<AtomicU64>);
+
+impl CheckpointTrigger {
+    /// Requests a checkpoint with an id above `after` (the newest barrier id emitted) and the
+    /// current time in ms (ids of periodic barriers are times too); returns the id. A request
+    /// not yet served is reused.
+    pub fn request(&self, after: u64) -> u64 {
+        let pending = self.0.load(Ordering::Acquire);
+        if pending > after {
+            return pending;
+        }
+        let id = super::storage::now_ms().max(after + 1);
+        self.0.fetch_max(id, Ordering::AcqRel);
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// The id of the newest requested checkpoint (0: none).
+    pub fn requested(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Where the latest state of a key group is: a checkpoint that holds it and the position
+/// (next offset) of its partition there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyGroupHolder {
+    /// The checkpoint's directory.
+    pub checkpoint: PathBuf,
+    /// The next offset of the partition in that checkpoint.
+    pub position: i64,
+}
+
+/// What a Kafka source records in a checkpoint's metadata when its partitions are key groups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct OwnedPositions {
+    /// The consumer group.
+    pub(crate) group: String,
+    /// `(topic, partition, next offset)` of every partition read so far.
+    pub(crate) positions: Vec<(String, i32, i64)>,
+    /// The partitions whose key group's state the checkpoint holds.
+    pub(crate) owned: Vec<(String, i32)>,
+}
+
+/// The checkpoint directories of every worker sharing one store: `<root>/<worker>/chk-*`.
+///
+/// ```
+/// use sabot::checkpoint::KeyGroupStore;
+/// let dir = tempfile::tempdir()?;
+/// let store = KeyGroupStore::new(dir.path(), "orders-app");
+/// assert_eq!(store.locate("orders", 0)?, None);
+/// # Ok::<(), sabot::SabotError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct KeyGroupStore {
+    root: PathBuf,
+    group: String,
+}
+
+impl KeyGroupStore {
+    /// The store under `root`, for the sources of consumer group `group`.
+    pub fn new(root: impl Into<PathBuf>, group: impl Into<String>) -> Self {
+        KeyGroupStore { root: root.into(), group: group.into() }
+    }
+
+    /// The newest state of partition `partition` of `topic`: of the checkpoints that hold it,
+    /// the one furthest in the partition (the newest one on a tie).
+    pub fn locate(&self, topic: &str, partition: i32) -> crate::Result<Option<KeyGroupHolder>> {
+        let mut best: Option<(i64, u64, PathBuf)> = None;
+        for (dir, meta) in self.checkpoints()? {
+            for owned in self.owned_positions(&meta) {
+                if !owned.owned.iter().any(|(t, p)| t == topic && *p == partition) {
+                    continue;
+                }
+                let Some(position) =
+                    owned.positions.iter().find(|(t, p, _)| t == topic && *p == partition).map(|(_, _, o)| *o)
+                else {
+                    continue;
+                };
+                let candidate = (position, meta.created_ms, dir.clone());
+                if best.as_ref().is_none_or(|b| (candidate.0, candidate.1) > (b.0, b.1)) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        Ok(best.map(|(position, _, checkpoint)| KeyGroupHolder { checkpoint, position }))
+    }
+
+    /// Whether the checkpoint in `dir` is, for some partition, the newest holder of its
+    /// state: retention must keep it until another worker has checkpointed that key group.
+    pub fn holds_latest(&self, dir: &Path) -> bool {
+        let Ok(meta) = read_metadata(dir) else { return false };
+        let owned: Vec<(String, i32)> = self.owned_positions(&meta).into_iter().flat_map(|o| o.owned).collect();
+        owned.iter().any(|(topic, partition)| {
+            self.locate(topic, *partition).ok().flatten().is_some_and(|holder| holder.checkpoint == dir)
+        })
+    }
+
+    fn owned_positions(&self, meta: &CheckpointMetadata) -> Vec<OwnedPositions> {
+        meta.sources
+            .values()
+            .filter_map(|v| serde_json::from_value::<OwnedPositions>(v.clone()).ok())
+            .filter(|o| o.group == self.group)
+            .collect()
+    }
+
+    /// Every completed checkpoint of every worker, with its metadata (unreadable ones are
+    /// skipped: they are being written, deleted, or corrupt).
+    fn checkpoints(&self) -> crate::Result<Vec<(PathBuf, CheckpointMetadata)>> {
+        let mut out = vec![];
+        let Ok(workers) = std::fs::read_dir(&self.root) else { return Ok(out) };
+        for worker in workers.flatten() {
+            let Ok(entries) = std::fs::read_dir(worker.path()) else { continue };
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                if !entry.file_name().to_str().is_some_and(|n| n.starts_with("chk-")) {
+                    continue;
+                }
+                if let Ok(meta) = read_metadata(&dir) {
+                    out.push((dir, meta));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether retention must keep the checkpoint in `dir` of a store under `root`: it is the
+/// newest holder of some key group's state.
+pub(crate) fn pinned(root: &Path, dir: &Path) -> bool {
+    let Ok(meta) = read_metadata(dir) else { return false };
+    let mut groups: Vec<String> = meta
+        .sources
+        .values()
+        .filter_map(|v| serde_json::from_value::<OwnedPositions>(v.clone()).ok())
+        .map(|o| o.group)
+        .collect();
+    groups.dedup();
+    groups.into_iter().any(|group| KeyGroupStore::new(root, group).holds_latest(dir))
+}
+
+fn read_metadata(dir: &Path) -> crate::Result<CheckpointMetadata> {
+    let path = dir.join(METADATA_FILE);
+    let text = std::fs::read(&path).map_err(|e| crate::SabotError::io(&path, e))?;
+    serde_json::from_slice(&text).map_err(|e| crate::SabotError::checkpoint(dir, format!("unreadable metadata: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointStorage;
+
+    fn complete(root: &Path, worker: &str, id: u64, created: u64, positions: &[(i32, i64)], owned: &[i32]) -> PathBuf {
+        let storage = CheckpointStorage::open(root.join(worker), 10).unwrap();
+        let mut meta = CheckpointMetadata::new(id, 1);
+        meta.created_ms = created;
+        let source = OwnedPositions {
+            group: "g".into(),
+            positions: positions.iter().map(|(p, o)| ("t".to_string(), *p, *o)).collect(),
+            owned: owned.iter().map(|p| ("t".to_string(), *p)).collect(),
+        };
+        meta.sources.insert("kafka-0".into(), serde_json::to_value(source).unwrap());
+        storage.complete(&meta).unwrap();
+        storage.checkpoint_dir(id)
+    }
+
+    #[test]
+    fn the_holder_is_the_owning_checkpoint_furthest_in_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let a1 = complete(dir.path(), "a", 1, 1, &[(0, 10), (1, 20)], &[0, 1]);
+        // Worker a released partition 1 at offset 20; b took it and went on.
+        let a2 = complete(dir.path(), "a", 2, 2, &[(0, 15), (1, 20)], &[0]);
+        let b1 = complete(dir.path(), "b", 3, 3, &[(1, 20)], &[1]);
+        let store = KeyGroupStore::new(dir.path(), "g");
+        assert_eq!(store.locate("t", 0).unwrap(), Some(KeyGroupHolder { checkpoint: a2.clone(), position: 15 }));
+        // a2 records partition 1 without owning it; b1 ties with a1 and is newer.
+        assert_eq!(store.locate("t", 1).unwrap(), Some(KeyGroupHolder { checkpoint: b1.clone(), position: 20 }));
+        assert_eq!(store.locate("t", 2).unwrap(), None);
+        assert_eq!(KeyGroupStore::new(dir.path(), "other").locate("t", 0).unwrap(), None);
+        assert!(store.holds_latest(&a2) && store.holds_latest(&b1));
+        assert!(!store.holds_latest(&a1), "a1 is superseded for both partitions");
+        assert!(pinned(dir.path(), &a2) && !pinned(dir.path(), &a1));
+    }
+
+    #[test]
+    fn a_trigger_request_is_above_every_emitted_barrier_and_reused_until_served() {
+        let trigger = CheckpointTrigger::default();
+        let far = u64::MAX / 2;
+        assert_eq!(trigger.request(far), far + 1);
+        assert_eq!(trigger.request(far), far + 1, "pending request reused");
+        assert_eq!(trigger.request(far + 1), far + 2);
+    }
+}
