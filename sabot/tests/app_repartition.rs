@@ -207,3 +207,97 @@ fn an_async_agent_takes_every_record_and_its_offsets_are_committed() {
         .sum();
     assert_eq!(total, 300);
 }
+
+/// Reads `n` counts from the `counts` topic (or what arrives within 60 s), per user.
+fn read_counts(brokers: &str, group: &str, n: usize) -> BTreeMap<String, Vec<i64>> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["counts"]).unwrap();
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = 0;
+    while received < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            counts.entry(row["user"].as_str().unwrap().to_string()).or_default().push(row["clicks"].as_i64().unwrap());
+            received += 1;
+        }
+    }
+    counts
+}
+
+fn produce_round(brokers: &str, rounds: std::ops::Range<i64>) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let mut n = 0;
+    for click in rounds {
+        for user in 0..20 {
+            let payload = format!(r#"{{"user": "u{user}", "page": {click}}}"#);
+            producer.send(BaseRecord::<(), str>::to("clicks").payload(&payload).partition(n % 4)).unwrap();
+            n += 1;
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Workers with ids share their checkpoint directory: when a second worker joins and the
+/// first leaves, the per-user counts behind the repartition topic move with their
+/// partitions, so every count continues where the other worker left it.
+#[test]
+fn keyed_state_moves_between_workers_that_share_a_checkpoint_directory() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
+        cluster.create_topic(topic, 4).unwrap();
+    }
+    let checkpoints = tempfile::tempdir().unwrap();
+    let options = |id: &str| {
+        WorkerOptions::default()
+            .with_broker(&brokers)
+            .with_concurrency(1)
+            .with_start_offset(StartOffset::Earliest)
+            .with_property("session.timeout.ms", "2000")
+            .with_property("heartbeat.interval.ms", "300")
+            .with_checkpoints(checkpoints.path(), Duration::from_millis(200))
+            .with_worker_id(id)
+    };
+    let first = clicks::app().start_worker(&options("w1")).unwrap();
+    produce_round(&brokers, 0..10);
+    let counts = read_counts(&brokers, "reader-1", 200);
+    assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 200);
+
+    let second = clicks::app().start_worker(&options("w2")).unwrap();
+    let workers = [first, second];
+    wait_for_split(&workers, "clicks-count-repartition", 4);
+    produce_round(&brokers, 10..20);
+    assert_eq!(read_counts(&brokers, "reader-2", 400).values().map(Vec::len).sum::<usize>(), 400);
+
+    let [first, second] = workers;
+    first.stop();
+    first.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while second.status().assigned_partitions("clicks-count-repartition") < 4 {
+        assert!(Instant::now() < deadline, "the second worker did not take every partition");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    produce_round(&brokers, 20..30);
+    let counts = read_counts(&brokers, "reader-3", 600);
+    std::thread::sleep(Duration::from_millis(300));
+    second.stop();
+    second.join().unwrap();
+    assert_eq!(counts.len(), 20);
+    for (user, mut seen) in counts {
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>(), "user {user}: counts carried across workers, each once");
+    }
+    // The keyed stage's store: every key group's newest state is the second worker's.
+    let store =
+        sabot::checkpoint::KeyGroupStore::new(checkpoints.path().join("count/stage-1"), "clicks-count-repartition");
+    for partition in 0..4 {
+        let holder = store.locate("clicks-count-repartition-0", partition).unwrap().expect("a holder");
+        assert!(holder.checkpoint.to_string_lossy().contains("/w2/"), "{partition}: {holder:?}");
+    }
+}

@@ -285,6 +285,7 @@ impl Worker {
         kafka: sabot::kafka::KafkaConfig,
         store: &std::path::Path,
         name: &str,
+        backend: StateBackend,
         out: &Arc<Mutex<Vec<(String, Count)>>>,
     ) -> Self {
         let source = KafkaSource::with_config(kafka, "clicks-by-user")
@@ -296,6 +297,7 @@ impl Worker {
         let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(200));
         let pipeline = Stream::from_kafka(source)
             .unwrap()
+            .with_config(ExecConfig::default().with_state_backend(backend))
             .with_parallelism(2)
             .with_checkpointing(checkpoints.clone())
             .key_by(["user"])
@@ -331,6 +333,20 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 /// and the second takes the rest. Every user's counts run exactly 1..n across both workers.
 #[test]
 fn keyed_state_follows_its_partitions_when_workers_join_and_leave() {
+    hand_over_key_groups(|_| StateBackend::Memory);
+}
+
+/// The same with RocksDB state: a handed-over key group's entries are copied out of the
+/// other worker's RocksDB checkpoint; released ones are deleted.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn keyed_rocksdb_state_follows_its_partitions_when_workers_join_and_leave() {
+    let dbs = tempfile::tempdir().unwrap();
+    let root = dbs.path().to_path_buf();
+    hand_over_key_groups(move |worker| StateBackend::RocksDb { path: root.join(worker) });
+}
+
+fn hand_over_key_groups(backend: impl Fn(&str) -> StateBackend) {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks-by-user", 4).unwrap();
@@ -339,10 +355,10 @@ fn keyed_state_follows_its_partitions_when_workers_join_and_leave() {
     let delivered = |out: &Arc<Mutex<Vec<(String, Count)>>>| out.lock().unwrap().len();
 
     produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..400);
-    let first = Worker::start(cluster.config(), store.path(), "w1", &out);
+    let first = Worker::start(cluster.config(), store.path(), "w1", backend("w1"), &out);
     wait_for("the first worker's counts", || delivered(&out) == 400 && first.checkpoints.metrics.completed() > 0);
 
-    let second = Worker::start(cluster.config(), store.path(), "w2", &out);
+    let second = Worker::start(cluster.config(), store.path(), "w2", backend("w2"), &out);
     wait_for("the group to share the partitions", || {
         first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
     });

@@ -81,6 +81,11 @@ struct WorkerArgs {
     /// Restore this savepoint (made by the `savepoint` command) instead of the latest checkpoint.
     #[arg(long, requires = "checkpoint_dir")]
     from_savepoint: Option<PathBuf>,
+    /// This worker's name, unique in the group and the same across restarts: workers then
+    /// share the checkpoint directory (each writes `<dir>/<agent>/stage-<i>/<worker-id>`),
+    /// and keyed state behind a repartition topic moves with its partitions between them.
+    #[arg(long, env = "SABOT_WORKER_ID", requires = "checkpoint_dir")]
+    worker_id: Option<String>,
 }
 
 /// The settings file (all keys optional).
@@ -95,6 +100,7 @@ struct ConfigFile {
     start_offset: Option<String>,
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval_ms: Option<u64>,
+    worker_id: Option<String>,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
 }
@@ -132,6 +138,9 @@ pub struct WorkerOptions {
     pub checkpoint_interval: std::time::Duration,
     /// A savepoint to restore instead of the latest checkpoint.
     pub from_savepoint: Option<PathBuf>,
+    /// With checkpoints: this worker's name in a checkpoint directory shared by the workers
+    /// (see [`CheckpointConfig::shared_by`](crate::checkpoint::CheckpointConfig::shared_by)).
+    pub worker_id: Option<String>,
 }
 
 /// Secrets among the Kafka properties are redacted, as in [`KafkaConfig`]'s `Debug`.
@@ -146,6 +155,7 @@ impl std::fmt::Debug for WorkerOptions {
             .field("checkpoint_dir", &self.checkpoint_dir)
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("from_savepoint", &self.from_savepoint)
+            .field("worker_id", &self.worker_id)
             .field("kafka", &self.kafka_config())
             .finish()
     }
@@ -164,6 +174,7 @@ impl Default for WorkerOptions {
             checkpoint_dir: None,
             checkpoint_interval: std::time::Duration::from_secs(10),
             from_savepoint: None,
+            worker_id: None,
         }
     }
 }
@@ -200,11 +211,30 @@ impl WorkerOptions {
         self
     }
 
+    /// Shares the checkpoint directory with the app's other workers as worker `id` (unique
+    /// in the group, the same across restarts): keyed state behind repartition topics then
+    /// moves with its partitions when workers join or leave.
+    ///
+    /// ```
+    /// use sabot::app::WorkerOptions;
+    /// let options = WorkerOptions::default()
+    ///     .with_checkpoints("/mnt/shared/chk", std::time::Duration::from_secs(10))
+    ///     .with_worker_id("worker-1");
+    /// assert_eq!(options.worker_id.as_deref(), Some("worker-1"));
+    /// ```
+    pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
     /// The checkpoint settings of stage `stage` of agent `agent`, when checkpoints are on.
     pub(crate) fn checkpointing(&self, agent: &str, stage: usize) -> Option<crate::checkpoint::CheckpointConfig> {
         let relative = Path::new(agent).join(format!("stage-{stage}"));
-        let config = crate::checkpoint::CheckpointConfig::new(self.checkpoint_dir.as_ref()?.join(&relative))
+        let mut config = crate::checkpoint::CheckpointConfig::new(self.checkpoint_dir.as_ref()?.join(&relative))
             .with_interval(self.checkpoint_interval);
+        if let Some(worker) = &self.worker_id {
+            config = config.shared_by(worker);
+        }
         Some(match &self.from_savepoint {
             Some(savepoint) => config.restore_from(crate::checkpoint::RestoreFrom::Savepoint(savepoint.join(relative))),
             None => config,
@@ -240,6 +270,13 @@ impl WorkerOptions {
                 .ok_or_else(|| SabotError::plan(format!("--set takes key=value, got '{property}'")))?;
             kafka.insert(key.trim().to_string(), value.trim().to_string());
         }
+        let worker_id = args.worker_id.or(file.worker_id);
+        if worker_id.is_some() && args.from_savepoint.is_some() {
+            // Keyed state then lives in the workers' shared store, not in one savepoint.
+            return Err(SabotError::plan(
+                "--from-savepoint cannot be combined with --worker-id (a shared checkpoint store) yet",
+            ));
+        }
         Ok(WorkerOptions {
             broker: args.broker.or(file.broker),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(defaults.concurrency).max(1),
@@ -262,6 +299,7 @@ impl WorkerOptions {
                 args.checkpoint_interval_ms.or(file.checkpoint_interval_ms).unwrap_or(10_000).max(1),
             ),
             from_savepoint: args.from_savepoint,
+            worker_id,
         })
     }
 }
@@ -416,6 +454,27 @@ mod tests {
         assert_eq!(config.restore, crate::checkpoint::RestoreFrom::Savepoint("/sp/count/stage-0".into()));
         assert!(parse(&["app", "worker"]).checkpointing("count", 0).is_none());
         assert!(Cli::try_parse_from(["app", "worker", "--from-savepoint", "/sp"]).is_err(), "needs a checkpoint dir");
+    }
+
+    #[test]
+    fn a_worker_id_shares_the_checkpoint_directory() {
+        let options = parse(&["app", "worker", "--checkpoint-dir", "/data/chk", "--worker-id", "w2"]);
+        let config = options.checkpointing("count", 1).expect("checkpoints on");
+        assert_eq!(config.dir, Path::new("/data/chk/count/stage-1"), "the store shared by the workers");
+        assert_eq!(config.worker_dir(), Path::new("/data/chk/count/stage-1/w2"));
+        assert!(Cli::try_parse_from(["app", "worker", "--worker-id", "w2"]).is_err(), "needs a checkpoint dir");
+        let cli = Cli::try_parse_from([
+            "app",
+            "worker",
+            "--checkpoint-dir",
+            "/c",
+            "--worker-id",
+            "w",
+            "--from-savepoint",
+            "/s",
+        ]);
+        let Command::Worker(worker) = cli.unwrap().command else { panic!("not a worker command") };
+        assert!(WorkerOptions::resolve(worker).is_err(), "savepoints of a shared store are not supported yet");
     }
 
     #[test]

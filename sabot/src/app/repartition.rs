@@ -107,7 +107,9 @@ pub(crate) fn stages(plan: Arc<LogicalPlan>, topic_key: Option<&str>, settings: 
             .group(format!("{}-repartition", settings.prefix))
             .format(format)
             .start_offset(StartOffset::Committed)
-            .readers(settings.readers);
+            .readers(settings.readers)
+            // Written partitioned by the keys: each partition is a key group of the state.
+            .partitioned_by(keys.clone());
         if let Some(column) = event_time_column(&below) {
             source = source.watermarks(column, settings.watermarks.clone());
         }
