@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs the app's agents until interrupted (Ctrl-C or SIGTERM stops them gracefully).
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Lists the agents: name, topic, sink and kind.
     Agents,
     /// Prints each agent's logical, optimized and physical plan.
@@ -356,7 +356,7 @@ pub(crate) fn main(app: App, args: impl IntoIterator<Item = OsString>) -> ExitCo
         }
     };
     let result = match cli.command {
-        Command::Worker(args) => WorkerOptions::resolve(args).and_then(|options| {
+        Command::Worker(args) => WorkerOptions::resolve(*args).and_then(|options| {
             init_logging(&options.loglevel);
             tracing::info!(app = app.name(), ?options, "starting worker");
             let produced = app.run_worker(&options, None)?;
@@ -410,7 +410,7 @@ mod tests {
     fn parse(args: &[&str]) -> WorkerOptions {
         let cli = Cli::try_parse_from(args.iter().copied()).unwrap();
         let Command::Worker(worker) = cli.command else { panic!("not a worker command") };
-        WorkerOptions::resolve(worker).unwrap()
+        WorkerOptions::resolve(*worker).unwrap()
     }
 
     #[test]
@@ -474,7 +474,7 @@ mod tests {
             "/s",
         ]);
         let Command::Worker(worker) = cli.unwrap().command else { panic!("not a worker command") };
-        assert!(WorkerOptions::resolve(worker).is_err(), "savepoints of a shared store are not supported yet");
+        assert!(WorkerOptions::resolve(*worker).is_err(), "savepoints of a shared store are not supported yet");
     }
 
     #[test]
@@ -510,7 +510,7 @@ mod tests {
         std::fs::write(&path, "brokers = \"x\"\n").unwrap();
         let cli = Cli::try_parse_from(["app", "worker", "--config", path.to_str().unwrap()]).unwrap();
         let Command::Worker(worker) = cli.command else { panic!("not a worker command") };
-        let err = WorkerOptions::resolve(worker).unwrap_err().to_string();
+        let err = WorkerOptions::resolve(*worker).unwrap_err().to_string();
         assert!(err.contains("bad.toml") && err.contains("brokers"), "{err}");
     }
 }
