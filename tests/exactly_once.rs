@@ -118,14 +118,24 @@ struct Worker {
 
 impl Worker {
     fn spawn(run: usize, brokers: &str, dir: &Path) -> Worker {
-        let log = dir.join(format!("worker-{run}.log"));
+        Worker::spawn_as(run, brokers, dir, None)
+    }
+
+    /// Starts a worker; with a worker id, as one of several sharing the checkpoint directory,
+    /// publishing into `out/<id>`.
+    fn spawn_as(run: usize, brokers: &str, dir: &Path, id: Option<&str>) -> Worker {
+        let log = dir.join(format!("worker-{}{run}.log", id.map_or(String::new(), |id| format!("{id}-"))));
         let stderr = File::create(&log).unwrap();
-        let child = Command::new(example_binary())
+        let mut command = Command::new(example_binary());
+        if let Some(id) = id {
+            command.args(["--worker-id", id]).arg("--output-dir").arg(dir.join("out").join(id));
+        } else {
+            command.arg("--output-dir").arg(dir.join("out"));
+        }
+        let child = command
             .args(["--broker", brokers, "--topic", TOPIC, "--group", GROUP])
             .arg("--checkpoint-dir")
             .arg(dir.join("checkpoints"))
-            .arg("--output-dir")
-            .arg(dir.join("out"))
             .args(["--checkpoint-interval-ms", &CHECKPOINT_INTERVAL_MS.to_string(), "--parallelism", "2"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -415,4 +425,161 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
         assert!(text.contains("restoring checkpoint"), "run {run} restored no checkpoint:\n{text}");
     }
     eprintln!("done in {:.1} s ({} runs)", elapsed(), runs.logs.len());
+}
+
+/// One input event as a Sabot record, to write the topic partitioned by user with Sabot's
+/// partitioner (each partition is then a key group of the running totals).
+#[derive(sabot::Record, Debug, Clone)]
+struct EventRecord {
+    user: String,
+    seq: i64,
+    amount: i64,
+    ts: i64,
+}
+
+fn produce_partitioned(brokers: &str, events: &[Event]) {
+    use sabot::prelude::*;
+    let records: Vec<EventRecord> =
+        events.iter().map(|e| EventRecord { user: e.user.clone(), seq: e.seq, amount: e.amount, ts: e.ts }).collect();
+    let sink = sabot::kafka::KafkaSink::new(brokers, TOPIC)
+        .format(sabot::kafka::format::JsonFormat::for_record::<EventRecord>())
+        .partition_by(vec![col("user")]);
+    Stream::from_records(records).to_kafka(sink).unwrap();
+}
+
+/// Two workers, each with its own output directory, one shared checkpoint directory: they
+/// are killed in turn (SIGKILL, every other time during a checkpoint) and restarted. While one
+/// is down, the other takes its partitions with their running totals from the dead worker's
+/// last checkpoint; when it comes back, partitions move again. Together the published files
+/// hold every event's row exactly once, with the totals of an uninterrupted run.
+#[test]
+fn two_workers_killed_in_turn_publish_every_row_exactly_once() {
+    let started = Instant::now();
+    let elapsed = || started.elapsed().as_secs_f64();
+    let mut rng = SmallRng::seed_from_u64(SEED ^ 2);
+    let events = generate(&mut rng);
+    let bursts: Vec<&[Event]> = events.chunks(EVENTS.div_ceil(BURSTS)).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = ["w1", "w2"];
+    let outs: Vec<PathBuf> = ids.iter().map(|id| tmp.path().join("out").join(id)).collect();
+    let all_published = || outs.iter().map(|o| published(o).len()).sum::<usize>();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut runs = [Runs { current: None, logs: vec![] }, Runs { current: None, logs: vec![] }];
+    let start = |runs: &mut Runs, id: &str| {
+        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id));
+        runs.logs.push(worker.log.clone());
+        runs.current = Some(worker);
+    };
+
+    let mut remaining = bursts.iter();
+    let mut produced = 0;
+    let mut next_burst = |produced: &mut usize| {
+        let burst = remaining.next().expect("a burst left");
+        *produced += burst.len();
+        *burst
+    };
+    produce_partitioned(&brokers, next_burst(&mut produced));
+    for (i, id) in ids.iter().enumerate() {
+        start(&mut runs[i], id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !outs.iter().all(|o| !published(o).is_empty()) {
+        runs.iter_mut().for_each(|r| r.worker().assert_running());
+        assert!(Instant::now() < deadline, "both workers publish output");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("both workers published after {:.1} s", elapsed());
+
+    for kill in 0..KILLS {
+        let victim = kill % 2;
+        let before = produced;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while all_published() < before {
+            runs.iter_mut().for_each(|r| r.worker().assert_running());
+            assert!(Instant::now() < deadline, "caught up before kill {kill}: {} of {before}", all_published());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let burst = next_burst(&mut produced);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for slice in burst.chunks(200) {
+                    produce_partitioned(&brokers, slice);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
+            if kill % 2 == 1 {
+                sleep_until_after_barrier(Duration::from_millis(rng.random_range(0..5)));
+                let checkpoints = tmp.path().join("checkpoints").join(ids[victim]);
+                let deadline = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < deadline && !checkpoint_under_way(&checkpoints, &outs[victim]) {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            runs[victim].worker().assert_running();
+            runs[victim].worker().kill();
+        });
+        eprintln!("kill {kill} of {} at {:.1} s: {} rows published", ids[victim], elapsed(), all_published());
+        // The survivor takes the dead worker's partitions (after the session timeout) and
+        // reads the next burst alone; then the dead worker comes back.
+        produce_partitioned(&brokers, next_burst(&mut produced));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while all_published() < produced {
+            runs[1 - victim].worker().assert_running();
+            assert!(Instant::now() < deadline, "the survivor took over: {} of {produced}", all_published());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        start(&mut runs[victim], ids[victim]);
+    }
+    while produced < EVENTS {
+        produce_partitioned(&brokers, next_burst(&mut produced));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_published() < EVENTS {
+        runs.iter_mut().for_each(|r| r.worker().assert_running());
+        assert!(Instant::now() < deadline, "every row published: {} of {EVENTS}", all_published());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("all {EVENTS} rows published after {:.1} s", elapsed());
+    for runs in &mut runs {
+        let worker = runs.worker();
+        let exit = worker.terminate(Duration::from_secs(15)).expect("the worker exits within 15 s of SIGTERM");
+        assert!(exit.success(), "the worker's exit: {exit}\n{}", worker.log_text());
+        runs.current = None;
+    }
+
+    let rows: Vec<Row> = outs.iter().flat_map(|o| published(o)).collect();
+    assert_eq!(rows.len(), EVENTS, "published rows over both workers");
+    let mut by_user: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for row in &rows {
+        by_user.entry(&row.user).or_default().push(row);
+    }
+    let mut expected: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for e in &events {
+        let totals = expected.entry(&e.user).or_default();
+        let total = totals.last().map_or(0, |(_, t)| *t) + e.amount;
+        totals.push((e.seq, total));
+    }
+    assert_eq!(by_user.len(), expected.len(), "users in the output");
+    for (user, want) in &expected {
+        let mut got = by_user.remove(user).unwrap_or_else(|| panic!("no rows of {user}"));
+        got.sort();
+        let counts: Vec<i64> = got.iter().map(|r| r.count).collect();
+        assert_eq!(counts, (1..=want.len() as i64).collect::<Vec<_>>(), "{user}: counts 1..=n, once each");
+        for (row, (seq, total)) in got.iter().zip(want) {
+            assert_eq!((row.seq, row.total), (*seq, *total), "{user}: the row of count {}", row.count);
+        }
+    }
+    // The store's newest holders of the key groups cover every message.
+    let store = sabot::checkpoint::KeyGroupStore::new(tmp.path().join("checkpoints"), GROUP);
+    let read: i64 = (0..PARTITIONS as i32)
+        .map(|p| store.locate(TOPIC, p).unwrap().unwrap_or_else(|| panic!("no holder of partition {p}")).position)
+        .sum();
+    assert_eq!(read as usize, EVENTS, "the key groups' newest checkpoints cover every message");
+    // State moved between the workers.
+    let logs: String = runs.iter().flat_map(|r| &r.logs).map(|l| std::fs::read_to_string(l).unwrap()).collect();
+    assert!(logs.contains("acquired key groups"), "no key group was handed over");
+    eprintln!("done in {:.1} s", elapsed());
 }

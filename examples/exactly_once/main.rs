@@ -18,6 +18,11 @@
 //! Input: JSON events `{"user": "u1", "seq": 1, "amount": 10, "ts": 1700000000000}`, keyed by
 //! user (so a user's events stay in order in one partition). SIGTERM or Ctrl-C stops it at a
 //! last checkpoint.
+//!
+//! Several workers: give each a `--worker-id` and its own `--output-dir`, and the same
+//! `--checkpoint-dir` (shared). The topic must then be written partitioned by user with
+//! Sabot's partitioner (`KafkaSink::partition_by(vec![col("user")])`): each partition is a key
+//! group whose running totals move with it when a worker joins, leaves or dies.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +61,9 @@ struct Cli {
     /// Parallel readers and operator instances.
     #[arg(long, default_value_t = 2)]
     parallelism: usize,
+    /// This worker's name when several share the checkpoint directory.
+    #[arg(long)]
+    worker_id: Option<String>,
 }
 
 /// One input event.
@@ -131,13 +139,17 @@ fn stop_on_signal(stop: StopHandle) -> std::io::Result<()> {
 
 fn run(cli: &Cli) -> Result<u64> {
     let config = KafkaConfig::new(&cli.broker).set("session.timeout.ms", "2000").set("heartbeat.interval.ms", "500");
-    let source = KafkaSource::with_config(config, &cli.topic)
+    let mut source = KafkaSource::with_config(config, &cli.topic)
         .group(&cli.group)
         .start_offset(StartOffset::Earliest)
         .format(JsonFormat::for_record::<Event>());
-    stop_on_signal(source.stop_handle()).map_err(|e| SabotError::Execution(format!("cannot watch signals: {e}")))?;
-    let checkpoints =
+    let mut checkpoints =
         CheckpointConfig::new(&cli.checkpoint_dir).with_interval(Duration::from_millis(cli.checkpoint_interval_ms));
+    if let Some(worker) = &cli.worker_id {
+        source = source.partitioned_by(vec![col("user")]);
+        checkpoints = checkpoints.shared_by(worker);
+    }
+    stop_on_signal(source.stop_handle()).map_err(|e| SabotError::Execution(format!("cannot watch signals: {e}")))?;
     Stream::from_kafka(source)?
         .with_parallelism(cli.parallelism)
         .with_checkpointing(checkpoints)
@@ -152,7 +164,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    tracing::info!(broker = %cli.broker, topic = %cli.topic, group = %cli.group, "starting");
+    tracing::info!(broker = %cli.broker, topic = %cli.topic, group = %cli.group, worker = ?cli.worker_id, "starting");
     match run(&cli) {
         Ok(rows) => {
             tracing::info!(rows, "stopped");
