@@ -395,3 +395,73 @@ fn hand_over_key_groups(backend: impl Fn(&str) -> StateBackend) {
         assert!(holder.checkpoint.starts_with(store.path().join("w2")), "{partition}: {holder:?}");
     }
 }
+
+/// The checkpoint directory stops being writable for a while (here: replaced by a file, which
+/// fails every write even for root): checkpoints fail and are counted, the job goes on, the
+/// last good checkpoint stays the one to restore; once the directory is back, checkpoints
+/// complete again and a restart restores the newest one.
+#[test]
+fn an_unwritable_checkpoint_directory_fails_checkpoints_but_not_the_job() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (chk, moved) = (dir.path().join("chk"), dir.path().join("chk.moved"));
+    let checkpoints = CheckpointConfig::new(&chk).with_interval(Duration::from_millis(100));
+    let metrics = checkpoints.metrics.clone();
+    let delivered: Arc<Mutex<Vec<Count>>> = Arc::default();
+    produce_clicks(&cluster.bootstrap_servers(), 0..200);
+
+    let source = KafkaSource::with_config(cluster.config(), "clicks")
+        .group("counter")
+        .start_offset(StartOffset::Earliest)
+        .format(JsonFormat::for_record::<Click>());
+    let stop = source.stop_handle();
+    let pipeline = Stream::from_kafka(source)
+        .unwrap()
+        .with_parallelism(2)
+        .with_checkpointing(checkpoints.clone())
+        .key_by(["user"])
+        .process(CountClicks::default)
+        .unwrap();
+    let sink = delivered.clone();
+    let runner = std::thread::spawn(move || {
+        pipeline.for_each_batch(|batch| {
+            sink.lock().unwrap().extend(Count::from_batch(&batch)?);
+            Ok(())
+        })
+    });
+    let count = || delivered.lock().unwrap().len();
+    wait_for("the first counts and checkpoint", || count() == 200 && metrics.completed() > 0);
+
+    std::fs::rename(&chk, &moved).unwrap();
+    std::fs::write(&chk, "not a directory").unwrap();
+    let (completed, failed) = (metrics.completed(), metrics.failed());
+    produce_clicks(&cluster.bootstrap_servers(), 200..400);
+    wait_for("failed checkpoints while the job goes on", || count() == 400 && metrics.failed() >= failed + 3);
+    assert!(!runner.is_finished(), "the job goes on");
+    assert_eq!(metrics.completed(), completed, "no checkpoint completes without its directory");
+    let storage = CheckpointStorage::open(&moved, 3).unwrap();
+    let (_, good) = storage.latest().unwrap().expect("the last good checkpoint");
+    assert_eq!(good.id, metrics.last_id(), "the last good checkpoint stays the latest");
+
+    std::fs::remove_file(&chk).unwrap();
+    std::fs::rename(&moved, &chk).unwrap();
+    wait_for("checkpoints to complete again", || metrics.completed() >= completed + 2);
+    stop.stop();
+    runner.join().unwrap().unwrap();
+
+    produce_clicks(&cluster.bootstrap_servers(), 400..500);
+    let restored = run_with_backend(cluster.config(), &checkpoints, &delivered, 500, StateBackend::Memory);
+    assert!(restored > good.id, "the restart restored a checkpoint taken after the outage");
+    let delivered = delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 500, "every click counted once");
+    let mut per_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in delivered.iter() {
+        per_user.entry(c.user.clone()).or_default().push(c.clicks);
+    }
+    for (user, mut clicks) in per_user {
+        clicks.sort();
+        let n = (0..500).filter(|p| format!("u{}", p % 7) == user).count() as i64;
+        assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
+    }
+}
