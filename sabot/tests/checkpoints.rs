@@ -235,6 +235,20 @@ fn a_broker_outage_makes_the_pipeline_wait_and_lose_nothing() {
 /// keys the hash exchange now sends it (Flink's rescaling from a checkpoint).
 #[test]
 fn keyed_state_follows_its_keys_when_the_parallelism_changes() {
+    rescale(|| StateBackend::Memory);
+}
+
+/// RocksDB state is split anew too: each instance copies the keys it now owns out of every
+/// old instance's RocksDB checkpoint.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn keyed_rocksdb_state_follows_its_keys_when_the_parallelism_changes() {
+    let db = tempfile::tempdir().unwrap();
+    let path = db.path().to_path_buf();
+    rescale(move || StateBackend::RocksDb { path: path.clone() });
+}
+
+fn rescale(backend: impl Fn() -> StateBackend) {
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks", 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -244,8 +258,7 @@ fn keyed_state_follows_its_keys_when_the_parallelism_changes() {
     for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
         produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
         produced += 150;
-        let restored =
-            run_with(cluster.config(), &checkpoints, &delivered, produced as usize, StateBackend::Memory, parallelism);
+        let restored = run_with(cluster.config(), &checkpoints, &delivered, produced as usize, backend(), parallelism);
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
     let delivered = delivered.lock().unwrap();

@@ -187,7 +187,7 @@ pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
     restore_from: Option<std::path::PathBuf>,
     /// Restoring with another parallelism: every old instance's keyed state, and which keys
     /// this instance keeps.
-    rescaled: Option<(Vec<std::path::PathBuf>, KeyRouter)>,
+    rescaled: Option<(Vec<crate::state::SnapshotSource>, KeyRouter)>,
     _types: PhantomData<fn(F::In)>,
 }
 
@@ -250,6 +250,17 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
     }
 }
 
+/// The keyed state in `snapshot`, taken by an instance of the operator `name`, if it saved any.
+fn snapshot_source(
+    snapshot: &crate::checkpoint::RestoredState,
+    name: &str,
+) -> Result<Option<crate::state::SnapshotSource>> {
+    let Some(dir) = snapshot.directory("keyed")? else { return Ok(None) };
+    // Snapshots from before the id was recorded: instances were named like this one.
+    let operator = snapshot.value::<String>("operator")?.unwrap_or_else(|| name.to_string());
+    Ok(Some(crate::state::SnapshotSource { dir, operator }))
+}
+
 impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
     fn name(&self) -> &str {
         &self.name
@@ -259,6 +270,9 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
     fn snapshot_state(&mut self, snapshot: &mut crate::checkpoint::StateSnapshot) -> Result<()> {
         let store = self.store.as_mut().expect("on_start ran");
         store.snapshot_into(snapshot, "keyed")?;
+        // Instances that take keys from this snapshot (rescaling, key groups) need the id
+        // its RocksDB column families are named after.
+        snapshot.put_value("operator", &self.name)?;
         snapshot.put_value("timers", &self.timers)?;
         snapshot.put_value("watermark", &self.watermark)
     }
@@ -279,7 +293,7 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         let mut dirs = vec![];
         for dir in &rescale.snapshots {
             let old = crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir);
-            dirs.extend(old.directory("keyed")?);
+            dirs.extend(snapshot_source(&old, &self.name)?);
             let timers: Timers = old.value("timers")?.unwrap_or_default();
             let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
             self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));
@@ -320,7 +334,7 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
             });
             let mut dirs = vec![];
             for snapshot in snapshots {
-                dirs.extend(snapshot.directory("keyed")?);
+                dirs.extend(snapshot_source(snapshot, &self.name)?);
                 let timers: Timers = snapshot.value("timers")?.unwrap_or_default();
                 let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
                 self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));

@@ -66,6 +66,7 @@ pub use handles::{ListState, MapState, ReducingState, ValueState};
 pub(crate) use memory::KeyPredicate;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksDbInstance;
+pub(crate) use store::SnapshotSource;
 pub use store::{KeyedStateStore, StateBackend};
 
 /// What a state value (or map key) must be: serde-encodable for RocksDB and snapshots,

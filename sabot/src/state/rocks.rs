@@ -598,19 +598,26 @@ impl RocksTables {
 
     /// Copies the entries of state `idx` whose stored key `keep` accepts from the RocksDB
     /// checkpoint in `dir` (a key group handed over by another worker).
-    pub(super) fn import_keys(&mut self, dir: &Path, idx: usize, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+    /// `from` names the column family in the checkpoint (the old instance's, for this state).
+    pub(super) fn import_keys(
+        &mut self,
+        dir: &Path,
+        from: &str,
+        idx: usize,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<()> {
         self.write_batch()?;
         self.invalidate(idx);
         let shown = dir.display().to_string();
         let opts = Options::default();
         let names = DBWithThreadMode::<SingleThreaded>::list_cf(&opts, dir).map_err(|e| rocks_error(&shown, e))?;
         let name = self.cfs[idx].clone();
-        if !names.contains(&name) {
+        if !names.iter().any(|n| n == from) {
             return Ok(()); // the state did not exist when the checkpoint was taken
         }
         let snapshot = DBWithThreadMode::<SingleThreaded>::open_cf_for_read_only(&opts, dir, &names, false)
             .map_err(|e| rocks_error(&shown, e))?;
-        let from = snapshot.cf_handle(&name).expect("listed column family");
+        let from = snapshot.cf_handle(from).expect("listed column family");
         let to = self.instance.cf(&name)?;
         let mut batch = WriteBatch::default();
         for item in snapshot.iterator_cf(from, IteratorMode::Start) {
@@ -627,6 +634,15 @@ impl RocksTables {
         self.instance.db.write_opt(batch, &self.write_opts).map_err(|e| rocks_error(&name, e))
     }
 
+    /// Drops this operator's column families (before any state is registered).
+    pub(super) fn drop_all(&mut self) -> Result<()> {
+        let prefix = format!("{}/", self.operator);
+        for name in self.instance.column_families().into_iter().filter(|n| n.starts_with(&prefix)) {
+            self.instance.drop_cf(&name)?;
+        }
+        Ok(())
+    }
+
     /// Replaces this operator's column families by copies of those in the checkpoint `dir`.
     /// Called before any state is registered.
     pub(super) fn restore_from_checkpoint(&mut self, dir: &Path) -> Result<()> {
@@ -635,10 +651,8 @@ impl RocksTables {
         let names = DBWithThreadMode::<SingleThreaded>::list_cf(&opts, dir).map_err(|e| rocks_error(&shown, e))?;
         let snapshot = DBWithThreadMode::<SingleThreaded>::open_cf_for_read_only(&opts, dir, &names, false)
             .map_err(|e| rocks_error(&shown, e))?;
+        self.drop_all()?;
         let prefix = format!("{}/", self.operator);
-        for name in self.instance.column_families().into_iter().filter(|n| n.starts_with(&prefix)) {
-            self.instance.drop_cf(&name)?;
-        }
         let mut copied = 0usize;
         for name in names.iter().filter(|n| n.starts_with(&prefix)) {
             self.instance.ensure_cf(name, StateClock::System)?;

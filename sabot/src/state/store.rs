@@ -135,8 +135,16 @@ pub struct KeyedStateStore {
     carried: Vec<(String, Vec<u8>)>,
     /// Restoring with another parallelism: every old instance's snapshot, of which this
     /// instance keeps the keys `key_filter` accepts.
-    rescale_dirs: Vec<PathBuf>,
+    rescale_dirs: Vec<SnapshotSource>,
     key_filter: KeyFilter,
+}
+
+/// A snapshot of a keyed state store to take keys from: its directory, and the operator id
+/// of the instance that took it (RocksDB column families are named after it).
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotSource {
+    pub(crate) dir: PathBuf,
+    pub(crate) operator: String,
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -241,25 +249,24 @@ impl KeyedStateStore {
     }
 
     /// Opens the store of `operator` with the keys `keep` accepts from the snapshots in
-    /// `dirs`, taken by the instances of a run with another parallelism (memory backend).
+    /// `dirs`, taken by the instances of a run with another parallelism (memory: loaded as
+    /// the states register; RocksDB: copied in by [`finish_restore`](Self::finish_restore)).
     /// States that are not registered again are not carried over.
     pub(crate) fn restore_rescaled(
         backend: &StateBackend,
         operator: &str,
-        dirs: Vec<PathBuf>,
+        sources: Vec<SnapshotSource>,
         keep: super::memory::KeyPredicate,
     ) -> Result<Self> {
         let mut store = Self::open(backend, operator)?;
-        if !matches!(store.backend, Backend::Memory(_)) {
-            return Err(SabotError::State {
-                state: operator.to_string(),
-                message: "RocksDB state cannot be redistributed to another parallelism yet; restart with the \
-                          parallelism of the checkpoint"
-                    .into(),
-            });
+        // RocksDB: the operator's column families start empty and the kept keys are copied
+        // in from every old instance's checkpoint once the states are registered.
+        #[cfg(feature = "rocksdb")]
+        if let Backend::RocksDb(tables) = &mut store.backend {
+            tables.drop_all()?;
         }
-        tracing::info!(operator, snapshots = dirs.len(), "restoring keyed state with another parallelism");
-        store.rescale_dirs = dirs;
+        tracing::info!(operator, snapshots = sources.len(), "restoring keyed state with another parallelism");
+        store.rescale_dirs = sources;
         store.key_filter = Some(keep);
         Ok(store)
     }
@@ -477,7 +484,7 @@ impl KeyedStateStore {
         }
         match &mut self.backend {
             Backend::Memory(tables) => {
-                let files: Vec<PathBuf> = (self.restore_dir.iter().chain(&self.rescale_dirs))
+                let files: Vec<PathBuf> = (self.restore_dir.iter().chain(self.rescale_dirs.iter().map(|s| &s.dir)))
                     .map(|d| d.join(format!("{name}.state")))
                     .filter(|f| f.exists())
                     .collect();
@@ -674,6 +681,13 @@ impl KeyedStateStore {
     /// Reads the restored states that were not registered again, so that snapshots carry
     /// them over; the restored directory is not needed afterwards (retention may delete it).
     fn carried_over(&mut self) -> Result<Vec<(String, Vec<u8>)>> {
+        #[cfg(feature = "rocksdb")]
+        if matches!(self.backend, Backend::RocksDb(_))
+            && let Some(keep) = self.key_filter.take()
+        {
+            let dirs = std::mem::take(&mut self.rescale_dirs);
+            self.import_keys(&dirs, keep)?;
+        }
         if !self.rescale_dirs.is_empty() {
             // Unregistered states cannot be split by key without their types: they are dropped.
             tracing::warn!(operator = %self.operator, "states not registered again are dropped when rescaling");
@@ -719,20 +733,24 @@ impl KeyedStateStore {
     /// Adds the keys that `keep` accepts from the snapshots of this operator in `dirs`
     /// (taken by [`snapshot_into`](Self::snapshot_into), by any worker and parallelism), in
     /// every registered state: key groups handed over from another worker.
-    pub(crate) fn import_keys(&mut self, dirs: &[PathBuf], keep: super::memory::KeyPredicate) -> Result<()> {
+    pub(crate) fn import_keys(&mut self, sources: &[SnapshotSource], keep: super::memory::KeyPredicate) -> Result<()> {
         match &mut self.backend {
             Backend::Memory(tables) => {
                 let filter: KeyFilter = Some(keep);
                 let hasher = &self.hasher;
                 for (table, meta) in tables.iter_mut().zip(&self.states) {
-                    let files: Vec<PathBuf> =
-                        dirs.iter().map(|d| d.join(format!("{}.state", meta.name))).filter(|f| f.exists()).collect();
+                    let files: Vec<PathBuf> = sources
+                        .iter()
+                        .map(|s| s.dir.join(format!("{}.state", meta.name)))
+                        .filter(|f| f.exists())
+                        .collect();
                     table.merge_snapshots(&files, &meta.full_name, &|key| hasher.hash_one(key), &filter)?;
                 }
             }
             #[cfg(feature = "rocksdb")]
             Backend::RocksDb(tables) => {
-                for dir in dirs {
+                for source in sources {
+                    let dir = &source.dir;
                     if dir.join(MEMORY_SNAPSHOT_MARKER).exists() {
                         return Err(SabotError::State {
                             state: dir.display().to_string(),
@@ -741,7 +759,9 @@ impl KeyedStateStore {
                     }
                     for (idx, meta) in self.states.iter().enumerate() {
                         let map = meta.kind == StateKind::Map;
-                        tables.import_keys(dir, idx, &|stored: &[u8]| keep(stored_key(stored, map)))?;
+                        // The old instance's column family of this state.
+                        let from = format!("{}/{}", source.operator, meta.name);
+                        tables.import_keys(dir, &from, idx, &|stored: &[u8]| keep(stored_key(stored, map)))?;
                     }
                 }
             }
