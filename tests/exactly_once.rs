@@ -118,12 +118,12 @@ struct Worker {
 
 impl Worker {
     fn spawn(run: usize, brokers: &str, dir: &Path) -> Worker {
-        Worker::spawn_as(run, brokers, dir, None)
+        Worker::spawn_as(run, brokers, dir, None, &[])
     }
 
     /// Starts a worker; with a worker id, as one of several sharing the checkpoint directory,
     /// publishing into `out/<id>`.
-    fn spawn_as(run: usize, brokers: &str, dir: &Path, id: Option<&str>) -> Worker {
+    fn spawn_as(run: usize, brokers: &str, dir: &Path, id: Option<&str>, extra: &[&str]) -> Worker {
         let log = dir.join(format!("worker-{}{run}.log", id.map_or(String::new(), |id| format!("{id}-"))));
         let stderr = File::create(&log).unwrap();
         let mut command = Command::new(example_binary());
@@ -133,6 +133,7 @@ impl Worker {
             command.arg("--output-dir").arg(dir.join("out"));
         }
         let child = command
+            .args(extra)
             .args(["--broker", brokers, "--topic", TOPIC, "--group", GROUP])
             .arg("--checkpoint-dir")
             .arg(dir.join("checkpoints"))
@@ -468,7 +469,7 @@ fn two_workers_killed_in_turn_publish_every_row_exactly_once() {
     let brokers = cluster.bootstrap_servers();
     let mut runs = [Runs { current: None, logs: vec![] }, Runs { current: None, logs: vec![] }];
     let start = |runs: &mut Runs, id: &str| {
-        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id));
+        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id), &[]);
         runs.logs.push(worker.log.clone());
         runs.current = Some(worker);
     };
@@ -582,4 +583,127 @@ fn two_workers_killed_in_turn_publish_every_row_exactly_once() {
     let logs: String = runs.iter().flat_map(|r| &r.logs).map(|l| std::fs::read_to_string(l).unwrap()).collect();
     assert!(logs.contains("acquired key groups"), "no key group was handed over");
     eprintln!("done in {:.1} s", elapsed());
+}
+
+/// Window rows published by the `--window-ms` mode: (user, window start, count, total).
+fn published_windows(out: &Path) -> Vec<(String, i64, i64, i64)> {
+    let Ok(entries) = std::fs::read_dir(out) else { return vec![] };
+    let mut rows = vec![];
+    for entry in entries.flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        if !(name.starts_with("part-") && name.ends_with(".jsonl") && entry.path().is_file()) {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let int = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("{name}: no integer {k} in {line}"));
+            rows.push((v["user"].as_str().unwrap().to_string(), int("window_start"), int("count"), int("total")));
+        }
+    }
+    rows
+}
+
+/// Windowed results through crashes: the example's tumbling 1 s event-time windows (count and
+/// total per user), killed with SIGKILL four times (every other time during a checkpoint) and
+/// restarted. The published windows equal a batch computation over the same input: each
+/// window exactly once, with its full contents.
+#[test]
+fn windowed_results_of_a_killed_worker_match_a_batch_computation() {
+    const WINDOW_MS: i64 = 1_000;
+    let mut rng = SmallRng::seed_from_u64(SEED ^ 3);
+    let events = generate(&mut rng);
+    let bursts: Vec<&[Event]> = events.chunks(EVENTS.div_ceil(BURSTS)).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let (checkpoints, out) = (tmp.path().join("checkpoints"), tmp.path().join("out"));
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut runs = Runs { current: None, logs: vec![] };
+    let window_ms = WINDOW_MS.to_string();
+    let start = |runs: &mut Runs| {
+        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), None, &["--window-ms", &window_ms]);
+        runs.logs.push(worker.log.clone());
+        runs.current = Some(worker);
+    };
+
+    // The windows that must have fired once the first `n` events are read: those ending
+    // 100 ms before the newest event (every partition has an event about that late).
+    let fired = |n: usize| -> usize {
+        let horizon = events[n - 1].ts - 100;
+        let windows: std::collections::BTreeSet<(&str, i64)> = events[..n]
+            .iter()
+            .map(|e| (e.user.as_str(), e.ts.div_euclid(WINDOW_MS) * WINDOW_MS))
+            .filter(|(_, start)| start + WINDOW_MS <= horizon)
+            .collect();
+        windows.len()
+    };
+    let mut bursts = bursts.into_iter();
+    let mut produced = 0;
+    let mut next_burst = |produced: &mut usize| {
+        let burst = bursts.next().expect("a burst left");
+        *produced += burst.len();
+        burst
+    };
+    produce(&brokers, next_burst(&mut produced));
+    start(&mut runs);
+    for kill in 0..KILLS {
+        // Kill while the (restarted) worker reads new input, once it has caught up.
+        let due = fired(produced);
+        wait_until("the worker caught up", Duration::from_secs(30), &mut runs, || published_windows(&out).len() >= due);
+        let burst = next_burst(&mut produced);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for slice in burst.chunks(200) {
+                    produce(&brokers, slice);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
+            if kill % 2 == 1 {
+                sleep_until_after_barrier(Duration::from_millis(rng.random_range(0..5)));
+                let deadline = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < deadline && !checkpoint_under_way(&checkpoints, &out) {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            runs.worker().assert_running();
+            runs.worker().kill();
+        });
+        eprintln!("kill {kill}: {} windows published", published_windows(&out).len());
+        produce(&brokers, next_burst(&mut produced));
+        start(&mut runs);
+    }
+    while produced < EVENTS {
+        produce(&brokers, next_burst(&mut produced));
+    }
+    // One event far ahead in every partition moves every partition's watermark past the
+    // last window.
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for partition in 0..PARTITIONS as i32 {
+        let flush = serde_json::json!({"user": "flush", "seq": 0, "amount": 0, "ts": 1_800_000_000_000i64}).to_string();
+        producer.send(BaseRecord::<str, str>::to(TOPIC).payload(&flush).partition(partition)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut expected: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for e in &events {
+        let window = e.ts.div_euclid(WINDOW_MS) * WINDOW_MS;
+        let entry = expected.entry((e.user.clone(), window)).or_default();
+        entry.0 += 1;
+        entry.1 += e.amount;
+    }
+    wait_until("every window is published", Duration::from_secs(60), &mut runs, || {
+        published_windows(&out).len() >= expected.len()
+    });
+    let worker = runs.worker();
+    let exit = worker.terminate(Duration::from_secs(15)).expect("the worker exits within 15 s of SIGTERM");
+    assert!(exit.success(), "the worker's exit: {exit}\n{}", worker.log_text());
+    runs.current = None;
+
+    let rows = published_windows(&out);
+    assert_eq!(rows.len(), expected.len(), "one row per (user, window)");
+    let got: BTreeMap<(String, i64), (i64, i64)> =
+        rows.into_iter().map(|(user, start, count, total)| ((user, start), (count, total))).collect();
+    assert_eq!(got.len(), expected.len(), "no window published twice");
+    assert_eq!(got, expected, "every window's count and total as in a batch computation");
 }

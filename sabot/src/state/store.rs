@@ -144,6 +144,7 @@ pub struct KeyedStateStore {
 #[derive(Debug, Clone)]
 pub(crate) struct SnapshotSource {
     pub(crate) dir: PathBuf,
+    #[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
     pub(crate) operator: String,
 }
 
