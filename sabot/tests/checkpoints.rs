@@ -478,3 +478,61 @@ fn an_unwritable_checkpoint_directory_fails_checkpoints_but_not_the_job() {
         assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
     }
 }
+
+/// Checkpoints mirrored to an object store: the second run starts on a new machine (an empty
+/// local checkpoint directory), downloads the first run's last checkpoint from the store and
+/// goes on with its state and offsets.
+#[cfg(feature = "object-store")]
+#[test]
+fn object_store_checkpoints_restore_into_an_empty_local_directory() {
+    use sabot::checkpoint::RemoteCheckpoints;
+    use sabot::checkpoint::object_store::ObjectStore;
+    use sabot::checkpoint::object_store::local::LocalFileSystem;
+
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks", 4).unwrap();
+    let (bucket, dir_a, dir_b) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).unwrap());
+    let first_config = CheckpointConfig::new(dir_a.path())
+        .with_interval(Duration::from_millis(100))
+        .with_object_store(store.clone(), "jobs/clicks");
+    let delivered = Arc::new(Mutex::new(vec![]));
+
+    produce_clicks(&cluster.bootstrap_servers(), 0..300);
+    let first_run = run_with_backend(cluster.config(), &first_config, &delivered, 300, StateBackend::Memory);
+    assert_eq!(first_run, 0, "nothing to restore the first time");
+    let last = first_config.metrics.last_id();
+    assert!(last > 0);
+    // The stopped pipeline waited for its uploads: its last checkpoint is in the store.
+    assert_eq!(first_config.metrics.remote_failed(), 0);
+    assert_eq!(first_config.metrics.last_uploaded_id(), last);
+    let remote = RemoteCheckpoints::new(store.clone(), "jobs/clicks", 3).unwrap();
+    assert_eq!(remote.completed().unwrap().last(), Some(&last));
+    assert!(remote.completed().unwrap().len() <= 3, "remote retention keeps the last 3");
+
+    produce_clicks(&cluster.bootstrap_servers(), 300..500);
+    let second_config = CheckpointConfig::new(dir_b.path())
+        .with_interval(Duration::from_millis(100))
+        .with_object_store(store, "jobs/clicks");
+    assert!(CheckpointStorage::open(dir_b.path(), 3).unwrap().latest().unwrap().is_none(), "a new machine");
+    let restored = run_with_backend(cluster.config(), &second_config, &delivered, 500, StateBackend::Memory);
+    assert_eq!(restored, last, "the second run restored the first run's last checkpoint from the store");
+    assert_eq!(second_config.metrics.restored_id(), last);
+    assert!(second_config.metrics.last_uploaded_id() > last, "the second run uploads its own checkpoints");
+
+    // Every user's counts are exactly 1..=n over both runs.
+    let delivered = delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 500);
+    let mut per_user: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for c in delivered.iter() {
+        per_user.entry(c.user.clone()).or_default().push(c.clicks);
+    }
+    assert_eq!(per_user.len(), 7);
+    for (user, mut clicks) in per_user {
+        clicks.sort();
+        let n = (0..500).filter(|p| format!("u{}", p % 7) == user).count() as i64;
+        assert_eq!(clicks, (1..=n).collect::<Vec<_>>(), "{user}");
+    }
+}

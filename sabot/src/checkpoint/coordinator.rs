@@ -9,6 +9,9 @@
 //! records the checkpoint as complete (its metadata: files with checksums, source positions,
 //! the sink's committables). Only then are the sink's output published and the Kafka offsets
 //! committed.
+//!
+//! With an object store (feature `object-store`), an uploader thread mirrors each completed
+//! checkpoint to it; dropping the coordinator waits for the uploads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -38,6 +41,9 @@ pub struct CheckpointMetrics {
     last_duration_ms: AtomicU64,
     last_size_bytes: AtomicU64,
     restored_id: AtomicU64,
+    uploaded: AtomicU64,
+    remote_failed: AtomicU64,
+    last_uploaded_id: AtomicU64,
 }
 
 impl CheckpointMetrics {
@@ -64,6 +70,19 @@ impl CheckpointMetrics {
     /// The id of the checkpoint the pipeline restored on start (0 if none).
     pub fn restored_id(&self) -> u64 {
         self.restored_id.load(Ordering::Relaxed)
+    }
+    /// Checkpoints uploaded to the object store (feature `object-store`).
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded.load(Ordering::Relaxed)
+    }
+    /// Uploads to the object store that failed (the checkpoint stays valid locally; the
+    /// store keeps its previous ones).
+    pub fn remote_failed(&self) -> u64 {
+        self.remote_failed.load(Ordering::Relaxed)
+    }
+    /// The id of the last checkpoint uploaded to the object store (0 before the first).
+    pub fn last_uploaded_id(&self) -> u64 {
+        self.last_uploaded_id.load(Ordering::Relaxed)
     }
 }
 
@@ -102,6 +121,85 @@ pub(crate) struct CheckpointCoordinator {
     /// A source's partitions are key groups: keyed operators load their state per key group
     /// as partitions are assigned, not from this worker's last checkpoint.
     key_groups: std::sync::atomic::AtomicBool,
+    /// Uploads completed checkpoints to the object store, if there is one.
+    #[cfg(feature = "object-store")]
+    uploader: Option<Uploader>,
+}
+
+/// The thread that uploads completed checkpoints to the object store, in the order they
+/// complete; when it falls behind, only the newest waiting checkpoint is uploaded.
+#[cfg(feature = "object-store")]
+struct Uploader {
+    queue: Mutex<Option<Sender<(u64, PathBuf)>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    metrics: Arc<CheckpointMetrics>,
+}
+
+#[cfg(feature = "object-store")]
+impl Uploader {
+    fn start(remote: super::RemoteCheckpoints, metrics: Arc<CheckpointMetrics>) -> Result<Self> {
+        let (tx, rx) = channel::<(u64, PathBuf)>();
+        let counters = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name("sabot-checkpoint-uploader".into())
+            .spawn(move || {
+                while let Ok(mut next) = rx.recv() {
+                    // Superseded checkpoints waiting behind a slow upload are skipped.
+                    while let Ok(newer) = rx.try_recv() {
+                        next = newer;
+                    }
+                    let (id, dir) = next;
+                    match remote.upload(&dir, id) {
+                        Ok(()) => {
+                            counters.uploaded.fetch_add(1, Ordering::Relaxed);
+                            counters.last_uploaded_id.store(id, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            counters.remote_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(checkpoint = id, prefix = %remote.prefix(), error = %e, "checkpoint upload failed");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| SabotError::Execution(format!("cannot start the checkpoint uploader: {e}")))?;
+        Ok(Uploader { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), metrics })
+    }
+
+    /// Queues checkpoint `id` (complete in `dir`) for upload.
+    fn submit(&self, id: u64, dir: PathBuf) {
+        let sent = self.queue.lock().ok().and_then(|q| q.as_ref().map(|tx| tx.send((id, dir))));
+        if !matches!(sent, Some(Ok(()))) {
+            self.metrics.remote_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(checkpoint = id, "the checkpoint uploader has stopped: not uploaded");
+        }
+    }
+
+    /// Closes the queue and waits until what it holds is uploaded.
+    fn finish(&self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the checkpoint uploader panicked");
+        }
+    }
+}
+
+/// The newest valid checkpoint in the object store, downloaded into the local directory.
+#[cfg(feature = "object-store")]
+fn download_latest(
+    remote: Option<&super::RemoteCheckpoints>,
+    storage: &CheckpointStorage,
+) -> Result<Option<(PathBuf, CheckpointMetadata)>> {
+    let Some(remote) = remote else { return Ok(None) };
+    let found = remote.download_latest(storage.root())?;
+    if let Some((_, meta)) = &found {
+        tracing::info!(checkpoint = meta.id, prefix = %remote.prefix(), "restoring checkpoint from the object store");
+    }
+    Ok(found)
 }
 
 /// Turns an operator's description into a directory name: `[A-Za-z0-9_-]`, at most 48 bytes.
@@ -125,8 +223,19 @@ impl CheckpointCoordinator {
             Some(_) => CheckpointStorage::open_shared(config.worker_dir(), config.retain, config.dir.clone())?,
             None => CheckpointStorage::open(&config.dir, config.retain)?,
         };
+        #[cfg(feature = "object-store")]
+        let remote = config
+            .worker_remote()
+            .map(|remote| super::RemoteCheckpoints::from_config(&remote, config.retain))
+            .transpose()?;
         let restored = match &config.restore {
             RestoreFrom::Nothing => None,
+            #[cfg(feature = "object-store")]
+            RestoreFrom::Latest => match storage.latest()? {
+                Some(local) => Some(local),
+                None => download_latest(remote.as_ref(), &storage)?,
+            },
+            #[cfg(not(feature = "object-store"))]
             RestoreFrom::Latest => storage.latest()?,
             RestoreFrom::Savepoint(dir) => Some((dir.clone(), super::storage::verify(dir)?)),
         };
@@ -142,6 +251,8 @@ impl CheckpointCoordinator {
             metrics.restored_id.store(meta.id, Ordering::Relaxed);
             tracing::info!(checkpoint = meta.id, dir = %dir.display(), savepoint = meta.savepoint, "restoring checkpoint");
         }
+        #[cfg(feature = "object-store")]
+        let uploader = remote.map(|remote| Uploader::start(remote, metrics.clone())).transpose()?;
         let coordinator = Arc::new(CheckpointCoordinator {
             storage,
             parallelism,
@@ -156,6 +267,8 @@ impl CheckpointCoordinator {
             trigger: super::CheckpointTrigger::default(),
             shared_root: config.worker.as_ref().map(|_| config.dir.clone()),
             key_groups: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "object-store")]
+            uploader,
         });
         let (tx, rx) = channel::<WriteJob>();
         let weak = Arc::downgrade(&coordinator);
@@ -338,6 +451,10 @@ impl CheckpointCoordinator {
         self.metrics.last_id.store(checkpoint, Ordering::Relaxed);
         self.metrics.last_duration_ms.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.metrics.last_size_bytes.store(meta.state_size(), Ordering::Relaxed);
+        #[cfg(feature = "object-store")]
+        if let Some(uploader) = &self.uploader {
+            uploader.submit(checkpoint, self.storage.checkpoint_dir(checkpoint));
+        }
         tracing::debug!(
             checkpoint,
             files = meta.files.len(),
@@ -356,6 +473,11 @@ impl Drop for CheckpointCoordinator {
             && handle.thread().id() != std::thread::current().id()
         {
             let _ = handle.join();
+        }
+        // The last checkpoints reach the object store before the pipeline is done.
+        #[cfg(feature = "object-store")]
+        if let Some(uploader) = &self.uploader {
+            uploader.finish();
         }
     }
 }
@@ -415,5 +537,39 @@ mod tests {
         let published = coordinator.complete(2, BTreeMap::new(), Some(vec![2])).unwrap();
         assert_eq!(published, vec![vec![1], vec![2]]);
         assert_eq!(coordinator.storage.latest().unwrap().unwrap().1.id, 2);
+    }
+
+    #[cfg(feature = "object-store")]
+    #[test]
+    fn checkpoints_are_uploaded_and_restored_into_an_empty_directory() {
+        use object_store::memory::InMemory;
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let config = CheckpointConfig::new(first.path()).with_object_store(store.clone(), "app");
+        let coordinator = CheckpointCoordinator::start(&config, 1).unwrap();
+        // A checkpoint that is not on disk fails to upload, counted, and nothing else fails.
+        coordinator.uploader.as_ref().expect("an uploader").submit(50, first.path().join("missing"));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while config.metrics.remote_failed() == 0 {
+            assert!(Instant::now() < deadline, "the failed upload is counted");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for (checkpoint, value) in [(100, 1u64), (200, 2)] {
+            let mut snapshot = coordinator.snapshot(checkpoint, "Op/p0");
+            snapshot.put_value("n", &value).unwrap();
+            coordinator.submit("Op/p0", snapshot);
+            coordinator.complete(checkpoint, BTreeMap::new(), None).unwrap();
+        }
+        drop(coordinator); // waits for the uploads
+        let metrics = &config.metrics;
+        assert_eq!((metrics.last_uploaded_id(), metrics.remote_failed()), (200, 1));
+        assert!((1..=2).contains(&metrics.uploaded()), "{}", metrics.uploaded());
+
+        let restart = CheckpointConfig::new(second.path()).with_object_store(store, "app");
+        let coordinator = CheckpointCoordinator::start(&restart, 1).unwrap();
+        assert_eq!(coordinator.restored().map(|m| m.id), Some(200));
+        assert_eq!(restart.metrics.restored_id(), 200);
+        assert_eq!(coordinator.restored_state("Op/p0").unwrap().value::<u64>("n").unwrap(), Some(2));
+        assert!(second.path().join("chk-00000000000000000200/_metadata.json").is_file());
     }
 }

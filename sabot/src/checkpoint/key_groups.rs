@@ -150,7 +150,7 @@ pub(crate) struct OwnedPositions {
 ///
 /// ```
 /// use sabot::checkpoint::KeyGroupStore;
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// let store = KeyGroupStore::new(dir.path(), "orders-app");
 /// assert_eq!(store.locate("orders", 0)?, None);
 /// # Ok::<(), sabot::SabotError>(())

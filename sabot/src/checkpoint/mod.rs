@@ -24,11 +24,18 @@
 //! assert_eq!(config.checkpointing.unwrap().interval, Duration::from_secs(10));
 //! ```
 //!
+//! With the `object-store` feature, the checkpoint directory can be mirrored to an object
+//! store ([`CheckpointConfig::with_object_store`]): each completed checkpoint is uploaded in
+//! the background, and a worker that starts with an empty local directory (a new machine)
+//! restores the newest checkpoint found in the store.
+//!
 //! [`Operator::snapshot_state`]: crate::operator::Operator::snapshot_state
 //! [`Operator::restore_state`]: crate::operator::Operator::restore_state
 
 mod coordinator;
 mod key_groups;
+#[cfg(feature = "object-store")]
+mod remote;
 mod snapshot;
 mod storage;
 
@@ -40,6 +47,11 @@ pub(crate) use coordinator::CheckpointCoordinator;
 pub use coordinator::CheckpointMetrics;
 pub(crate) use key_groups::OwnedPositions;
 pub use key_groups::{CheckpointTrigger, KeyGroupChange, KeyGroupHandover, KeyGroupHolder, KeyGroupStore, key_group};
+/// The `object_store` crate this feature is built with, to create stores of a matching version.
+#[cfg(feature = "object-store")]
+pub use object_store;
+#[cfg(feature = "object-store")]
+pub use remote::{RemoteCheckpoints, RemoteConfig};
 pub use snapshot::{Rescale, RestoredState, SnapshotFile, StateSnapshot};
 pub use storage::{CheckpointMetadata, CheckpointStorage, METADATA_FILE, copy_savepoint, verify};
 
@@ -77,10 +89,21 @@ pub struct CheckpointConfig {
     /// checkpoints go to `dir/<worker>`, and key groups (see [`KeyGroupStore`]) are looked
     /// up in every worker's directory.
     pub worker: Option<String>,
+    /// The object store the checkpoints are mirrored to, if any (see
+    /// [`CheckpointConfig::with_object_store`]). Configs compare it as [`RemoteConfig`]
+    /// does: by prefix and by how the stores display.
+    #[cfg(feature = "object-store")]
+    pub remote: Option<RemoteConfig>,
 }
 
+/// Compares everything but the metrics (and, with the `object-store` feature, the remote
+/// store as `RemoteConfig` compares it: by prefix and by how the stores display).
 impl PartialEq for CheckpointConfig {
     fn eq(&self, other: &Self) -> bool {
+        #[cfg(feature = "object-store")]
+        if self.remote != other.remote {
+            return false;
+        }
         (&self.dir, self.interval, self.retain, &self.restore, &self.worker)
             == (&other.dir, other.interval, other.retain, &other.restore, &other.worker)
     }
@@ -98,7 +121,50 @@ impl CheckpointConfig {
             restore: RestoreFrom::Latest,
             metrics: Arc::default(),
             worker: None,
+            #[cfg(feature = "object-store")]
+            remote: None,
         }
+    }
+
+    /// Mirrors the checkpoints to `store` under `prefix` (feature `object-store`): each
+    /// completed checkpoint is uploaded by a background thread (its state files, then its
+    /// metadata, which makes it complete in the store), and the store keeps the newest
+    /// [`retain`](CheckpointConfig::retain) too. On start with [`RestoreFrom::Latest`], when
+    /// the local directory has no valid checkpoint, the newest valid one in the store is
+    /// downloaded into it and restored. A pipeline that stops waits for its uploads.
+    ///
+    /// With [`shared_by`](CheckpointConfig::shared_by), a worker's checkpoints go under
+    /// `<prefix>/<worker>`. Failed uploads are logged and counted
+    /// ([`CheckpointMetrics::remote_failed`]); they do not fail the checkpoint.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use object_store::memory::InMemory;
+    /// use sabot::checkpoint::CheckpointConfig;
+    ///
+    /// let store = Arc::new(InMemory::new());
+    /// let config = CheckpointConfig::new("/var/lib/clicks/checkpoints").with_object_store(store, "jobs/clicks");
+    /// assert_eq!(config.remote.unwrap().prefix.as_ref(), "jobs/clicks");
+    /// ```
+    #[cfg(feature = "object-store")]
+    pub fn with_object_store(
+        mut self,
+        store: Arc<dyn object_store::ObjectStore>,
+        prefix: impl Into<object_store::path::Path>,
+    ) -> Self {
+        self.remote = Some(RemoteConfig::new(store, prefix));
+        self
+    }
+
+    /// Where this worker's checkpoints go in the object store: the remote prefix, or
+    /// `<prefix>/<worker>` in a shared store (`None` without an object store).
+    #[cfg(feature = "object-store")]
+    pub fn worker_remote(&self) -> Option<RemoteConfig> {
+        let mut remote = self.remote.clone()?;
+        if let Some(worker) = &self.worker {
+            remote.prefix = remote.prefix.join(worker.as_str());
+        }
+        Some(remote)
     }
 
     /// Shares `dir` with the other workers of the app as worker `worker` (a name unique in
