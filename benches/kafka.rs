@@ -1,14 +1,15 @@
 //! Kafka end to end on the embedded cluster (librdkafka's mock cluster, in process, real
 //! protocol): the fraud-detection pipeline beside the raw librdkafka consume rate measured in
 //! the same run, Arrow IPC messages through Kafka, end-to-end latency at a fixed rate, and
-//! what checkpoints cost the fraud pipeline.
+//! what checkpoints cost the fraud pipeline and Nexmark q5.
 //!
 //! ```text
 //! cargo bench --bench kafka                                  # everything
 //! cargo bench --bench kafka -- fraud                         # parts whose name contains a word
-//! cargo bench --bench kafka -- checkpoint                    # only the checkpoint cost
+//! cargo bench --bench kafka -- checkpoint                    # the checkpoint cost (fraud and q5)
+//! cargo bench --bench kafka -- checkpoint-q5                 # the checkpoint cost of Nexmark q5
 //! BENCH_TXNS=400000 BENCH_IPC_ROWS=5000000 BENCH_RATE=20000 cargo bench --bench kafka
-//! BENCH_CKPT_TXNS=4000000 BENCH_CKPT_ROUNDS=3 cargo bench --bench kafka -- checkpoint
+//! BENCH_CKPT_TXNS=4000000 BENCH_CKPT_Q5_EVENTS=20000000 BENCH_CKPT_ROUNDS=3 cargo bench --bench kafka -- checkpoint
 //! ```
 //!
 //! The mock cluster keeps only 5 MiB per partition, so topics get enough partitions to hold
@@ -23,6 +24,14 @@ mod generator;
 mod io;
 #[path = "../examples/fraud_detection/rules.rs"]
 mod rules;
+/// The Nexmark generator and queries of `benches/nexmark.rs`, for q5 over Kafka.
+#[allow(dead_code)]
+mod nexmark {
+    #[path = "generator.rs"]
+    pub mod generator;
+    #[path = "queries.rs"]
+    pub mod queries;
+}
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,12 +245,10 @@ fn latency(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
     Ok(())
 }
 
-/// One run of the fraud pipeline for [`checkpoint_cost`].
+/// One run of a pipeline for [`checkpoint_cost`].
 struct CheckpointRun {
-    /// Alerts the sink delivered. With checkpoints, fewer than planted when a periodic barrier
-    /// completed after the stop was requested: the driver (`Stream::drive`) then drops the
-    /// output up to the stop barrier although the stop checkpoint covers its input.
-    alerts: u64,
+    /// Rows the sink delivered.
+    rows: u64,
     /// From the first message consumed to the pipeline's return (group join excluded).
     secs: f64,
     /// From the start of the pipeline to its return.
@@ -254,26 +261,20 @@ struct CheckpointRun {
     last_bytes: u64,
 }
 
-/// The fraud pipeline over `topic` with checkpoints every `interval` (`None`: off), as an
-/// unbounded source in a new consumer group, stopped once it has consumed all `n` messages.
+/// `pipeline` over `source` (a new consumer group) with checkpoints every `interval`
+/// (`None`: off), as an unbounded source, stopped once it has read all `n` rows.
 /// (Bounded Kafka sources emit no barriers, so they never checkpoint; stopping a checkpointed
 /// pipeline takes a last checkpoint, which is counted.) `None` when the group rebalanced
 /// during the run (a reader joined after the first assignment): partitions then move and are
 /// read again from the last commit, so the run read duplicates and is not comparable.
 fn checkpoint_run(
-    brokers: &str,
-    topic: &str,
-    group: &str,
+    source: KafkaSource,
     n: usize,
-    expected_alerts: usize,
     interval: Option<Duration>,
+    pipeline: &(dyn Fn(Stream) -> Result<u64> + Sync),
 ) -> Result<Option<CheckpointRun>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let source = KafkaSource::new(brokers, topic)
-        .group(group)
-        .format(JsonFormat::for_record::<rules::Transaction>())
-        .start_offset(StartOffset::Earliest)
-        .readers(threads);
+    let source = source.start_offset(StartOffset::Earliest).readers(threads);
     let consumed = source.metrics();
     let stop = source.stop_handle();
     let dir = tempfile::tempdir().map_err(|e| SabotError::io(std::env::temp_dir(), e))?;
@@ -288,7 +289,7 @@ fn checkpoint_run(
     }
     let done = AtomicBool::new(false);
     let start = Instant::now();
-    let (alerts, first, seen, rebalanced) = std::thread::scope(|scope| -> Result<_> {
+    let (rows, first, seen, rebalanced) = std::thread::scope(|scope| -> Result<_> {
         // Stops the source once everything was consumed; notes each completed checkpoint and
         // whether partitions were ever revoked (a rebalance).
         let monitor = scope.spawn(|| {
@@ -299,7 +300,7 @@ fn checkpoint_run(
                 // (Closing the consumers at the stop revokes everything: that is no rebalance.)
                 rebalanced |= !stopped && now_assigned < assigned;
                 assigned = now_assigned;
-                let read = consumed.messages();
+                let read = consumed.rows();
                 if first.is_none() && read > 0 {
                     first = Some(Instant::now());
                 }
@@ -318,22 +319,17 @@ fn checkpoint_run(
             }
             (first, seen, rebalanced)
         });
-        let result = stream
-            .typed::<rules::Transaction>()
-            .and_then(|input| app::fraud::detect(input)?.to_kafka(KafkaSink::new(brokers, "alerts-ckpt")));
+        let result = pipeline(stream);
         done.store(true, Ordering::Relaxed);
         let (first, seen, rebalanced) = monitor.join().expect("monitor thread");
         Ok((result?, first, seen, rebalanced))
     })?;
     let end = Instant::now();
-    if rebalanced || consumed.messages() as usize != n {
+    if rebalanced || consumed.rows() as usize != n {
         return Ok(None);
     }
-    if interval.is_none() {
-        assert_eq!(alerts as usize, expected_alerts, "exactly the planted alerts");
-    }
     Ok(Some(CheckpointRun {
-        alerts,
+        rows,
         secs: end.duration_since(first.unwrap_or(start)).as_secs_f64(),
         wall_secs: end.duration_since(start).as_secs_f64(),
         completed: metrics.completed(),
@@ -344,13 +340,20 @@ fn checkpoint_run(
     }))
 }
 
+/// The intervals compared: none, 10 s, 1 s and 100 ms.
+const CHECKPOINT_INTERVALS: [(&str, Option<Duration>); 4] = [
+    ("none", None),
+    ("every 10 s", Some(Duration::from_secs(10))),
+    ("every 1 s", Some(Duration::from_secs(1))),
+    ("every 100 ms", Some(Duration::from_millis(100))),
+];
+
 /// The fraud pipeline (memory state backend) without checkpoints and with checkpoints every
 /// 10 s, 1 s and 100 ms, on the same pre-produced input, in interleaved rounds. Without
 /// checkpoints the Kafka readers still emit a barrier every second to commit offsets; they
 /// just snapshot nothing.
 fn checkpoint_cost(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
     let accounts = env_usize("BENCH_CKPT_TXNS", 4_000_000) / 20;
-    let rounds = env_usize("BENCH_CKPT_ROUNDS", 3).max(1);
     let traffic = generator::generate(23, accounts, 19);
     let n = traffic.transactions.len();
     // ~230 B of JSON per message, and the mock cluster keeps 5 MiB per partition.
@@ -359,25 +362,95 @@ fn checkpoint_cost(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
     cluster.create_topic("alerts-ckpt", 4)?;
     let produce_secs = io::produce(brokers, "transactions-ckpt", &traffic.transactions, &[], 0, true)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let configs: [(&str, Option<Duration>); 4] = [
-        ("none", None),
-        ("every 10 s", Some(Duration::from_secs(10))),
-        ("every 1 s", Some(Duration::from_secs(1))),
-        ("every 100 ms", Some(Duration::from_millis(100))),
-    ];
     println!(
         "checkpoint cost: fraud pipeline, {n} JSON transactions over {accounts} accounts (produced in \
-         {produce_secs:.2} s), {partitions} partitions, {threads} threads, memory state backend, {rounds} \
-         interleaved round(s)"
+         {produce_secs:.2} s), {partitions} partitions, {threads} threads, memory state backend"
     );
-    println!("  (txn/s from the first message consumed to the end, so the consumer group's join is left out)");
-    let mut runs: Vec<Vec<CheckpointRun>> = configs.iter().map(|_| vec![]).collect();
+    let expected = traffic.expected.len();
+    let source = |group: &str| {
+        KafkaSource::new(brokers, "transactions-ckpt")
+            .group(group)
+            .format(JsonFormat::for_record::<rules::Transaction>())
+    };
+    let pipeline = |stream: Stream| {
+        stream
+            .typed::<rules::Transaction>()
+            .and_then(|input| app::fraud::detect(input)?.to_kafka(KafkaSink::new(brokers, "alerts-ckpt")))
+    };
+    compare_intervals("txn", n, &source, &pipeline, &|interval, rows| {
+        // With checkpoints, fewer alerts than planted when a periodic barrier completed after
+        // the stop was requested: the driver then drops the output up to the stop barrier
+        // (the stop checkpoint covers its input, a restart would re-create it).
+        assert!(interval.is_some() || rows as usize == expected, "exactly the planted alerts without checkpoints");
+        (rows as usize != expected).then(|| format!(", only {rows} of {expected} alerts delivered"))
+    })
+}
+
+/// Nexmark q5 (bids per auction in sliding 10 s windows every 2 s, then the hottest auctions
+/// per window) over bids read from Kafka (Arrow IPC), without and with checkpoints: its state
+/// is the open panes of the sliding windows and the hot-items process function's lists.
+fn checkpoint_cost_q5(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
+    use nexmark::generator::{NexmarkConfig, NexmarkGenerator};
+    use nexmark::queries::{Nexmark, q5_of, watermarks};
+    let events = env_usize("BENCH_CKPT_Q5_EVENTS", 20_000_000) as u64;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let generator = Arc::new(NexmarkGenerator::new(NexmarkConfig { events, ..NexmarkConfig::default() }));
+    let bids = Nexmark::new(generator, threads).bids().select(["auction", "date_time"])?;
+    // About 20 bytes of IPC per bid, spread evenly (partitioned by auction); the mock cluster
+    // keeps 5 MiB per partition.
+    let n_bids = events * 46 / 50;
+    let partitions = env_usize("BENCH_CKPT_PARTITIONS", (n_bids as usize * 40).div_ceil(2 << 20).max(16));
+    cluster.create_topic("bids-ckpt", partitions)?;
+    let format = IpcFormat::new(bids.schema());
+    let started = Instant::now();
+    let sink = KafkaSink::new(brokers, "bids-ckpt").format(format.clone()).partition_by(vec![col("auction")]);
+    let produced = bids.to_kafka(sink)?;
+    println!(
+        "checkpoint cost: Nexmark q5, {produced} bids (of {events} events) as Arrow IPC (produced in {:.2} s), \
+         {partitions} partitions, {threads} threads, memory state backend",
+        started.elapsed().as_secs_f64()
+    );
+    let source = |group: &str| {
+        KafkaSource::new(brokers, "bids-ckpt")
+            .group(group)
+            .format(format.clone())
+            .watermarks("date_time", watermarks())
+            .max_batch_messages(64)
+    };
+    let pipeline = |stream: Stream| {
+        let mut rows = 0u64;
+        q5_of(stream)?.for_each_batch(|batch| {
+            rows += batch.num_rows() as u64;
+            Ok(())
+        })?;
+        Ok(rows)
+    };
+    // Rows out: stopping without checkpoints ends event time (every window fires); stopping
+    // a checkpointed run does not (open windows stay in the last checkpoint), so it has fewer.
+    compare_intervals("bid", produced as usize, &source, &pipeline, &|_, rows| Some(format!(", {rows} rows out")))
+}
+
+/// Runs `pipeline` over a new consumer group of `source` without checkpoints and with each
+/// of [`CHECKPOINT_INTERVALS`], in interleaved rounds, until all `n` messages were read;
+/// prints each run and the best round of each. `check` may report something wrong with a
+/// run's output (given the interval and the rows delivered).
+fn compare_intervals(
+    unit: &str,
+    n: usize,
+    source: &dyn Fn(&str) -> KafkaSource,
+    pipeline: &(dyn Fn(Stream) -> Result<u64> + Sync),
+    check: &dyn Fn(Option<Duration>, u64) -> Option<String>,
+) -> Result<()> {
+    static GROUPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let rounds = env_usize("BENCH_CKPT_ROUNDS", 3).max(1);
+    println!("  ({unit}/s from the first message consumed to the end, so the consumer group's join is left out)");
+    let mut runs: Vec<Vec<CheckpointRun>> = CHECKPOINT_INTERVALS.iter().map(|_| vec![]).collect();
     for round in 0..rounds {
-        for (i, (name, interval)) in configs.iter().enumerate() {
+        for (i, (name, interval)) in CHECKPOINT_INTERVALS.iter().enumerate() {
             let mut attempt = 0;
             let run = loop {
-                let group = format!("bench-ckpt-{round}-{i}-{attempt}");
-                match checkpoint_run(brokers, "transactions-ckpt", &group, n, traffic.expected.len(), *interval)? {
+                let group = format!("bench-ckpt-{}", GROUPS.fetch_add(1, Ordering::Relaxed));
+                match checkpoint_run(source(&group), n, *interval, pipeline)? {
                     Some(run) => break run,
                     None if attempt < 3 => attempt += 1,
                     None => return Err(SabotError::Execution("the consumer group rebalanced in 4 attempts".into())),
@@ -385,16 +458,12 @@ fn checkpoint_cost(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
             };
             let retried =
                 if attempt > 0 { format!(" (after {attempt} run(s) with a rebalance)") } else { String::new() };
-            let lost = if run.alerts as usize != traffic.expected.len() {
-                format!(", only {} of {} alerts delivered", run.alerts, traffic.expected.len())
-            } else {
-                String::new()
-            };
+            let note = check(*interval, run.rows).unwrap_or_default();
             // Against this round's run without checkpoints (the load of a shared machine drifts).
             let vs_round = runs[0].get(round).map_or(100.0, |none: &CheckpointRun| 100.0 * none.secs / run.secs);
             println!(
-                "  round {round} {name:<13} {:>9.0} txn/s {vs_round:>6.1}%  ({:.2} s, {:.2} s wall)  {} \
-                 checkpoints{retried}{lost}",
+                "  round {round} {name:<13} {:>9.0} {unit}/s {vs_round:>6.1}%  ({:.2} s, {:.2} s wall)  {} \
+                 checkpoints{retried}{note}",
                 n as f64 / run.secs,
                 run.secs,
                 run.wall_secs,
@@ -412,9 +481,16 @@ fn checkpoint_cost(brokers: &str, cluster: &EmbeddedCluster) -> Result<()> {
     println!("  best round of each (vs none: against the best run without checkpoints):");
     println!(
         "  {:<13} {:>10} {:>8} {:>6} {:>11} {:>15} {:>8} {:>11}",
-        "checkpoints", "txn/s", "vs none", "run s", "completed", "mean ms", "last ms", "last state"
+        "checkpoints",
+        format!("{unit}/s"),
+        "vs none",
+        "run s",
+        "completed",
+        "mean ms",
+        "last ms",
+        "last state"
     );
-    for ((name, _), runs) in configs.iter().zip(&runs) {
+    for ((name, _), runs) in CHECKPOINT_INTERVALS.iter().zip(&runs) {
         let run = &runs[best(runs)];
         let rate = n as f64 / run.secs;
         let mean = if run.seen.is_empty() {
@@ -484,8 +560,11 @@ fn main() -> Result<()> {
     if wants("latency") {
         latency(&brokers, &cluster)?;
     }
-    if wants("checkpoint") {
+    if wants("checkpoint") || wants("checkpoint-fraud") {
         checkpoint_cost(&brokers, &cluster)?;
+    }
+    if wants("checkpoint") || wants("checkpoint-q5") {
+        checkpoint_cost_q5(&brokers, &cluster)?;
     }
     Ok(())
 }

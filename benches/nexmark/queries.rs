@@ -187,17 +187,7 @@ impl Nexmark {
     /// that watermark, since every upstream partition fires a window before forwarding the
     /// watermark that closed it).
     pub fn q5(&self) -> Result<Stream> {
-        let counts = self
-            .timed_bids()?
-            .key_by(["auction"])
-            .window(WindowSpec::sliding(Q5_SIZE, Q5_SLIDE))
-            .aggregate([count_all().alias("num")])?;
-        counts.key_by(["window_end"]).process(HotItems::default)?.select([
-            "auction",
-            "num",
-            "window_start",
-            "window_end",
-        ])
+        q5_of(self.timed_bids()?)
     }
 
     /// q7, highest bid: the bids whose price is the largest of their 10 s tumbling window
@@ -243,6 +233,16 @@ impl Nexmark {
             .window(WindowSpec::tumbling(TUMBLE))
             .aggregate([count_all().alias("bid_count")])
     }
+}
+
+/// q5 over `bids` (with event time and watermarks on `date_time`): the same operators
+/// whatever the source (the generator, or Kafka in the checkpoint benchmark).
+pub fn q5_of(bids: Stream) -> Result<Stream> {
+    let counts = bids
+        .key_by(["auction"])
+        .window(WindowSpec::sliding(Q5_SIZE, Q5_SLIDE))
+        .aggregate([count_all().alias("num")])?;
+    counts.key_by(["window_end"]).process(HotItems::default)?.select(["auction", "num", "window_start", "window_end"])
 }
 
 /// The queries' watermarks: `WATERMARK_DELAY` behind the largest event time seen.

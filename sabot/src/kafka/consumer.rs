@@ -671,6 +671,11 @@ impl KafkaReader {
                 .ok()
                 .map(|tpl| tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
         };
+        // A partition assigned but not read yet holds the watermark back like one that is
+        // read (until it is idle): otherwise its first rows would all be late.
+        for (topic, partition) in assigned.iter().flatten() {
+            self.partition_state(topic, *partition);
+        }
         let mut min: Option<i64> = None;
         for ((topic, partition), state) in &self.partitions {
             let owned = assigned.as_ref().is_none_or(|a| a.iter().any(|(t, p)| t == topic.as_ref() && p == partition));
