@@ -332,6 +332,114 @@ impl Worker {
     }
 }
 
+/// Window rows of the windowed key-group test: (worker, user, window start, count).
+type WindowRows = Arc<Mutex<Vec<(String, String, i64, i64)>>>;
+
+impl Worker {
+    /// A worker counting clicks per user in tumbling windows of `window` pages (the page
+    /// number is the event time), keeping its window state in key groups.
+    fn start_windowed(
+        kafka: sabot::kafka::KafkaConfig,
+        store: &std::path::Path,
+        name: &str,
+        window: u64,
+        out: &WindowRows,
+    ) -> Self {
+        let source = KafkaSource::with_config(kafka, "clicks-by-user")
+            .group("windows")
+            .start_offset(StartOffset::Earliest)
+            .format(JsonFormat::for_record::<Click>())
+            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+            // Between the test's phases no partition counts as idle: a window fires only
+            // once every partition has passed it.
+            .idle_timeout(Duration::from_secs(3600))
+            .partitioned_by(vec![col("user")]);
+        let (stop, metrics) = (source.stop_handle(), source.metrics());
+        let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(200));
+        let pipeline = Stream::from_kafka(source)
+            .unwrap()
+            .with_parallelism(2)
+            .with_checkpointing(checkpoints.clone())
+            .key_by(["user"])
+            .window(sabot::window::WindowSpec::tumbling(Duration::from_millis(window)))
+            .aggregate([count_all()])
+            .unwrap();
+        let (out, name) = (out.clone(), name.to_string());
+        let runner = std::thread::spawn(move || {
+            pipeline.for_each_batch(|batch| {
+                let users = batch
+                    .column_by_name("user")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<sabot::deps::arrow::array::StringArray>()
+                    .unwrap()
+                    .clone();
+                let starts = sabot::deps::arrow::compute::cast(
+                    batch.column_by_name("window_start").unwrap(),
+                    &sabot::deps::arrow::datatypes::DataType::Int64,
+                )?;
+                let starts = starts.as_any().downcast_ref::<sabot::deps::arrow::array::Int64Array>().unwrap().clone();
+                let counts = batch
+                    .column_by_name("count")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<sabot::deps::arrow::array::Int64Array>()
+                    .unwrap()
+                    .clone();
+                let mut out = out.lock().unwrap();
+                for row in 0..batch.num_rows() {
+                    out.push((name.clone(), users.value(row).to_string(), starts.value(row), counts.value(row)));
+                }
+                Ok(())
+            })
+        });
+        Worker { stop, metrics, checkpoints, runner }
+    }
+}
+
+/// Window state follows its key groups too: windows open when partitions move fire at their
+/// new owner with the rows both workers saw, each exactly once, as a batch computation.
+#[test]
+fn window_state_follows_its_partitions_when_workers_join_and_leave() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks-by-user", 4).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out: WindowRows = Arc::default();
+    const WINDOW: i64 = 100;
+    // Windows that have fired once every partition has passed `page`.
+    let fired_by = |page: i64| (page / WINDOW) as usize * 11;
+
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
+    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", WINDOW as u64, &out);
+    wait_for("the first worker's windows", || out.lock().unwrap().len() >= fired_by(400));
+    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", WINDOW as u64, &out);
+    wait_for("the group to share the partitions", || {
+        first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
+    });
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 450..850);
+    wait_for("both workers' windows", || out.lock().unwrap().len() >= fired_by(800));
+    first.stop();
+    wait_for("the second worker to own every partition", || second.metrics.assigned_partitions() == 4);
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 850..1250);
+    wait_for("the second worker's windows", || out.lock().unwrap().len() >= fired_by(1200));
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    second.stop();
+
+    let out = out.lock().unwrap();
+    let mut fired: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (_, user, start, count) in out.iter() {
+        assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
+    }
+    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for page in 0..1200 {
+        *expected.entry((format!("u{}", page % 11), page / WINDOW * WINDOW)).or_default() += 1;
+    }
+    assert_eq!(fired, expected, "every window up to page 1200 once, with all its clicks");
+    let by = |w: &str| out.iter().filter(|(worker, ..)| worker == w).count();
+    assert!(by("w1") > 0 && by("w2") > 0, "both workers fired windows");
+}
+
 /// Waits until `condition` holds, failing after 60 s.
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -138,39 +138,7 @@ impl ProcessContext<'_> {
 /// Whether a key (its encoded columns) belongs to this instance.
 type KeyRouter = crate::state::KeyPredicate;
 
-/// The keys that the hash exchange in front of a keyed operator routes to `partition` of
-/// `partitions`, from their encoded key columns (the exchange hashes the same encoding, or
-/// the value of a single integer key).
-fn key_router(
-    keys: &[Expr],
-    schema: &arrow::datatypes::Schema,
-    partitions: usize,
-    partition: usize,
-) -> Result<KeyRouter> {
-    let (n, me) = (partitions.max(1) as u64, partition as u64);
-    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
-    match types.as_slice() {
-        // Without keys everything runs in one instance.
-        [] => Ok(std::sync::Arc::new(|_: &[u8]| true)),
-        [single] if single.is_integer() => {
-            let converter = RowConverter::new(vec![SortField::new(single.clone())])?;
-            let parser = converter.parser();
-            Ok(std::sync::Arc::new(move |key: &[u8]| {
-                let value = converter
-                    .convert_rows([parser.parse(key)])
-                    .ok()
-                    .and_then(|arrays| arrow::compute::cast(&arrays[0], &arrow::datatypes::DataType::Int64).ok())
-                    .and_then(|a| {
-                        let a = a.as_any().downcast_ref::<arrow::array::Int64Array>()?.clone();
-                        (!arrow::array::Array::is_null(&a, 0)).then(|| a.value(0))
-                    });
-                let hash = value.map_or(0, |v| super::hash_u64(v as u64));
-                hash % n == me
-            }))
-        }
-        _ => Ok(std::sync::Arc::new(move |key: &[u8]| super::hash_bytes(key) % n == me)),
-    }
-}
+use super::key_router;
 
 /// Runs a [`KeyedProcessFunction`] over a keyed stream.
 pub struct KeyedProcessOperator<F: KeyedProcessFunction> {

@@ -221,3 +221,50 @@ pub trait Operator: Send {
 
 /// Creates one operator instance per partition.
 pub type OperatorFactory = std::sync::Arc<dyn Fn(usize) -> Result<Box<dyn Operator>> + Send + Sync>;
+
+/// The keys that the hash exchange in front of a keyed operator routes to `partition` of
+/// `partitions`, from their encoded key columns (the exchange hashes the same encoding, or
+/// the value of a single integer key).
+pub(crate) fn key_router(
+    keys: &[crate::expr::Expr],
+    schema: &arrow::datatypes::Schema,
+    partitions: usize,
+    partition: usize,
+) -> Result<crate::state::KeyPredicate> {
+    let (n, me) = (partitions.max(1) as u64, partition as u64);
+    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
+    match types.as_slice() {
+        // Without keys everything runs in one instance.
+        [] => Ok(std::sync::Arc::new(|_: &[u8]| true)),
+        [single] if single.is_integer() => {
+            let converter = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(single.clone())])?;
+            let parser = converter.parser();
+            Ok(std::sync::Arc::new(move |key: &[u8]| {
+                let value = converter
+                    .convert_rows([parser.parse(key)])
+                    .ok()
+                    .and_then(|arrays| arrow::compute::cast(&arrays[0], &arrow::datatypes::DataType::Int64).ok())
+                    .and_then(|a| {
+                        let a = a.as_any().downcast_ref::<arrow::array::Int64Array>()?.clone();
+                        (!arrow::array::Array::is_null(&a, 0)).then(|| a.value(0))
+                    });
+                let hash = value.map_or(0, |v| hash_u64(v as u64));
+                hash % n == me
+            }))
+        }
+        _ => Ok(std::sync::Arc::new(move |key: &[u8]| hash_bytes(key) % n == me)),
+    }
+}
+
+/// The rows of `batch` whose key (its first `keys` columns, encoded as the hash exchange and
+/// Sabot's Kafka partitioner encode them) `keep` accepts.
+pub(crate) fn filter_keys(batch: &RecordBatch, keys: usize, keep: &dyn Fn(&[u8]) -> bool) -> Result<RecordBatch> {
+    if batch.num_rows() == 0 || keys == 0 {
+        return Ok(batch.clone());
+    }
+    let columns = &batch.columns()[..keys];
+    let fields = columns.iter().map(|c| arrow::row::SortField::new(c.data_type().clone())).collect();
+    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(columns)?;
+    let mask: arrow::array::BooleanArray = rows.iter().map(|row| Some(keep(row.as_ref()))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+}

@@ -338,6 +338,81 @@ impl Operator for WindowAggregateOperator {
         snapshot.put_value("window", &PaneState { watermark: self.watermark, open, closed, updated })
     }
 
+    fn follows_key_groups(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Drops the groups of released key groups from every pane (and from the windows to fire
+    /// again); adds those of acquired key groups that the exchange routes here from the
+    /// other worker's snapshots, merged into the panes of the same start. (A window that
+    /// already fired here does not fire again for the acquired keys.)
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        use crate::checkpoint::key_group;
+        let (name, n, groups) = (self.name().to_string(), self.keys.len(), handover.partitions);
+        if !handover.released.is_empty() {
+            let keep = |key: &[u8]| !handover.released.contains(&key_group(key, groups));
+            for (start, mut pane) in std::mem::take(&mut self.open_panes) {
+                let kept = super::filter_keys(&pane.snapshot_batch(&name)?, n, &keep)?;
+                if kept.num_rows() > 0 {
+                    let mut pane = self.new_pane()?;
+                    pane.restore_batch(&kept, &name)?;
+                    self.open_panes.insert(start, pane);
+                }
+            }
+            for partials in self.closed_panes.values_mut() {
+                for partial in partials.iter_mut() {
+                    *partial = super::filter_keys(partial, n, &keep)?;
+                }
+                partials.retain(|b| b.num_rows() > 0);
+            }
+            self.closed_panes.retain(|_, partials| !partials.is_empty());
+            for keys in self.updated.values_mut() {
+                keys.retain(|key| keep(key));
+            }
+        }
+        let (instance, parallelism) = handover.instance;
+        let routed_here = super::key_router(&self.keys, &self.input_schema, parallelism, instance)?;
+        for (acquired, snapshots) in &handover.acquired {
+            let keep = |key: &[u8]| acquired.contains(&key_group(key, groups)) && routed_here(key);
+            for snapshot in snapshots {
+                let Some(state) = snapshot.value::<PaneState>("window")? else { continue };
+                let mut open = SavedRows::read(snapshot, "open_panes", &name)?;
+                for (start, rows) in state.open {
+                    let saved = super::filter_keys(&open.next(rows)?, n, &keep)?;
+                    if saved.num_rows() == 0 {
+                        continue;
+                    }
+                    // The acquired keys are not in this pane: its groups and theirs are disjoint.
+                    let merged = match self.open_panes.remove(&start) {
+                        Some(mut pane) => {
+                            let mine = pane.snapshot_batch(&name)?;
+                            arrow::compute::concat_batches(&mine.schema(), [&mine, &saved])?
+                        }
+                        None => saved,
+                    };
+                    let mut pane = self.new_pane()?;
+                    pane.restore_batch(&merged, &name)?;
+                    self.open_panes.insert(start, pane);
+                }
+                let mut closed = SavedRows::read(snapshot, "closed_panes", &name)?;
+                for (start, sizes) in state.closed {
+                    for rows in sizes {
+                        let saved = super::filter_keys(&closed.next(rows)?, n, &keep)?;
+                        if saved.num_rows() > 0 {
+                            self.closed_panes.entry(start).or_default().push(saved);
+                        }
+                    }
+                }
+                for (start, keys) in state.updated {
+                    let keys = keys.into_iter().filter(|key| keep(key)).map(Vec::into_boxed_slice);
+                    self.updated.entry(start).or_default().extend(keys);
+                }
+            }
+            tracing::info!(operator = %name, groups = ?acquired, snapshots = snapshots.len(), "acquired key groups");
+        }
+        Ok(())
+    }
+
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
         let Some(state) = restored.value::<PaneState>("window")? else { return Ok(()) };
         let name = self.name().to_string();
