@@ -440,6 +440,89 @@ fn window_state_follows_its_partitions_when_workers_join_and_leave() {
     assert!(by("w1") > 0 && by("w2") > 0, "both workers fired windows");
 }
 
+/// Runs tumbling windows of 50 pages (page number as event time) counting clicks per user
+/// over `clicks` with `parallelism` until `expected` window rows were delivered and a
+/// checkpoint completed after that, then stops; returns the restored checkpoint's id.
+fn run_windowed(
+    kafka: sabot::kafka::KafkaConfig,
+    checkpoints: &CheckpointConfig,
+    out: &WindowRows,
+    expected: usize,
+    parallelism: usize,
+) -> u64 {
+    let source = KafkaSource::with_config(kafka, "clicks")
+        .group("window-counter")
+        .start_offset(StartOffset::Earliest)
+        .format(JsonFormat::for_record::<Click>())
+        .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+        .idle_timeout(Duration::from_secs(3600));
+    let stop = source.stop_handle();
+    let pipeline = Stream::from_kafka(source)
+        .unwrap()
+        .with_parallelism(parallelism)
+        .with_checkpointing(checkpoints.clone())
+        .key_by(["user"])
+        .window(sabot::window::WindowSpec::tumbling(Duration::from_millis(50)))
+        .aggregate([count_all()])
+        .unwrap();
+    let sink = out.clone();
+    let runner = std::thread::spawn(move || {
+        pipeline.for_each_batch(|batch| {
+            use sabot::deps::arrow::array::AsArray;
+            use sabot::deps::arrow::datatypes::{DataType, Int64Type};
+            let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
+            let starts =
+                sabot::deps::arrow::compute::cast(batch.column_by_name("window_start").unwrap(), &DataType::Int64)?;
+            let counts = batch.column_by_name("count").unwrap().as_primitive::<Int64Type>().clone();
+            let mut sink = sink.lock().unwrap();
+            for row in 0..batch.num_rows() {
+                let start = starts.as_primitive::<Int64Type>().value(row);
+                sink.push((String::new(), users.value(row).to_string(), start, counts.value(row)));
+            }
+            Ok(())
+        })
+    });
+    let completed_before = checkpoints.metrics.completed();
+    wait_for("the windows of this round", || {
+        assert!(!runner.is_finished(), "the pipeline ended early");
+        out.lock().unwrap().len() >= expected && checkpoints.metrics.completed() > completed_before + 1
+    });
+    stop.stop();
+    runner.join().unwrap().unwrap();
+    checkpoints.metrics.restored_id()
+}
+
+/// Windows rescale on restart too: each new instance merges the panes of the keys the hash
+/// exchange now routes to it, from every old instance's snapshot; every window fires once
+/// with all its rows across parallelism 2, 3 and 1.
+#[test]
+fn window_state_follows_its_keys_when_the_parallelism_changes() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = CheckpointConfig::new(dir.path()).with_interval(Duration::from_millis(100));
+    let out: WindowRows = Arc::default();
+    let mut produced = 0;
+    for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
+        produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
+        produced += 150;
+        // Windows ending 50 pages before the newest have fired (7 users each).
+        let expected = ((produced - 50) / 50) as usize * 7;
+        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism);
+        assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
+    }
+    let out = out.lock().unwrap();
+    let mut fired: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (_, user, start, count) in out.iter() {
+        assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
+    }
+    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for page in 0..400 {
+        *expected.entry((format!("u{}", page % 7), page / 50 * 50)).or_default() += 1;
+    }
+    assert_eq!(fired, expected, "every window up to page 400 once, with all its clicks");
+}
+
 /// Waits until `condition` holds, failing after 60 s.
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

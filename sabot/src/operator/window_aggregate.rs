@@ -375,41 +375,33 @@ impl Operator for WindowAggregateOperator {
         for (acquired, snapshots) in &handover.acquired {
             let keep = |key: &[u8]| acquired.contains(&key_group(key, groups)) && routed_here(key);
             for snapshot in snapshots {
-                let Some(state) = snapshot.value::<PaneState>("window")? else { continue };
-                let mut open = SavedRows::read(snapshot, "open_panes", &name)?;
-                for (start, rows) in state.open {
-                    let saved = super::filter_keys(&open.next(rows)?, n, &keep)?;
-                    if saved.num_rows() == 0 {
-                        continue;
-                    }
-                    // The acquired keys are not in this pane: its groups and theirs are disjoint.
-                    let merged = match self.open_panes.remove(&start) {
-                        Some(mut pane) => {
-                            let mine = pane.snapshot_batch(&name)?;
-                            arrow::compute::concat_batches(&mine.schema(), [&mine, &saved])?
-                        }
-                        None => saved,
-                    };
-                    let mut pane = self.new_pane()?;
-                    pane.restore_batch(&merged, &name)?;
-                    self.open_panes.insert(start, pane);
-                }
-                let mut closed = SavedRows::read(snapshot, "closed_panes", &name)?;
-                for (start, sizes) in state.closed {
-                    for rows in sizes {
-                        let saved = super::filter_keys(&closed.next(rows)?, n, &keep)?;
-                        if saved.num_rows() > 0 {
-                            self.closed_panes.entry(start).or_default().push(saved);
-                        }
-                    }
-                }
-                for (start, keys) in state.updated {
-                    let keys = keys.into_iter().filter(|key| keep(key)).map(Vec::into_boxed_slice);
-                    self.updated.entry(start).or_default().extend(keys);
-                }
+                self.merge_snapshot(snapshot, &keep)?;
             }
             tracing::info!(operator = %name, groups = ?acquired, snapshots = snapshots.len(), "acquired key groups");
         }
+        Ok(())
+    }
+
+    /// Keeps the groups of every old instance's panes that the hash exchange now routes to
+    /// this instance; the watermark is the lowest of the old instances'.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let rescale = restored.rescale().expect("called for rescaled state");
+        if self.keys.is_empty() {
+            return Err(SabotError::State {
+                state: self.name().to_string(),
+                message: "a window without keys runs in one instance: restart with the checkpoint's parallelism".into(),
+            });
+        }
+        let routed_here = super::key_router(&self.keys, &self.input_schema, rescale.to, rescale.partition)?;
+        let mut watermark: Option<i64> = None;
+        for dir in &rescale.snapshots {
+            let old = RestoredState::new(restored.checkpoint_id(), dir);
+            if let Some(state) = old.value::<PaneState>("window")? {
+                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
+            }
+            self.merge_snapshot(&old, &*routed_here)?;
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
         Ok(())
     }
 
@@ -487,6 +479,46 @@ impl SavedRows {
 }
 
 impl WindowAggregateOperator {
+    /// Adds the groups that `keep` accepts (by encoded key) from a snapshot of another
+    /// instance of this operator: open panes merge into the pane of the same start (their
+    /// groups are disjoint from this instance's), closed panes' partials and the windows to
+    /// fire again are added.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+        let Some(state) = snapshot.value::<PaneState>("window")? else { return Ok(()) };
+        let (name, n) = (self.name().to_string(), self.keys.len());
+        let mut open = SavedRows::read(snapshot, "open_panes", &name)?;
+        for (start, rows) in state.open {
+            let saved = super::filter_keys(&open.next(rows)?, n, keep)?;
+            if saved.num_rows() == 0 {
+                continue;
+            }
+            let merged = match self.open_panes.remove(&start) {
+                Some(mut pane) => {
+                    let mine = pane.snapshot_batch(&name)?;
+                    arrow::compute::concat_batches(&mine.schema(), [&mine, &saved])?
+                }
+                None => saved,
+            };
+            let mut pane = self.new_pane()?;
+            pane.restore_batch(&merged, &name)?;
+            self.open_panes.insert(start, pane);
+        }
+        let mut closed = SavedRows::read(snapshot, "closed_panes", &name)?;
+        for (start, sizes) in state.closed {
+            for rows in sizes {
+                let saved = super::filter_keys(&closed.next(rows)?, n, keep)?;
+                if saved.num_rows() > 0 {
+                    self.closed_panes.entry(start).or_default().push(saved);
+                }
+            }
+        }
+        for (start, keys) in state.updated {
+            let keys = keys.into_iter().filter(|key| keep(key)).map(Vec::into_boxed_slice);
+            self.updated.entry(start).or_default().extend(keys);
+        }
+        Ok(())
+    }
+
     fn split_into_panes(&mut self, batch: RecordBatch, times: &Int64Array, pane: i64, out: &mut Output) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
