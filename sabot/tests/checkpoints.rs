@@ -336,13 +336,13 @@ impl Worker {
 type WindowRows = Arc<Mutex<Vec<(String, String, i64, i64)>>>;
 
 impl Worker {
-    /// A worker counting clicks per user in tumbling windows of `window` pages (the page
-    /// number is the event time), keeping its window state in key groups.
+    /// A worker counting clicks per user in `window` windows (the page number is the event
+    /// time), keeping its window state in key groups.
     fn start_windowed(
         kafka: sabot::kafka::KafkaConfig,
         store: &std::path::Path,
         name: &str,
-        window: u64,
+        window: sabot::window::WindowSpec,
         out: &WindowRows,
     ) -> Self {
         let source = KafkaSource::with_config(kafka, "clicks-by-user")
@@ -361,7 +361,7 @@ impl Worker {
             .with_parallelism(2)
             .with_checkpointing(checkpoints.clone())
             .key_by(["user"])
-            .window(sabot::window::WindowSpec::tumbling(Duration::from_millis(window)))
+            .window(window)
             .aggregate([count_all()])
             .unwrap();
         let (out, name) = (out.clone(), name.to_string());
@@ -397,58 +397,16 @@ impl Worker {
     }
 }
 
-/// Window state follows its key groups too: windows open when partitions move fire at their
-/// new owner with the rows both workers saw, each exactly once, as a batch computation.
-#[test]
-fn window_state_follows_its_partitions_when_workers_join_and_leave() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    cluster.create_topic("clicks-by-user", 4).unwrap();
-    let store = tempfile::tempdir().unwrap();
-    let out: WindowRows = Arc::default();
-    const WINDOW: i64 = 100;
-    // Windows that have fired once every partition has passed `page`.
-    let fired_by = |page: i64| (page / WINDOW) as usize * 11;
-
-    produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
-    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", WINDOW as u64, &out);
-    wait_for("the first worker's windows", || out.lock().unwrap().len() >= fired_by(400));
-    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", WINDOW as u64, &out);
-    wait_for("the group to share the partitions", || {
-        first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
-    });
-    produce_clicks_by_user(cluster.config(), "clicks-by-user", 450..850);
-    wait_for("both workers' windows", || out.lock().unwrap().len() >= fired_by(800));
-    first.stop();
-    wait_for("the second worker to own every partition", || second.metrics.assigned_partitions() == 4);
-    produce_clicks_by_user(cluster.config(), "clicks-by-user", 850..1250);
-    wait_for("the second worker's windows", || out.lock().unwrap().len() >= fired_by(1200));
-    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
-    second.stop();
-
-    let out = out.lock().unwrap();
-    let mut fired: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for (_, user, start, count) in out.iter() {
-        assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
-    }
-    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for page in 0..1200 {
-        *expected.entry((format!("u{}", page % 11), page / WINDOW * WINDOW)).or_default() += 1;
-    }
-    assert_eq!(fired, expected, "every window up to page 1200 once, with all its clicks");
-    let by = |w: &str| out.iter().filter(|(worker, ..)| worker == w).count();
-    assert!(by("w1") > 0 && by("w2") > 0, "both workers fired windows");
-}
-
-/// Runs tumbling windows of 50 pages (page number as event time) counting clicks per user
-/// over `clicks` with `parallelism` until `expected` window rows were delivered and a
-/// checkpoint completed after that, then stops; returns the restored checkpoint's id.
+/// Runs `window` windows (page number as event time) counting clicks per user over `clicks`
+/// with `parallelism` until `expected` window rows were delivered and a checkpoint completed
+/// after that, then stops; returns the restored checkpoint's id.
 fn run_windowed(
     kafka: sabot::kafka::KafkaConfig,
     checkpoints: &CheckpointConfig,
     out: &WindowRows,
     expected: usize,
     parallelism: usize,
+    window: sabot::window::WindowSpec,
 ) -> u64 {
     let source = KafkaSource::with_config(kafka, "clicks")
         .group("window-counter")
@@ -462,7 +420,7 @@ fn run_windowed(
         .with_parallelism(parallelism)
         .with_checkpointing(checkpoints.clone())
         .key_by(["user"])
-        .window(sabot::window::WindowSpec::tumbling(Duration::from_millis(50)))
+        .window(window)
         .aggregate([count_all()])
         .unwrap();
     let sink = out.clone();
@@ -492,11 +450,117 @@ fn run_windowed(
     checkpoints.metrics.restored_id()
 }
 
-/// Windows rescale on restart too: each new instance merges the panes of the keys the hash
+/// How a window kind groups the test's clicks (page number = event time): a click's window
+/// start, and how many pages after that start the window has fired.
+struct Windowing {
+    spec: sabot::window::WindowSpec,
+    start_of: fn(i64) -> i64,
+    fires_after: i64,
+}
+
+/// Tumbling windows of `pages`.
+fn tumbling(pages: i64) -> Windowing {
+    fn start_100(page: i64) -> i64 {
+        page / 100 * 100
+    }
+    fn start_50(page: i64) -> i64 {
+        page / 50 * 50
+    }
+    let start_of: fn(i64) -> i64 = if pages == 100 { start_100 } else { start_50 };
+    assert!(pages == 100 || pages == 50);
+    Windowing {
+        spec: sabot::window::WindowSpec::tumbling(Duration::from_millis(pages as u64)),
+        start_of,
+        fires_after: pages,
+    }
+}
+
+/// Sessions with a gap of 5 pages: a user's clicks are 7 or 11 pages apart, so each click is
+/// a session of its own, open until the watermark passes it by 5.
+fn sessions() -> Windowing {
+    Windowing {
+        spec: sabot::window::WindowSpec::session(Duration::from_millis(5)),
+        start_of: |page| page,
+        fires_after: 5,
+    }
+}
+
+/// The windows of the clicks `0..produced` (users `u{page % users}`) that must have fired, a
+/// margin of pages before the newest, with their click counts.
+fn due_windows(w: &Windowing, users: i64, produced: i64) -> BTreeMap<(String, i64), i64> {
+    let mut all: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for page in 0..produced {
+        *all.entry((format!("u{}", page % users), (w.start_of)(page))).or_default() += 1;
+    }
+    all.retain(|(_, start), _| start + w.fires_after + 15 <= produced);
+    all
+}
+
+/// Every fired window once, with all its clicks among `0..produced`, and every due one fired.
+fn check_windows(out: &[(String, String, i64, i64)], w: &Windowing, users: i64, produced: i64) {
+    let mut fired: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for (_, user, start, count) in out {
+        assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
+    }
+    let mut all: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for page in 0..produced {
+        *all.entry((format!("u{}", page % users), (w.start_of)(page))).or_default() += 1;
+    }
+    for (window, count) in &fired {
+        assert_eq!(all.get(window), Some(count), "window {window:?} holds all its clicks");
+    }
+    for window in due_windows(w, users, produced).keys() {
+        assert!(fired.contains_key(window), "window {window:?} fired");
+    }
+}
+
+/// Window state follows its key groups too: windows open when partitions move fire at their
+/// new owner with the rows both workers saw, each exactly once, as a batch computation.
+fn windows_follow_their_partitions(w: Windowing) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("clicks-by-user", 4).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out: WindowRows = Arc::default();
+    let due = |produced: i64| due_windows(&w, 11, produced).len();
+
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
+    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.spec.clone(), &out);
+    wait_for("the first worker's windows", || out.lock().unwrap().len() >= due(450));
+    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.spec.clone(), &out);
+    wait_for("the group to share the partitions", || {
+        first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
+    });
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 450..850);
+    wait_for("both workers' windows", || out.lock().unwrap().len() >= due(850));
+    first.stop();
+    wait_for("the second worker to own every partition", || second.metrics.assigned_partitions() == 4);
+    produce_clicks_by_user(cluster.config(), "clicks-by-user", 850..1250);
+    wait_for("the second worker's windows", || out.lock().unwrap().len() >= due(1250));
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    second.stop();
+
+    let out = out.lock().unwrap();
+    check_windows(&out, &w, 11, 1250);
+    let by = |worker: &str| out.iter().filter(|(w, ..)| w == worker).count();
+    assert!(by("w1") > 0 && by("w2") > 0, "both workers fired windows");
+}
+
+#[test]
+fn window_state_follows_its_partitions_when_workers_join_and_leave() {
+    windows_follow_their_partitions(tumbling(100));
+}
+
+#[test]
+fn session_state_follows_its_partitions_when_workers_join_and_leave() {
+    windows_follow_their_partitions(sessions());
+}
+
+/// Windows rescale on restart too: each new instance takes the state of the keys the hash
 /// exchange now routes to it, from every old instance's snapshot; every window fires once
 /// with all its rows across parallelism 2, 3 and 1.
-#[test]
-fn window_state_follows_its_keys_when_the_parallelism_changes() {
+fn windows_follow_their_keys(w: Windowing) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks", 4).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -506,21 +570,21 @@ fn window_state_follows_its_keys_when_the_parallelism_changes() {
     for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
         produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
         produced += 150;
-        // Windows ending 50 pages before the newest have fired (7 users each).
-        let expected = ((produced - 50) / 50) as usize * 7;
-        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism);
+        let expected = due_windows(&w, 7, produced).len();
+        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.spec.clone());
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
-    let out = out.lock().unwrap();
-    let mut fired: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for (_, user, start, count) in out.iter() {
-        assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
-    }
-    let mut expected: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for page in 0..400 {
-        *expected.entry((format!("u{}", page % 7), page / 50 * 50)).or_default() += 1;
-    }
-    assert_eq!(fired, expected, "every window up to page 400 once, with all its clicks");
+    check_windows(&out.lock().unwrap(), &w, 7, produced);
+}
+
+#[test]
+fn window_state_follows_its_keys_when_the_parallelism_changes() {
+    windows_follow_their_keys(tumbling(50));
+}
+
+#[test]
+fn session_state_follows_its_keys_when_the_parallelism_changes() {
+    windows_follow_their_keys(sessions());
 }
 
 /// Waits until `condition` holds, failing after 60 s.

@@ -268,3 +268,20 @@ pub(crate) fn filter_keys(batch: &RecordBatch, keys: usize, keep: &dyn Fn(&[u8])
     let mask: arrow::array::BooleanArray = rows.iter().map(|row| Some(keep(row.as_ref()))).collect();
     Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
+
+/// The rows of `batch` whose key (`keys` evaluated on it, encoded as the hash exchange
+/// encodes them) `keep` accepts.
+pub(crate) fn filter_rows_by_key(
+    batch: &RecordBatch,
+    keys: &[crate::expr::Expr],
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<RecordBatch> {
+    if batch.num_rows() == 0 || keys.is_empty() {
+        return Ok(batch.clone());
+    }
+    let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+    let fields = arrays.iter().map(|a| arrow::row::SortField::new(a.data_type().clone())).collect();
+    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(&arrays)?;
+    let mask: arrow::array::BooleanArray = rows.iter().map(|row| Some(keep(row.as_ref()))).collect();
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+}

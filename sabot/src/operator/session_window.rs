@@ -202,12 +202,83 @@ impl Operator for SessionWindowOperator {
         snapshot.put_value("session", &SessionState { watermark: self.watermark, emitted })
     }
 
+    fn follows_key_groups(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Drops the rows and emitted sessions of released key groups; adds those of acquired
+    /// ones that the exchange routes here from the other worker's snapshots.
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        use crate::checkpoint::key_group;
+        let groups = handover.partitions;
+        if !handover.released.is_empty() {
+            let keep = |key: &[u8]| !handover.released.contains(&key_group(key, groups));
+            let pending = std::mem::take(&mut self.pending);
+            for batch in pending {
+                let kept = super::filter_rows_by_key(&batch, &self.keys, &keep)?;
+                if kept.num_rows() > 0 {
+                    self.pending.push(kept);
+                }
+            }
+            self.emitted.retain(|(key, _), _| keep(key));
+        }
+        let (instance, parallelism) = handover.instance;
+        let routed_here = super::key_router(&self.keys, &self.input_schema, parallelism, instance)?;
+        for (acquired, snapshots) in &handover.acquired {
+            let keep = |key: &[u8]| acquired.contains(&key_group(key, groups)) && routed_here(key);
+            for snapshot in snapshots {
+                self.merge_snapshot(snapshot, &keep)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the rows and emitted sessions of every old instance whose keys the hash
+    /// exchange now routes to this instance; the watermark is the lowest of the old ones'.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let rescale = restored.rescale().expect("called for rescaled state");
+        if self.keys.is_empty() {
+            return Err(SabotError::State {
+                state: self.name().to_string(),
+                message: "sessions without keys run in one instance: restart with the checkpoint's parallelism".into(),
+            });
+        }
+        let routed_here = super::key_router(&self.keys, &self.input_schema, rescale.to, rescale.partition)?;
+        let mut watermark: Option<i64> = None;
+        for dir in &rescale.snapshots {
+            let old = RestoredState::new(restored.checkpoint_id(), dir);
+            if let Some(state) = old.value::<SessionState>("session")? {
+                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
+            }
+            self.merge_snapshot(&old, &*routed_here)?;
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        Ok(())
+    }
+
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
         let Some(state) = restored.value::<SessionState>("session")? else { return Ok(()) };
         self.watermark = state.watermark;
         self.emitted =
             state.emitted.into_iter().map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)).collect();
         self.pending = restored.batches("pending")?;
+        Ok(())
+    }
+}
+
+impl SessionWindowOperator {
+    /// Adds the pending rows and emitted sessions whose keys `keep` accepts from a snapshot
+    /// of another instance of this operator.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+        let Some(state) = snapshot.value::<SessionState>("session")? else { return Ok(()) };
+        for batch in snapshot.batches("pending")? {
+            let kept = super::filter_rows_by_key(&batch, &self.keys, keep)?;
+            if kept.num_rows() > 0 {
+                self.pending.push(kept);
+            }
+        }
+        let emitted = state.emitted.into_iter().filter(|(key, _, _)| keep(key));
+        self.emitted.extend(emitted.map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)));
         Ok(())
     }
 }
