@@ -525,9 +525,9 @@ fn windows_follow_their_partitions(w: Windowing) {
     let due = |produced: i64| due_windows(&w, 11, produced).len();
 
     produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
-    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.spec.clone(), &out);
+    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.spec, &out);
     wait_for("the first worker's windows", || out.lock().unwrap().len() >= due(450));
-    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.spec.clone(), &out);
+    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.spec, &out);
     wait_for("the group to share the partitions", || {
         first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
     });
@@ -571,7 +571,7 @@ fn windows_follow_their_keys(w: Windowing) {
         produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
         produced += 150;
         let expected = due_windows(&w, 7, produced).len();
-        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.spec.clone());
+        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.spec);
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
     check_windows(&out.lock().unwrap(), &w, 7, produced);
