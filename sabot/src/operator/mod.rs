@@ -259,14 +259,7 @@ pub(crate) fn key_router(
 /// The rows of `batch` whose key (its first `keys` columns, encoded as the hash exchange and
 /// Sabot's Kafka partitioner encode them) `keep` accepts.
 pub(crate) fn filter_keys(batch: &RecordBatch, keys: usize, keep: &dyn Fn(&[u8]) -> bool) -> Result<RecordBatch> {
-    if batch.num_rows() == 0 || keys == 0 {
-        return Ok(batch.clone());
-    }
-    let columns = &batch.columns()[..keys];
-    let fields = columns.iter().map(|c| arrow::row::SortField::new(c.data_type().clone())).collect();
-    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(columns)?;
-    let mask: arrow::array::BooleanArray = rows.iter().map(|row| Some(keep(row.as_ref()))).collect();
-    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+    filter_encoded_keys(batch, &batch.columns()[..keys.min(batch.num_columns())], keep)
 }
 
 /// The rows of `batch` whose key (`keys` evaluated on it, encoded as the hash exchange
@@ -276,12 +269,45 @@ pub(crate) fn filter_rows_by_key(
     keys: &[crate::expr::Expr],
     keep: &dyn Fn(&[u8]) -> bool,
 ) -> Result<RecordBatch> {
-    if batch.num_rows() == 0 || keys.is_empty() {
+    let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+    filter_encoded_keys(batch, &arrays, keep)
+}
+
+/// The rows of `batch` whose key columns `key_columns`, row-encoded, `keep` accepts.
+fn filter_encoded_keys(
+    batch: &RecordBatch,
+    key_columns: &[arrow::array::ArrayRef],
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> Result<RecordBatch> {
+    if batch.num_rows() == 0 || key_columns.is_empty() {
         return Ok(batch.clone());
     }
-    let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
-    let fields = arrays.iter().map(|a| arrow::row::SortField::new(a.data_type().clone())).collect();
-    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(&arrays)?;
+    let fields = key_columns.iter().map(|c| arrow::row::SortField::new(c.data_type().clone())).collect();
+    let rows = arrow::row::RowConverter::new(fields)?.convert_columns(key_columns)?;
     let mask: arrow::array::BooleanArray = rows.iter().map(|row| Some(keep(row.as_ref()))).collect();
     Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+}
+
+/// For an operator keyed by `keys` restored with another parallelism: every old instance's
+/// snapshot, and which keys (encoded) the hash exchange now routes to this instance.
+pub(crate) fn rescaled_snapshots(
+    restored: &crate::checkpoint::RestoredState,
+    operator: &str,
+    keys: &[crate::expr::Expr],
+    schema: &arrow::datatypes::Schema,
+) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
+    let rescale = restored.rescale().expect("called for rescaled state");
+    if keys.is_empty() {
+        return Err(crate::SabotError::State {
+            state: operator.to_string(),
+            message: "an operator without keys runs in one instance: restart with the checkpoint's parallelism".into(),
+        });
+    }
+    let routed_here = key_router(keys, schema, rescale.to, rescale.partition)?;
+    let snapshots = rescale
+        .snapshots
+        .iter()
+        .map(|dir| crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir))
+        .collect();
+    Ok((snapshots, routed_here))
 }

@@ -236,21 +236,12 @@ impl Operator for SessionWindowOperator {
     /// Keeps the rows and emitted sessions of every old instance whose keys the hash
     /// exchange now routes to this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let rescale = restored.rescale().expect("called for rescaled state");
-        if self.keys.is_empty() {
-            return Err(SabotError::State {
-                state: self.name().to_string(),
-                message: "sessions without keys run in one instance: restart with the checkpoint's parallelism".into(),
-            });
-        }
-        let routed_here = super::key_router(&self.keys, &self.input_schema, rescale.to, rescale.partition)?;
+        let (snapshots, routed_here) =
+            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
         let mut watermark: Option<i64> = None;
-        for dir in &rescale.snapshots {
-            let old = RestoredState::new(restored.checkpoint_id(), dir);
-            if let Some(state) = old.value::<SessionState>("session")? {
-                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
-            }
-            self.merge_snapshot(&old, &*routed_here)?;
+        for old in &snapshots {
+            let saved = self.merge_snapshot(old, &*routed_here)?;
+            watermark = watermark.into_iter().chain(saved).min();
         }
         self.watermark = watermark.unwrap_or(i64::MIN);
         Ok(())
@@ -268,9 +259,10 @@ impl Operator for SessionWindowOperator {
 
 impl SessionWindowOperator {
     /// Adds the pending rows and emitted sessions whose keys `keep` accepts from a snapshot
-    /// of another instance of this operator.
-    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
-        let Some(state) = snapshot.value::<SessionState>("session")? else { return Ok(()) };
+    /// of another instance of this operator. Returns the snapshot's watermark.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
+        let Some(state) = snapshot.value::<SessionState>("session")? else { return Ok(None) };
+        let watermark = state.watermark;
         for batch in snapshot.batches("pending")? {
             let kept = super::filter_rows_by_key(&batch, &self.keys, keep)?;
             if kept.num_rows() > 0 {
@@ -279,7 +271,7 @@ impl SessionWindowOperator {
         }
         let emitted = state.emitted.into_iter().filter(|(key, _, _)| keep(key));
         self.emitted.extend(emitted.map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)));
-        Ok(())
+        Ok(Some(watermark))
     }
 }
 

@@ -385,21 +385,12 @@ impl Operator for WindowAggregateOperator {
     /// Keeps the groups of every old instance's panes that the hash exchange now routes to
     /// this instance; the watermark is the lowest of the old instances'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let rescale = restored.rescale().expect("called for rescaled state");
-        if self.keys.is_empty() {
-            return Err(SabotError::State {
-                state: self.name().to_string(),
-                message: "a window without keys runs in one instance: restart with the checkpoint's parallelism".into(),
-            });
-        }
-        let routed_here = super::key_router(&self.keys, &self.input_schema, rescale.to, rescale.partition)?;
+        let (snapshots, routed_here) =
+            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
         let mut watermark: Option<i64> = None;
-        for dir in &rescale.snapshots {
-            let old = RestoredState::new(restored.checkpoint_id(), dir);
-            if let Some(state) = old.value::<PaneState>("window")? {
-                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
-            }
-            self.merge_snapshot(&old, &*routed_here)?;
+        for old in &snapshots {
+            let saved = self.merge_snapshot(old, &*routed_here)?;
+            watermark = watermark.into_iter().chain(saved).min();
         }
         self.watermark = watermark.unwrap_or(i64::MIN);
         Ok(())
@@ -482,9 +473,10 @@ impl WindowAggregateOperator {
     /// Adds the groups that `keep` accepts (by encoded key) from a snapshot of another
     /// instance of this operator: open panes merge into the pane of the same start (their
     /// groups are disjoint from this instance's), closed panes' partials and the windows to
-    /// fire again are added.
-    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
-        let Some(state) = snapshot.value::<PaneState>("window")? else { return Ok(()) };
+    /// fire again are added. Returns the snapshot's watermark.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
+        let Some(state) = snapshot.value::<PaneState>("window")? else { return Ok(None) };
+        let watermark = state.watermark;
         let (name, n) = (self.name().to_string(), self.keys.len());
         let mut open = SavedRows::read(snapshot, "open_panes", &name)?;
         for (start, rows) in state.open {
@@ -516,7 +508,7 @@ impl WindowAggregateOperator {
             let keys = keys.into_iter().filter(|key| keep(key)).map(Vec::into_boxed_slice);
             self.updated.entry(start).or_default().extend(keys);
         }
-        Ok(())
+        Ok(Some(watermark))
     }
 
     fn split_into_panes(&mut self, batch: RecordBatch, times: &Int64Array, pane: i64, out: &mut Output) -> Result<()> {
