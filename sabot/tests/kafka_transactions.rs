@@ -8,18 +8,22 @@
 //! broker's answer injected); that aborted or open transactions stay invisible cannot be
 //! checked against the mock.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sabot::SabotError;
-use sabot::io::Sink;
-use sabot::kafka::{EmbeddedCluster, KafkaSink};
+use sabot::checkpoint::{CheckpointConfig, CheckpointStorage};
+use sabot::io::{Committable, ConsumedOffsets, Sink, SinkWriter};
+use sabot::kafka::format::JsonFormat;
+use sabot::kafka::{EmbeddedCluster, KafkaSink, KafkaSource, StartOffset};
+use sabot::prelude::*;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
@@ -168,4 +172,170 @@ fn recovery_commit_before_open_does_nothing_and_at_least_once_sinks_prepare_noth
     at_least_once.commit(1, &[]).unwrap();
     writer.finish().unwrap();
     assert_eq!(read_committed_ids(&brokers, "plain", 2), vec![1, 2]);
+}
+
+/// The exactly-once Kafka sink of a pipeline, with a crash injected when `crash` is set: the
+/// commit of the first checkpoint that carries output fails after the checkpoint's metadata
+/// was written and before the transaction commits, as when the worker dies in between.
+#[derive(Debug)]
+struct CrashBeforeCommit {
+    inner: KafkaSink,
+    written: Arc<Mutex<Vec<i64>>>,
+    crash: bool,
+    crashed_at: Arc<Mutex<Option<u64>>>,
+}
+
+impl CrashBeforeCommit {
+    fn new(cluster: &EmbeddedCluster, crash: bool) -> Self {
+        CrashBeforeCommit {
+            inner: KafkaSink::with_config(cluster.config(), "copies").exactly_once("copier-tx"),
+            written: Arc::default(),
+            crash,
+            crashed_at: Arc::default(),
+        }
+    }
+}
+
+struct RecordingWriter {
+    inner: Box<dyn SinkWriter>,
+    written: Arc<Mutex<Vec<i64>>>,
+}
+
+impl SinkWriter for RecordingWriter {
+    fn write(&mut self, batch: &RecordBatch) -> sabot::Result<()> {
+        let ids = batch.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        self.written.lock().unwrap().extend(ids.values().iter().copied());
+        self.inner.write(batch)
+    }
+    fn flush(&mut self) -> sabot::Result<()> {
+        self.inner.flush()
+    }
+    fn prepare_commit(&mut self, checkpoint: u64) -> sabot::Result<Option<Committable>> {
+        self.inner.prepare_commit(checkpoint)
+    }
+    fn finish(self: Box<Self>) -> sabot::Result<()> {
+        self.inner.finish()
+    }
+}
+
+impl Sink for CrashBeforeCommit {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn open(&self, schema: SchemaRef) -> sabot::Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(RecordingWriter { inner: self.inner.open(schema)?, written: self.written.clone() }))
+    }
+    fn commit(&self, checkpoint: u64, committables: &[Committable]) -> sabot::Result<()> {
+        if self.crash && !self.written.lock().unwrap().is_empty() {
+            *self.crashed_at.lock().unwrap() = Some(checkpoint);
+            return Err(SabotError::Execution("injected crash before the transaction commits".into()));
+        }
+        self.inner.commit(checkpoint, committables)
+    }
+    fn abort_uncommitted(&self, restored: Option<u64>) -> sabot::Result<()> {
+        self.inner.abort_uncommitted(restored)
+    }
+    fn takes_consumed_offsets(&self) -> bool {
+        self.inner.takes_consumed_offsets()
+    }
+    fn add_consumed_offsets(&self, checkpoint: u64, consumed: &ConsumedOffsets) -> sabot::Result<()> {
+        self.inner.add_consumed_offsets(checkpoint, consumed)
+    }
+}
+
+/// When [`copy_numbers`] stops its pipeline.
+enum StopWhen {
+    /// Never: the pipeline runs until it fails.
+    Failed,
+    /// Once the sink has written this many rows and two more checkpoints completed.
+    Written(usize),
+}
+
+/// Copies topic `numbers` (JSON `{"id": n}`) into `copies` through `sink`, checkpointing
+/// every 50 ms; returns the pipeline's result.
+fn copy_numbers(
+    cluster: &EmbeddedCluster,
+    checkpoints: &CheckpointConfig,
+    sink: CrashBeforeCommit,
+    stop_when: StopWhen,
+) -> sabot::Result<u64> {
+    let source = KafkaSource::with_config(cluster.config(), "numbers")
+        .group("copier")
+        .start_offset(StartOffset::Earliest)
+        .format(JsonFormat::new(schema()));
+    let stop = source.stop_handle();
+    let pipeline = Stream::from_kafka(source)?.with_parallelism(1).with_checkpointing(checkpoints.clone());
+    let written = sink.written.clone();
+    let runner = std::thread::spawn(move || pipeline.to_sink(&sink));
+    if let StopWhen::Written(rows) = stop_when {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let completed_before = checkpoints.metrics.completed();
+        while written.lock().unwrap().len() < rows || checkpoints.metrics.completed() < completed_before + 2 {
+            assert!(Instant::now() < deadline, "only {} of {rows} rows", written.lock().unwrap().len());
+            assert!(!runner.is_finished(), "the pipeline ended early: {:?}", runner.join().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.stop();
+    }
+    runner.join().unwrap()
+}
+
+/// Recovery when the worker died between a checkpoint's metadata and its transaction commit:
+/// the transaction never committed (the group's offsets, which travel in it, did not move),
+/// so that checkpoint is discarded and the one before it restored; its interval is processed
+/// and written again, and nothing is lost. (Restoring that checkpoint instead would skip the
+/// aborted interval's input.) Then a crash after the commit but before the commit marker:
+/// the group's offsets confirm the transaction, and the checkpoint is restored.
+///
+/// On the mock the aborted messages stay visible to `read_committed` consumers and offsets
+/// sent to a transaction are not stored (the plain commit that follows each completed
+/// checkpoint is), so this asserts what the pipeline writes, not what a consumer would see.
+#[test]
+fn a_checkpoint_whose_transaction_did_not_commit_is_replayed_from_the_one_before() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("numbers", 2).unwrap();
+    cluster.create_topic("copies", 1).unwrap();
+    let producer: BaseProducer =
+        ClientConfig::new().set("bootstrap.servers", cluster.bootstrap_servers()).create().unwrap();
+    for id in 0..1000i64 {
+        let payload = format!(r#"{{"id":{id}}}"#);
+        let key = id.to_string();
+        producer.send(BaseRecord::to("numbers").key(&key).payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = CheckpointConfig::new(dir.path()).with_interval(Duration::from_millis(50));
+    let storage = CheckpointStorage::open(dir.path(), 3).unwrap();
+
+    // Run 1 dies in the commit of the first checkpoint with output.
+    let crashing = CrashBeforeCommit::new(&cluster, true);
+    let (first, crashed_at) = (crashing.written.clone(), crashing.crashed_at.clone());
+    let err = copy_numbers(&cluster, &checkpoints, crashing, StopWhen::Failed).unwrap_err();
+    assert!(err.to_string().contains("injected crash"), "{err}");
+    let lost = crashed_at.lock().unwrap().expect("the crash happened");
+    assert_eq!(storage.latest().unwrap().unwrap().1.id, lost, "its metadata was written");
+    assert!(!first.lock().unwrap().is_empty());
+
+    // Run 2 finds no commit marker and the group's offsets behind that checkpoint: it
+    // deletes it, restores the one before (none here), and writes every row again.
+    let replaying = CrashBeforeCommit::new(&cluster, false);
+    let second = replaying.written.clone();
+    copy_numbers(&cluster, &checkpoints, replaying, StopWhen::Written(1000)).unwrap();
+    assert_ne!(checkpoints.metrics.restored_id(), lost);
+    assert!(!storage.checkpoint_dir(lost).exists(), "the aborted checkpoint is deleted");
+    let mut rows = second.lock().unwrap().clone();
+    rows.sort();
+    assert_eq!(rows, (0..1000).collect::<Vec<i64>>(), "every row once, none lost");
+    let (last_dir, last) = storage.latest().unwrap().unwrap();
+    assert!(last_dir.join("_COMMITTED").exists(), "committed checkpoints are marked");
+
+    // Run 3 finds no marker (removed, as if it crashed right after the commit), but the
+    // group's offsets confirm the transaction: it restores that checkpoint and has nothing
+    // to write again.
+    std::fs::remove_file(last_dir.join("_COMMITTED")).unwrap();
+    let resuming = CrashBeforeCommit::new(&cluster, false);
+    let third = resuming.written.clone();
+    copy_numbers(&cluster, &checkpoints, resuming, StopWhen::Written(0)).unwrap();
+    assert_eq!(checkpoints.metrics.restored_id(), last.id);
+    assert!(third.lock().unwrap().is_empty(), "{} rows written again", third.lock().unwrap().len());
 }

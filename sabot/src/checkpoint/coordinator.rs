@@ -203,6 +203,40 @@ fn download_latest(
 }
 
 /// Turns an operator's description into a directory name: `[A-Za-z0-9_-]`, at most 48 bytes.
+/// Decides on recovery whether the transaction of a checkpoint (given the one before it)
+/// committed; see [`CheckpointCoordinator::start`].
+pub(crate) type TransactionCheck<'a> = dyn Fn(&CheckpointMetadata, Option<&CheckpointMetadata>) -> Result<bool> + 'a;
+
+/// The newest valid checkpoint whose sink commit is marked, or confirmed by `committed`;
+/// newer ones whose commit did not go through are deleted.
+fn latest_committed(
+    storage: &CheckpointStorage,
+    committed: Option<&TransactionCheck<'_>>,
+) -> Result<Option<(PathBuf, CheckpointMetadata)>> {
+    let mut candidate = storage.latest()?;
+    let Some(committed) = committed else { return Ok(candidate) };
+    while let Some((dir, meta)) = &candidate {
+        if super::storage::is_marked_committed(dir) {
+            break;
+        }
+        let previous = storage.latest_before(meta.id)?;
+        if committed(meta, previous.as_ref().map(|(_, m)| m))? {
+            tracing::info!(checkpoint = meta.id, "the transaction of the last checkpoint committed");
+            storage.mark_committed(meta.id)?;
+            break;
+        }
+        tracing::warn!(
+            checkpoint = meta.id,
+            previous = previous.as_ref().map(|(_, m)| m.id),
+            "the last checkpoint's transaction did not commit (the worker stopped between its metadata and the \
+             commit): it is discarded and the checkpoint before it restored, so that interval is processed again"
+        );
+        storage.discard(meta.id)?;
+        candidate = previous;
+    }
+    Ok(candidate)
+}
+
 fn sanitize(name: &str) -> String {
     let mut out: String = name
         .chars()
@@ -217,8 +251,16 @@ fn sanitize(name: &str) -> String {
 }
 
 impl CheckpointCoordinator {
-    /// Opens the checkpoint directory and finds the checkpoint to restore, if any.
-    pub(crate) fn start(config: &CheckpointConfig, parallelism: usize) -> Result<Arc<Self>> {
+    /// Opens the checkpoint directory and finds the checkpoint to restore, if any. With a
+    /// sink whose commit is the pipeline's commit point, `committed` tells whether the
+    /// transaction of a checkpoint without a commit marker went through (given the checkpoint
+    /// before it); the newest checkpoint that is marked or confirmed is restored, and newer
+    /// ones, whose output was aborted, are deleted.
+    pub(crate) fn start(
+        config: &CheckpointConfig,
+        parallelism: usize,
+        committed: Option<&TransactionCheck<'_>>,
+    ) -> Result<Arc<Self>> {
         let storage = match &config.worker {
             Some(_) => CheckpointStorage::open_shared(config.worker_dir(), config.retain, config.dir.clone())?,
             None => CheckpointStorage::open(&config.dir, config.retain)?,
@@ -231,12 +273,12 @@ impl CheckpointCoordinator {
         let restored = match &config.restore {
             RestoreFrom::Nothing => None,
             #[cfg(feature = "object-store")]
-            RestoreFrom::Latest => match storage.latest()? {
+            RestoreFrom::Latest => match latest_committed(&storage, committed)? {
                 Some(local) => Some(local),
                 None => download_latest(remote.as_ref(), &storage)?,
             },
             #[cfg(not(feature = "object-store"))]
-            RestoreFrom::Latest => storage.latest()?,
+            RestoreFrom::Latest => latest_committed(&storage, committed)?,
             RestoreFrom::Savepoint(dir) => Some((dir.clone(), super::storage::verify(dir)?)),
         };
         let metrics = config.metrics.clone();
@@ -406,6 +448,15 @@ impl CheckpointCoordinator {
         self.written.notify_all();
     }
 
+    /// Records that the sink committed checkpoint `checkpoint` (its transaction went
+    /// through). A marker that cannot be written is not fatal: recovery then asks the
+    /// sources whether the transaction committed.
+    pub(crate) fn mark_committed(&self, checkpoint: u64) {
+        if let Err(e) = self.storage.mark_committed(checkpoint) {
+            tracing::warn!(checkpoint, error = %e, "cannot mark the checkpoint committed");
+        }
+    }
+
     /// Completes checkpoint `checkpoint` once its barrier reached the sink: waits until
     /// every snapshot handed over for it is on disk, then writes its metadata with the
     /// sources' positions and the sink's committable. Returns every committable to publish
@@ -497,7 +548,7 @@ mod tests {
     fn snapshots_are_written_in_the_background_and_recorded_in_the_metadata() {
         let dir = tempfile::tempdir().unwrap();
         let config = CheckpointConfig::new(dir.path());
-        let coordinator = CheckpointCoordinator::start(&config, 2).unwrap();
+        let coordinator = CheckpointCoordinator::start(&config, 2, None).unwrap();
         let (a, b) = (coordinator.task_id("Count", 0), coordinator.task_id("Count", 1));
         assert_eq!((a.as_str(), b.as_str()), ("Count/p0", "Count/p1"));
         assert_eq!(coordinator.task_id("Count", 0), "Count-2/p0");
@@ -511,13 +562,13 @@ mod tests {
         assert_eq!(published, vec![vec![1, 2]]);
         drop(coordinator);
 
-        let restart = CheckpointCoordinator::start(&config, 2).unwrap();
+        let restart = CheckpointCoordinator::start(&config, 2, None).unwrap();
         let meta = restart.restored().expect("restored").clone();
         assert_eq!((meta.id, meta.sources.clone(), meta.committables().unwrap()), (100, sources, vec![vec![1, 2]]));
         assert_eq!(meta.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["Count/p0/n", "Count/p1/n"]);
         assert_eq!(restart.restored_state("Count/p1").unwrap().value::<u64>("n").unwrap(), Some(2));
         assert!(restart.restored_state("Other/p0").is_none());
-        let rescaled = CheckpointCoordinator::start(&config, 3).unwrap();
+        let rescaled = CheckpointCoordinator::start(&config, 3, None).unwrap();
         let state = rescaled.restored_state("Count/p2").expect("every old instance's state");
         let rescale = state.rescale().expect("another parallelism");
         assert_eq!((rescale.from, rescale.to, rescale.partition, rescale.snapshots.len()), (2, 3, 2, 2));
@@ -526,7 +577,7 @@ mod tests {
     #[test]
     fn a_failed_write_fails_the_checkpoint_and_carries_its_committables() {
         let dir = tempfile::tempdir().unwrap();
-        let coordinator = CheckpointCoordinator::start(&CheckpointConfig::new(dir.path()), 1).unwrap();
+        let coordinator = CheckpointCoordinator::start(&CheckpointConfig::new(dir.path()), 1, None).unwrap();
         // A file where the checkpoint's directory should go makes the write fail.
         std::fs::write(coordinator.storage.checkpoint_dir(1), b"in the way").unwrap();
         let mut snapshot = coordinator.snapshot(1, "Op/p0");
@@ -546,7 +597,7 @@ mod tests {
         let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
         let config = CheckpointConfig::new(first.path()).with_object_store(store.clone(), "app");
-        let coordinator = CheckpointCoordinator::start(&config, 1).unwrap();
+        let coordinator = CheckpointCoordinator::start(&config, 1, None).unwrap();
         // A checkpoint that is not on disk fails to upload, counted, and nothing else fails.
         coordinator.uploader.as_ref().expect("an uploader").submit(50, first.path().join("missing"));
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
@@ -566,7 +617,7 @@ mod tests {
         assert!((1..=2).contains(&metrics.uploaded()), "{}", metrics.uploaded());
 
         let restart = CheckpointConfig::new(second.path()).with_object_store(store, "app");
-        let coordinator = CheckpointCoordinator::start(&restart, 1).unwrap();
+        let coordinator = CheckpointCoordinator::start(&restart, 1, None).unwrap();
         assert_eq!(coordinator.restored().map(|m| m.id), Some(200));
         assert_eq!(restart.metrics.restored_id(), 200);
         assert_eq!(coordinator.restored_state("Op/p0").unwrap().value::<u64>("n").unwrap(), Some(2));

@@ -43,8 +43,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use coordinator::CheckpointCoordinator;
 pub use coordinator::CheckpointMetrics;
+pub(crate) use coordinator::{CheckpointCoordinator, TransactionCheck};
 pub(crate) use key_groups::OwnedPositions;
 pub use key_groups::{CheckpointTrigger, KeyGroupChange, KeyGroupHandover, KeyGroupHolder, KeyGroupStore, key_group};
 /// The `object_store` crate this feature is built with, to create stores of a matching version.

@@ -24,6 +24,14 @@ use crate::{Result, SabotError};
 
 /// The name of a checkpoint's metadata file.
 pub const METADATA_FILE: &str = "_metadata.json";
+
+/// The file that marks a checkpoint whose sink commit went through.
+pub(crate) const COMMITTED_MARKER: &str = "_COMMITTED";
+
+/// Whether the sink's commit of the checkpoint in `dir` is known to have gone through.
+pub(crate) fn is_marked_committed(dir: &Path) -> bool {
+    dir.join(COMMITTED_MARKER).exists()
+}
 const FORMAT_VERSION: u32 = 1;
 
 /// What a completed checkpoint records besides the operators' files.
@@ -198,7 +206,12 @@ impl CheckpointStorage {
     /// The newest checkpoint whose files all match their checksums, with its metadata.
     /// Checkpoints that fail verification are skipped with a warning.
     pub fn latest(&self) -> Result<Option<(PathBuf, CheckpointMetadata)>> {
-        for id in self.completed()?.into_iter().rev() {
+        self.latest_before(u64::MAX)
+    }
+
+    /// As [`latest`](Self::latest), among the checkpoints older than `id`.
+    pub fn latest_before(&self, id: u64) -> Result<Option<(PathBuf, CheckpointMetadata)>> {
+        for id in self.completed()?.into_iter().rev().filter(|&c| c < id) {
             let dir = self.checkpoint_dir(id);
             match verify(&dir) {
                 Ok(meta) => return Ok(Some((dir, meta))),
@@ -206,6 +219,24 @@ impl CheckpointStorage {
             }
         }
         Ok(None)
+    }
+
+    /// Records that the sink's commit of checkpoint `id` went through (see
+    /// [`Sink::takes_consumed_offsets`](crate::io::Sink::takes_consumed_offsets)). Not
+    /// synced: a marker lost in a crash only makes recovery ask the broker.
+    pub(crate) fn mark_committed(&self, id: u64) -> Result<()> {
+        let path = self.checkpoint_dir(id).join(COMMITTED_MARKER);
+        fs::write(&path, b"").map_err(|e| SabotError::io(&path, e))
+    }
+
+    /// Deletes checkpoint `id`, whose output was aborted: it must never be restored.
+    pub(crate) fn discard(&self, id: u64) -> Result<()> {
+        let dir = self.checkpoint_dir(id);
+        // The metadata goes first: a crash halfway leaves an unfinished checkpoint, not a
+        // restorable one.
+        let metadata = dir.join(METADATA_FILE);
+        fs::remove_file(&metadata).map_err(|e| SabotError::io(&metadata, e))?;
+        fs::remove_dir_all(&dir).map_err(|e| SabotError::io(&dir, e))
     }
 
     /// Copies the newest valid checkpoint to `target` as a savepoint; returns its metadata.

@@ -119,6 +119,69 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn close(&self) -> Result<()> {
         Ok(())
     }
+    /// What the pipeline consumed from this source up to checkpoint barrier `id`, for a sink
+    /// that commits it in one transaction with its output ([`Sink::add_consumed_offsets`]):
+    /// a Kafka source gives its consumer group's offsets. Default: nothing.
+    fn consumed_offsets(&self, _id: u64) -> Result<ConsumedOffsets> {
+        Ok(ConsumedOffsets::default())
+    }
+    /// On recovery with a sink that takes the consumed offsets: whether the transaction of
+    /// the checkpoint that recorded `positions` committed, as far as this source can tell
+    /// (a Kafka source compares its group's committed offsets with the partitions that
+    /// advanced since `previous`, the positions of the checkpoint before). A checkpoint
+    /// whose transaction did not commit is not restored: its output was aborted. Default:
+    /// committed (nothing to check).
+    fn transaction_committed(
+        &self,
+        _positions: &serde_json::Value,
+        _previous: Option<&serde_json::Value>,
+    ) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Input that a pipeline consumed up to a checkpoint, collected from its sources
+/// ([`Source::consumed_offsets`]) for a sink that commits it atomically with its output, as
+/// Kafka's `sendOffsetsToTransaction` does (see [`Sink::add_consumed_offsets`]).
+///
+/// ```
+/// use sabot::io::ConsumedOffsets;
+/// let mut consumed = ConsumedOffsets::default();
+/// consumed.extend(ConsumedOffsets::default());
+/// assert!(consumed.is_empty());
+/// ```
+#[derive(Default)]
+pub struct ConsumedOffsets {
+    /// Per Kafka consumer: its group membership and the next offset of its partitions.
+    #[cfg(feature = "kafka")]
+    pub(crate) kafka: Vec<crate::kafka::GroupOffsets>,
+}
+
+impl ConsumedOffsets {
+    /// Adds the offsets of another source.
+    pub fn extend(&mut self, other: ConsumedOffsets) {
+        #[cfg(feature = "kafka")]
+        self.kafka.extend(other.kafka);
+        #[cfg(not(feature = "kafka"))]
+        let _ = other;
+    }
+
+    /// Whether no source consumed anything it can commit this way.
+    pub fn is_empty(&self) -> bool {
+        #[cfg(feature = "kafka")]
+        return self.kafka.is_empty();
+        #[cfg(not(feature = "kafka"))]
+        true
+    }
+}
+
+impl fmt::Debug for ConsumedOffsets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("ConsumedOffsets");
+        #[cfg(feature = "kafka")]
+        out.field("kafka_consumers", &self.kafka.len());
+        out.finish()
+    }
 }
 
 /// A planned scan, cut into morsels that may be read concurrently.
@@ -164,6 +227,20 @@ pub trait Sink: Send + Sync + fmt::Debug {
     /// On start, after recovery: discards output prepared for checkpoints that never
     /// completed, i.e. after `restored` (everything prepared, if `None`).
     fn abort_uncommitted(&self, _restored: Option<u64>) -> Result<()> {
+        Ok(())
+    }
+    /// Whether this sink's commit carries the sources' consumed offsets
+    /// ([`add_consumed_offsets`](Self::add_consumed_offsets)), so that output and input
+    /// positions commit together, as Kafka Streams' exactly-once does. The commit is then the
+    /// pipeline's commit point: on recovery a checkpoint counts only if its commit went
+    /// through (see [`Source::transaction_committed`]). Default: false.
+    fn takes_consumed_offsets(&self) -> bool {
+        false
+    }
+    /// Called right before [`commit`](Self::commit) of checkpoint `checkpoint`, when
+    /// [`takes_consumed_offsets`](Self::takes_consumed_offsets): adds what the sources
+    /// consumed up to it to the transaction that `commit` commits.
+    fn add_consumed_offsets(&self, _checkpoint: u64, _consumed: &ConsumedOffsets) -> Result<()> {
         Ok(())
     }
 }

@@ -26,4 +26,5 @@ pub use admin::ensure_topic;
 pub use config::KafkaConfig;
 pub use embedded::EmbeddedCluster;
 pub use sink::KafkaSink;
+pub(crate) use source::GroupOffsets;
 pub use source::{KafkaSource, SourceMetrics, StartOffset, StopHandle};

@@ -17,7 +17,7 @@ use super::KafkaConfig;
 use super::dead_letter::{DeliveryContext, DeliveryCounter};
 use super::format::{Encoder, Format, JsonFormat};
 use crate::expr::Expr;
-use crate::io::{Committable, Sink, SinkWriter};
+use crate::io::{Committable, ConsumedOffsets, Sink, SinkWriter};
 use crate::{Result, SabotError};
 
 /// Writes rows to a Kafka topic, encoded by a [`Format`] (JSON objects by default).
@@ -119,16 +119,20 @@ impl KafkaSink {
     /// [`KafkaSink::set`], up to the broker's `transaction.max.timeout.ms`), or the broker
     /// aborts the transaction and the commit fails.
     ///
-    /// **Known limitation (unlike Flink).** The checkpoint's metadata is written before
-    /// [`Sink::commit`] runs. If the worker dies after the metadata is written but before
-    /// `commit_transaction` has completed, recovery restores that checkpoint, the sources
-    /// resume after its barrier, and the transaction holding the messages of the interval that
-    /// ended at that barrier is aborted by the new producer's `init_transactions`: those
-    /// messages are lost (at-most-once for that one interval). Flink keeps the transaction's
-    /// producer id and epoch in its committable and, on recovery, resumes the transaction with
-    /// them and commits it; librdkafka has no API to resume another producer's transaction,
-    /// so Sabot cannot. The window is the time between writing the metadata and the broker's
-    /// commit acknowledgement (usually milliseconds).
+    /// **Offsets in the transaction.** The pipeline adds what its Kafka sources consumed up to
+    /// the checkpoint to the transaction ([`Sink::add_consumed_offsets`], librdkafka's
+    /// `send_offsets_to_transaction`), so the output and the consumer group's offsets commit
+    /// atomically, as in Kafka Streams. The commit is the pipeline's commit point: after it,
+    /// a marker is written into the checkpoint. A worker that died after the checkpoint's
+    /// metadata was written but before the broker committed the transaction leaves a
+    /// checkpoint without the marker; on recovery the group's committed offsets tell whether
+    /// that transaction committed ([`Source::transaction_committed`]). If it did not, the
+    /// checkpoint is discarded and the one before it restored, so the interval whose output
+    /// was aborted is processed and written again: nothing is lost. (Flink resumes such a
+    /// transaction with the producer id and epoch it stored; librdkafka cannot resume
+    /// another producer's transaction, so Sabot replays it instead.)
+    ///
+    /// [`Source::transaction_committed`]: crate::io::Source::transaction_committed
     ///
     /// ```
     /// use std::sync::Arc;
@@ -268,6 +272,26 @@ impl Sink for KafkaSink {
             partitions,
             transaction,
         }))
+    }
+
+    fn takes_consumed_offsets(&self) -> bool {
+        self.transactional_id.is_some()
+    }
+
+    /// Sends the consumed offsets to the open transaction (exactly-once mode).
+    fn add_consumed_offsets(&self, checkpoint: u64, consumed: &ConsumedOffsets) -> Result<()> {
+        let Some(id) = &self.transactional_id else { return Ok(()) };
+        let Some(producer) = lock(&self.live).clone() else { return Ok(()) };
+        for group in &consumed.kafka {
+            producer.send_offsets_to_transaction(&group.offsets, &group.metadata, TRANSACTION_TIMEOUT).map_err(|e| {
+                let context = format!(
+                    "send the consumed offsets of checkpoint {checkpoint} to the transaction of '{}' (transactional id '{id}')",
+                    self.topic
+                );
+                transaction_error(context, id, e)
+            })?;
+        }
+        Ok(())
     }
 
     /// Commits the open transaction of the writer this sink opened, and begins the next one

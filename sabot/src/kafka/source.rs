@@ -578,13 +578,7 @@ impl Source for KafkaSource {
     }
 
     fn restore_positions(&self, positions: &serde_json::Value) -> Result<()> {
-        // Sources with key groups record their positions with the partitions they owned.
-        let parsed: Vec<(String, i32, i64)> =
-            match serde_json::from_value::<crate::checkpoint::OwnedPositions>(positions.clone()) {
-                Ok(recorded) => recorded.positions,
-                Err(_) => serde_json::from_value(positions.clone())
-                    .map_err(|e| SabotError::plan(format!("kafka source: unreadable checkpoint positions: {e}")))?,
-            };
+        let parsed = parse_positions(positions)?;
         tracing::info!(partitions = parsed.len(), "kafka source resumes from checkpoint positions");
         *self.restored.lock().expect("kafka restored positions") =
             parsed.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
@@ -593,6 +587,78 @@ impl Source for KafkaSource {
 
     fn stop_barrier(&self) -> Option<u64> {
         self.shared()?.stop_barrier.get().copied()
+    }
+
+    /// Per reader, its group membership and its positions at the last barrier up to `id`:
+    /// the offsets [`checkpoint_complete`](Source::checkpoint_complete) would commit.
+    fn consumed_offsets(&self, id: u64) -> Result<crate::io::ConsumedOffsets> {
+        let mut consumed = crate::io::ConsumedOffsets::default();
+        let Some(shared) = self.shared() else { return Ok(consumed) };
+        let consumers = shared.consumers.lock().expect("kafka consumers").clone();
+        let pending = shared.pending.lock().expect("kafka pending offsets");
+        for (reader, snapshots) in pending.iter().enumerate() {
+            let Some((_, positions)) = snapshots.iter().take_while(|(barrier, _)| *barrier <= id).last() else {
+                continue;
+            };
+            let Some(consumer) = consumers.get(reader).and_then(Option::as_ref) else { continue };
+            if positions.is_empty() {
+                continue;
+            }
+            let Some(metadata) = consumer.group_metadata() else { continue };
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, next) in positions {
+                offsets
+                    .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| SabotError::kafka(format!("offsets of '{topic}' for a transaction"), e))?;
+            }
+            consumed.kafka.push(GroupOffsets { metadata, offsets });
+        }
+        Ok(consumed)
+    }
+
+    /// Reads the group's committed offsets: the transaction committed if they reached the
+    /// checkpoint's position in every partition that advanced since the checkpoint before
+    /// (the partitions whose offsets the transaction carried).
+    fn transaction_committed(
+        &self,
+        positions: &serde_json::Value,
+        previous: Option<&serde_json::Value>,
+    ) -> Result<bool> {
+        let before: HashMap<(String, i32), i64> = match previous {
+            Some(previous) => parse_positions(previous)?.into_iter().map(|(t, p, o)| ((t, p), o)).collect(),
+            None => HashMap::new(),
+        };
+        let advanced: Vec<(String, i32, i64)> = parse_positions(positions)?
+            .into_iter()
+            .filter(|(t, p, o)| *o > before.get(&(t.clone(), *p)).copied().unwrap_or(0))
+            .collect();
+        if advanced.is_empty() {
+            return Ok(true);
+        }
+        let group = self.group_id();
+        let consumer: BaseConsumer =
+            self.config.consumer_config(&[("group.id", &group), ("enable.auto.commit", "false")]).create().map_err(
+                |e| SabotError::kafka(format!("create a consumer to read the offsets of group '{group}'"), e),
+            )?;
+        let mut partitions = TopicPartitionList::new();
+        for (topic, partition, _) in &advanced {
+            partitions.add_partition(topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(partitions, Duration::from_secs(30))
+            .map_err(|e| SabotError::kafka(format!("read the committed offsets of group '{group}'"), e))?;
+        let behind: Vec<String> = advanced
+            .iter()
+            .filter(|(topic, partition, position)| {
+                let at = committed.find_partition(topic, *partition).map(|e| e.offset());
+                !matches!(at, Some(Offset::Offset(offset)) if offset >= *position)
+            })
+            .map(|(topic, partition, position)| format!("{topic}/{partition} (checkpoint at {position})"))
+            .collect();
+        if !behind.is_empty() {
+            tracing::warn!(group, partitions = %behind.join(", "), "the group's committed offsets are behind the checkpoint");
+        }
+        Ok(behind.is_empty())
     }
 
     fn close(&self) -> Result<()> {
@@ -661,6 +727,23 @@ impl Source for KafkaSource {
             shared.consumers.lock().expect("kafka consumers").iter_mut().for_each(|c| *c = None);
         }
         Ok(())
+    }
+}
+
+/// Offsets a consumer of a [`KafkaSource`] consumed, with its group membership, for a
+/// transactional producer's `send_offsets_to_transaction`.
+pub(crate) struct GroupOffsets {
+    pub(crate) metadata: rdkafka::consumer::ConsumerGroupMetadata,
+    pub(crate) offsets: TopicPartitionList,
+}
+
+/// Parses the positions a Kafka source recorded in a checkpoint (with key groups, together
+/// with the partitions it owned).
+fn parse_positions(positions: &serde_json::Value) -> Result<Vec<(String, i32, i64)>> {
+    match serde_json::from_value::<crate::checkpoint::OwnedPositions>(positions.clone()) {
+        Ok(recorded) => Ok(recorded.positions),
+        Err(_) => serde_json::from_value(positions.clone())
+            .map_err(|e| SabotError::plan(format!("kafka source: unreadable checkpoint positions: {e}"))),
     }
 }
 

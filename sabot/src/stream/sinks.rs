@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 
 use super::{Stream, Untyped};
-use crate::checkpoint::CheckpointCoordinator;
+use crate::checkpoint::{CheckpointCoordinator, CheckpointMetadata};
 use crate::exec::{JobGraph, PhysicalPlan, create_physical_plan};
 use crate::expr::count_all;
 use crate::io::Sink;
@@ -74,8 +74,30 @@ impl<T> Stream<T> {
     /// sources commit. Returns the number of rows delivered.
     fn drive(&self, sink: Option<&dyn Sink>, mut on_batch: impl FnMut(RecordBatch) -> Result<()>) -> Result<u64> {
         let mut config = self.config.clone();
-        let coordinator = match &config.checkpointing {
-            Some(checkpointing) => Some(CheckpointCoordinator::start(checkpointing, config.parallelism)?),
+        // A sink whose commit carries the consumed offsets is the commit point: recovery
+        // restores the newest checkpoint whose transaction committed, so the one before the
+        // last must be kept.
+        let transactional = sink.is_some_and(|s| s.takes_consumed_offsets());
+        let committed = |meta: &CheckpointMetadata, previous: Option<&CheckpointMetadata>| -> Result<bool> {
+            for (name, source) in self.sources() {
+                if let Some(positions) = meta.sources.get(&name) {
+                    let before = previous.and_then(|p| p.sources.get(&name));
+                    if !source.transaction_committed(positions, before)? {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok(true)
+        };
+        let coordinator = match &mut config.checkpointing {
+            Some(checkpointing) => {
+                if transactional {
+                    checkpointing.retain = checkpointing.retain.max(2);
+                }
+                let check: Option<&crate::checkpoint::TransactionCheck<'_>> =
+                    if transactional { Some(&committed) } else { None };
+                Some(CheckpointCoordinator::start(checkpointing, config.parallelism, check)?)
+            }
             None => None,
         };
         if let Some(coordinator) = &coordinator
@@ -130,6 +152,9 @@ impl<T> Stream<T> {
                     };
                     let Some(coordinator) = &coordinator else {
                         if let Some(sink) = sink {
+                            if transactional {
+                                sink.add_consumed_offsets(barrier.id, &self.consumed_offsets(barrier.id)?)?;
+                            }
                             sink.commit(barrier.id, &committable.into_iter().collect::<Vec<_>>())?;
                         }
                         self.checkpoint_complete(barrier.id)?;
@@ -138,7 +163,13 @@ impl<T> Stream<T> {
                     match coordinator.complete(barrier.id, self.source_positions(barrier.id)?, committable) {
                         Ok(committables) => {
                             if let Some(sink) = sink {
+                                if transactional {
+                                    sink.add_consumed_offsets(barrier.id, &self.consumed_offsets(barrier.id)?)?;
+                                }
                                 sink.commit(barrier.id, &committables)?;
+                                if transactional {
+                                    coordinator.mark_committed(barrier.id);
+                                }
                             }
                             self.checkpoint_complete(barrier.id)?;
                         }
@@ -197,7 +228,16 @@ impl<T> Stream<T> {
         Ok(out)
     }
 
-    fn restore_sources(&self, meta: &crate::checkpoint::CheckpointMetadata) -> Result<()> {
+    /// What every source consumed up to barrier `id`, for a transactional sink.
+    fn consumed_offsets(&self, id: u64) -> Result<crate::io::ConsumedOffsets> {
+        let mut consumed = crate::io::ConsumedOffsets::default();
+        for (_, source) in self.sources() {
+            consumed.extend(source.consumed_offsets(id)?);
+        }
+        Ok(consumed)
+    }
+
+    fn restore_sources(&self, meta: &CheckpointMetadata) -> Result<()> {
         for (name, source) in self.sources() {
             if let Some(positions) = meta.sources.get(&name) {
                 source.restore_positions(positions)?;
