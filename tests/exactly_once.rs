@@ -3,7 +3,9 @@
 //! killed with SIGKILL four times while it reads new input, every other time just after a
 //! checkpoint barrier is due and as soon as a checkpoint is seen under way, and restarted each
 //! time with the same checkpoint and output directories. The published files must hold every
-//! input event's row exactly once, with the running totals of an uninterrupted run.
+//! input event's row exactly once, with the running totals of an uninterrupted run. The same
+//! runs into a Kafka topic (transactions with the consumed offsets), with two workers sharing
+//! key groups, and with tumbling windows checked against a batch computation.
 //!
 //! The example binary must be built and current: plain `cargo test` builds the examples
 //! first; `cargo test --test exactly_once` does not, so run `cargo build --example
@@ -13,6 +15,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::rngs::SmallRng;
@@ -117,10 +121,6 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(run: usize, brokers: &str, dir: &Path) -> Worker {
-        Worker::spawn_as(run, brokers, dir, None, &[])
-    }
-
     /// Starts a worker; with a worker id, as one of several sharing the checkpoint directory,
     /// publishing into `out/<id>`.
     fn spawn_as(run: usize, brokers: &str, dir: &Path, id: Option<&str>, extra: &[&str]) -> Worker {
@@ -128,9 +128,10 @@ impl Worker {
         let stderr = File::create(&log).unwrap();
         let mut command = Command::new(example_binary());
         if let Some(id) = id {
-            command.args(["--worker-id", id]).arg("--output-dir").arg(dir.join("out").join(id));
-        } else {
-            command.arg("--output-dir").arg(dir.join("out"));
+            command.args(["--worker-id", id]);
+        }
+        if !extra.contains(&"--output-topic") {
+            command.arg("--output-dir").arg(dir.join("out").join(id.unwrap_or_default()));
         }
         let child = command
             .args(extra)
@@ -202,8 +203,8 @@ impl Drop for Runs {
 }
 
 impl Runs {
-    fn start(&mut self, brokers: &str, dir: &Path) {
-        let worker = Worker::spawn(self.logs.len(), brokers, dir);
+    fn start(&mut self, brokers: &str, dir: &Path, extra: &[&str]) {
+        let worker = Worker::spawn_as(self.logs.len(), brokers, dir, None, extra);
         self.logs.push(worker.log.clone());
         self.current = Some(worker);
     }
@@ -232,14 +233,19 @@ fn published(out: &Path) -> Vec<Row> {
             continue;
         }
         for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-            let v: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}: bad JSON line {line:?}: {e}"));
-            let int = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("{name}: no integer {k} in {line}"));
-            let user = v["user"].as_str().unwrap_or_else(|| panic!("{name}: no user in {line}")).to_string();
-            rows.push(Row { user, count: int("count"), total: int("total"), seq: int("seq") });
+            rows.push(parse_row(&name, line));
         }
     }
     rows
+}
+
+/// One output row, a JSON object, read from `source` (a file or topic name).
+fn parse_row(source: &str, line: &str) -> Row {
+    let v: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{source}: bad JSON line {line:?}: {e}"));
+    let int = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("{source}: no integer {k} in {line}"));
+    let user = v["user"].as_str().unwrap_or_else(|| panic!("{source}: no user in {line}")).to_string();
+    Row { user, count: int("count"), total: int("total"), seq: int("seq") }
 }
 
 /// The newest checkpoint directory with metadata, if any.
@@ -307,11 +313,128 @@ fn wait_until(what: &str, timeout: Duration, runs: &mut Runs, mut done: impl FnM
     }
 }
 
+/// Where the worker writes its rows.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// Two-phase-commit JSON-lines files in `out/`.
+    Files,
+    /// Kafka topic `OUTPUT_TOPIC`, in transactions.
+    Topic,
+}
+
+const OUTPUT_TOPIC: &str = "totals";
+
+/// Reads every message of `OUTPUT_TOPIC` in the background, as a `read_committed` consumer.
+struct TopicRows {
+    rows: Arc<Mutex<Vec<Row>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TopicRows {
+    fn start(brokers: &str) -> TopicRows {
+        use sabot::deps::rdkafka::consumer::{BaseConsumer, Consumer};
+        use sabot::deps::rdkafka::{Message, Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "exactly-once-check")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..PARTITIONS as i32 {
+            partitions.add_partition_offset(OUTPUT_TOPIC, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&partitions).unwrap();
+        let (rows, stop) = (Arc::<Mutex<Vec<Row>>>::default(), Arc::<AtomicBool>::default());
+        let thread = {
+            let (rows, stop) = (rows.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(message) = consumer.poll(Duration::from_millis(50)) else { continue };
+                    let message = message.expect("read the output topic");
+                    let line = std::str::from_utf8(message.payload().unwrap_or_default()).unwrap();
+                    rows.lock().unwrap().push(parse_row(OUTPUT_TOPIC, line));
+                }
+            })
+        };
+        TopicRows { rows, stop, thread: Some(thread) }
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        self.rows.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TopicRows {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The rows of every event of `events`, per user, in `seq` order: (seq, running total).
+fn expected_totals(events: &[Event]) -> BTreeMap<&str, Vec<(i64, i64)>> {
+    let mut expected: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for e in events {
+        let totals = expected.entry(&e.user).or_default();
+        let total = totals.last().map_or(0, |(_, t)| *t) + e.amount;
+        totals.push((e.seq, total));
+    }
+    expected
+}
+
+/// Asserts that `rows` hold one row per event of `events`, with the running totals of an
+/// uninterrupted run. With `identical_repeats`, a row may appear more than once if every
+/// copy is identical (the mock cluster shows aborted transactions' messages).
+fn check_running_totals(rows: &[Row], events: &[Event], identical_repeats: bool) {
+    let mut by_user: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for row in rows {
+        by_user.entry(&row.user).or_default().push(row);
+    }
+    let expected = expected_totals(events);
+    assert_eq!(by_user.len(), expected.len(), "users in the output");
+    for (user, want) in &expected {
+        let mut got = by_user.remove(user).unwrap_or_else(|| panic!("no rows of {user}"));
+        got.sort();
+        if identical_repeats {
+            got.dedup();
+        }
+        let counts: Vec<i64> = got.iter().map(|r| r.count).collect();
+        assert_eq!(counts, (1..=want.len() as i64).collect::<Vec<_>>(), "{user}: counts 1..=n, once each");
+        for (row, (seq, total)) in got.iter().zip(want) {
+            assert_eq!((row.seq, row.total), (*seq, *total), "{user}: the row of count {}", row.count);
+        }
+    }
+}
+
+/// The number of distinct rows: every event's row counts once however often it was written.
+fn distinct_rows(rows: Vec<Row>) -> usize {
+    rows.into_iter().collect::<std::collections::BTreeSet<Row>>().len()
+}
+
 #[test]
 fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
+    kill_and_restart(Output::Files);
+}
+
+/// As above, into a Kafka topic through transactions that carry the consumed offsets; every
+/// other kill comes when a checkpoint is under way, including between its metadata and its
+/// transaction commit. The mock cluster shows aborted transactions' messages to
+/// `read_committed` consumers, so duplicates cannot be ruled out here: the test asserts that
+/// no row is lost and that every copy of a row is identical (replays are deterministic).
+#[test]
+fn killed_and_restarted_worker_writing_to_kafka_loses_no_row() {
+    kill_and_restart(Output::Topic);
+}
+
+fn kill_and_restart(output: Output) {
     let started = Instant::now();
     let elapsed = || started.elapsed().as_secs_f64();
-    let mut rng = SmallRng::seed_from_u64(SEED);
+    let mut rng = SmallRng::seed_from_u64(if output == Output::Files { SEED } else { SEED ^ 4 });
     let events = generate(&mut rng);
     let bursts: Vec<&[Event]> = events.chunks(EVENTS.div_ceil(BURSTS)).collect();
     assert_eq!(bursts.len(), BURSTS);
@@ -320,7 +443,25 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
     let (checkpoints, out) = (tmp.path().join("checkpoints"), tmp.path().join("out"));
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic(TOPIC, PARTITIONS).unwrap();
+    cluster.create_topic(OUTPUT_TOPIC, PARTITIONS).unwrap();
     let brokers = cluster.bootstrap_servers();
+    let topic_rows = (output == Output::Topic).then(|| TopicRows::start(&brokers));
+    let rows = || match &topic_rows {
+        Some(topic) => topic.rows(),
+        None => published(&out),
+    };
+    let extra: &[&str] = match output {
+        Output::Files => &[],
+        Output::Topic => &["--output-topic", OUTPUT_TOPIC],
+    };
+    // A checkpoint is under way: its state written but no metadata yet, the sink's files
+    // prepared but not published, or (into Kafka) its metadata written but its transaction
+    // not yet committed.
+    let under_way = || {
+        checkpoint_under_way(&checkpoints, &out)
+            || (output == Output::Topic
+                && latest_checkpoint(&checkpoints).is_some_and(|c| !c.join("_COMMITTED").exists()))
+    };
     let mut runs = Runs { current: None, logs: vec![] };
 
     let mut remaining = bursts.iter();
@@ -331,11 +472,11 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
         *burst
     };
     produce(&brokers, next_burst(&mut produced));
-    runs.start(&brokers, tmp.path());
+    runs.start(&brokers, tmp.path(), extra);
     // The first kill comes once a checkpoint has published output, so every restart has
     // state and positions to restore.
     wait_until("the first checkpoint published output", Duration::from_secs(30), &mut runs, || {
-        latest_checkpoint(&checkpoints).is_some() && !published(&out).is_empty()
+        latest_checkpoint(&checkpoints).is_some() && !rows().is_empty()
     });
     eprintln!("first checkpoint after {:.1} s", elapsed());
 
@@ -344,7 +485,7 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
         // comes in slices of 200 every 100 ms, and the worker is killed while it reads them:
         // after a random delay, and every other time just after a checkpoint barrier is due.
         let before = produced;
-        wait_until("the worker caught up", Duration::from_secs(30), &mut runs, || published(&out).len() >= before);
+        wait_until("the worker caught up", Duration::from_secs(30), &mut runs, || distinct_rows(rows()) >= before);
         let burst = next_burst(&mut produced);
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -356,24 +497,23 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
             std::thread::sleep(Duration::from_millis(rng.random_range(100..900)));
             if kill % 2 == 1 {
                 sleep_until_after_barrier(Duration::from_millis(rng.random_range(0..5)));
-                // Kill as soon as a checkpoint is seen under way (its state written but no
-                // metadata yet, or the sink's files prepared but not published), if that
-                // happens within 300 ms.
+                // Kill as soon as a checkpoint is seen under way, if that happens within
+                // 300 ms.
                 let deadline = Instant::now() + Duration::from_millis(300);
-                while Instant::now() < deadline && !checkpoint_under_way(&checkpoints, &out) {
+                while Instant::now() < deadline && !under_way() {
                     std::thread::sleep(Duration::from_micros(500));
                 }
             }
             runs.worker().assert_running();
             runs.worker().kill();
         });
-        eprintln!("kill {kill} at {:.1} s: {}", elapsed(), output_state(&checkpoints, &out));
+        eprintln!("kill {kill} at {:.1} s: {} rows; {}", elapsed(), rows().len(), output_state(&checkpoints, &out));
         // The next burst arrives while the worker is down, or while it recovers.
         let down = kill % 2 == 0;
         if down {
             produce(&brokers, next_burst(&mut produced));
         }
-        runs.start(&brokers, tmp.path());
+        runs.start(&brokers, tmp.path(), extra);
         if !down {
             produce(&brokers, next_burst(&mut produced));
         }
@@ -382,36 +522,20 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
         produce(&brokers, next_burst(&mut produced));
     }
 
-    wait_until("every row is published", Duration::from_secs(40), &mut runs, || published(&out).len() >= EVENTS);
-    eprintln!("all {EVENTS} rows published after {:.1} s", elapsed());
+    wait_until("every row is written", Duration::from_secs(40), &mut runs, || distinct_rows(rows()) >= EVENTS);
+    eprintln!("all {EVENTS} rows written after {:.1} s", elapsed());
     let worker = runs.worker();
     let exit = worker.terminate(Duration::from_secs(15)).expect("the worker exits within 15 s of SIGTERM");
     assert!(exit.success(), "the worker's exit: {exit}\n{}", worker.log_text());
     runs.current = None;
 
     // Exactly once: one row per event, the running totals of an uninterrupted run.
-    let rows = published(&out);
-    assert_eq!(rows.len(), EVENTS, "published rows");
-    let mut by_user: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for row in &rows {
-        by_user.entry(&row.user).or_default().push(row);
+    let rows = rows();
+    if output == Output::Files {
+        assert_eq!(rows.len(), EVENTS, "published rows");
     }
-    let mut expected: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new(); // (seq, total) per event
-    for e in &events {
-        let totals = expected.entry(&e.user).or_default();
-        let total = totals.last().map_or(0, |(_, t)| *t) + e.amount;
-        totals.push((e.seq, total));
-    }
-    assert_eq!(by_user.len(), expected.len(), "users in the output");
-    for (user, want) in &expected {
-        let mut got = by_user.remove(user).unwrap_or_else(|| panic!("no rows of {user}"));
-        got.sort();
-        let counts: Vec<i64> = got.iter().map(|r| r.count).collect();
-        assert_eq!(counts, (1..=want.len() as i64).collect::<Vec<_>>(), "{user}: counts 1..=n, once each");
-        for (row, (seq, total)) in got.iter().zip(want) {
-            assert_eq!((row.seq, row.total), (*seq, *total), "{user}: the row of count {}", row.count);
-        }
-    }
+    check_running_totals(&rows, &events, output == Output::Topic);
+    eprintln!("{} rows read for {EVENTS} events", rows.len());
 
     // The last checkpoint is complete and valid and covers every message.
     let last = latest_checkpoint(&checkpoints).expect("a checkpoint at the end");
@@ -421,10 +545,13 @@ fn killed_and_restarted_worker_publishes_every_row_exactly_once() {
     let read: i64 = positions.iter().map(|(_, _, next)| next).sum();
     assert_eq!(read as usize, EVENTS, "the last checkpoint's positions cover every message: {positions:?}");
     // Every restart restored a checkpoint.
+    let mut discarded = 0;
     for (run, log) in runs.logs.iter().enumerate().skip(1) {
         let text = std::fs::read_to_string(log).unwrap();
         assert!(text.contains("restoring checkpoint"), "run {run} restored no checkpoint:\n{text}");
+        discarded += usize::from(text.contains("transaction did not commit"));
     }
+    eprintln!("{discarded} restarts discarded a checkpoint whose transaction had not committed");
     eprintln!("done in {:.1} s ({} runs)", elapsed(), runs.logs.len());
 }
 
@@ -553,26 +680,7 @@ fn two_workers_killed_in_turn_publish_every_row_exactly_once() {
 
     let rows: Vec<Row> = outs.iter().flat_map(|o| published(o)).collect();
     assert_eq!(rows.len(), EVENTS, "published rows over both workers");
-    let mut by_user: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for row in &rows {
-        by_user.entry(&row.user).or_default().push(row);
-    }
-    let mut expected: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-    for e in &events {
-        let totals = expected.entry(&e.user).or_default();
-        let total = totals.last().map_or(0, |(_, t)| *t) + e.amount;
-        totals.push((e.seq, total));
-    }
-    assert_eq!(by_user.len(), expected.len(), "users in the output");
-    for (user, want) in &expected {
-        let mut got = by_user.remove(user).unwrap_or_else(|| panic!("no rows of {user}"));
-        got.sort();
-        let counts: Vec<i64> = got.iter().map(|r| r.count).collect();
-        assert_eq!(counts, (1..=want.len() as i64).collect::<Vec<_>>(), "{user}: counts 1..=n, once each");
-        for (row, (seq, total)) in got.iter().zip(want) {
-            assert_eq!((row.seq, row.total), (*seq, *total), "{user}: the row of count {}", row.count);
-        }
-    }
+    check_running_totals(&rows, &events, false);
     // The store's newest holders of the key groups cover every message.
     let store = sabot::checkpoint::KeyGroupStore::new(tmp.path().join("checkpoints"), GROUP);
     let read: i64 = (0..PARTITIONS as i32)

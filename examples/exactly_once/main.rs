@@ -23,6 +23,10 @@
 //! `total` of the events whose `ts` falls in each window of N ms), published exactly once
 //! when the watermark passes the window's end.
 //!
+//! `--output-topic T` writes the rows to Kafka topic `T` instead, inside Kafka transactions
+//! that commit with the checkpoints and carry the consumed offsets (read it with
+//! `isolation.level=read_committed`).
+//!
 //! Several workers: give each a `--worker-id` and its own `--output-dir`, and the same
 //! `--checkpoint-dir` (shared). The topic must then be written partitioned by user with
 //! Sabot's partitioner (`KafkaSink::partition_by(vec![col("user")])`): each partition is a key
@@ -36,13 +40,14 @@ use clap::Parser;
 use sabot::checkpoint::CheckpointConfig;
 use sabot::io::transactional_file::TransactionalFileSink;
 use sabot::kafka::format::JsonFormat;
-use sabot::kafka::{KafkaConfig, KafkaSource, StartOffset, StopHandle};
+use sabot::kafka::{KafkaConfig, KafkaSink, KafkaSource, StartOffset, StopHandle};
 use sabot::operator::{KeyedProcessFunction, ProcessContext};
 use sabot::prelude::*;
 use sabot::state::{ValueState, ValueStateDescriptor};
 
 #[derive(Parser)]
-#[command(about = "Running totals per user from Kafka to exactly-once JSON-lines files")]
+#[command(about = "Running totals per user from Kafka to exactly-once JSON-lines files or a Kafka topic")]
+#[command(group(clap::ArgGroup::new("output").required(true).args(["output_dir", "output_topic"])))]
 struct Cli {
     /// Bootstrap servers.
     #[arg(long)]
@@ -58,7 +63,10 @@ struct Cli {
     checkpoint_dir: PathBuf,
     /// Where the output files are published.
     #[arg(long)]
-    output_dir: PathBuf,
+    output_dir: Option<PathBuf>,
+    /// The topic the rows are written to, exactly once (instead of files).
+    #[arg(long)]
+    output_topic: Option<String>,
     /// How often the pipeline checkpoints, in ms.
     #[arg(long, default_value_t = 200)]
     checkpoint_interval_ms: u64,
@@ -158,27 +166,34 @@ fn run(cli: &Cli) -> Result<u64> {
         checkpoints = checkpoints.shared_by(worker);
     }
     stop_on_signal(source.stop_handle()).map_err(|e| SabotError::Execution(format!("cannot watch signals: {e}")))?;
-    let sink = TransactionalFileSink::json_lines(&cli.output_dir);
-    if let Some(window) = cli.window_ms {
+    if cli.window_ms.is_some() {
         // Per-partition watermarks on `ts` (each partition is in time order); no partition is
         // ever treated as idle, so a window fires only once every partition has passed it.
-        let source = source
+        source = source
             .watermarks("ts", WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
             .idle_timeout(Duration::from_secs(3600));
-        return Stream::from_kafka(source)?
-            .with_parallelism(cli.parallelism)
-            .with_checkpointing(checkpoints)
+    }
+    let stream = Stream::from_kafka(source)?.with_parallelism(cli.parallelism).with_checkpointing(checkpoints);
+    if let Some(window) = cli.window_ms {
+        let windows = stream
             .key_by(["user"])
             .window(WindowSpec::tumbling(Duration::from_millis(window)))
-            .aggregate([count_all(), sum(col("amount")).alias("total")])?
-            .to_transactional_files(sink);
+            .aggregate([count_all(), sum(col("amount")).alias("total")])?;
+        return write(&windows, cli);
     }
-    Stream::from_kafka(source)?
-        .with_parallelism(cli.parallelism)
-        .with_checkpointing(checkpoints)
-        .key_by(["user"])
-        .process(RunningTotal::default)?
-        .to_transactional_files(sink)
+    write(&stream.key_by(["user"]).process(RunningTotal::default)?.untyped(), cli)
+}
+
+/// Writes the rows to the output files or topic.
+fn write(rows: &Stream<Untyped>, cli: &Cli) -> Result<u64> {
+    if let Some(topic) = &cli.output_topic {
+        // One transactional id per worker, the same across its restarts (which fence the
+        // dead incarnation).
+        let id = format!("{}-{}", cli.group, cli.worker_id.as_deref().unwrap_or("worker"));
+        return rows.to_kafka(KafkaSink::new(&cli.broker, topic).key("user").exactly_once(id));
+    }
+    let dir = cli.output_dir.as_ref().ok_or_else(|| SabotError::plan("give --output-dir or --output-topic"))?;
+    rows.to_transactional_files(TransactionalFileSink::json_lines(dir))
 }
 
 fn main() -> ExitCode {
