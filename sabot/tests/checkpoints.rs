@@ -342,7 +342,7 @@ impl Worker {
         kafka: sabot::kafka::KafkaConfig,
         store: &std::path::Path,
         name: &str,
-        window: sabot::window::WindowSpec,
+        windows: Windows,
         out: &WindowRows,
     ) -> Self {
         let source = KafkaSource::with_config(kafka, "clicks-by-user")
@@ -356,14 +356,8 @@ impl Worker {
             .partitioned_by(vec![col("user")]);
         let (stop, metrics) = (source.stop_handle(), source.metrics());
         let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(200));
-        let pipeline = Stream::from_kafka(source)
-            .unwrap()
-            .with_parallelism(2)
-            .with_checkpointing(checkpoints.clone())
-            .key_by(["user"])
-            .window(window)
-            .aggregate([count_all()])
-            .unwrap();
+        let pipeline = Stream::from_kafka(source).unwrap().with_parallelism(2).with_checkpointing(checkpoints.clone());
+        let pipeline = windows.count_clicks(pipeline.key_by(["user"])).unwrap();
         let (out, name) = (out.clone(), name.to_string());
         let runner = std::thread::spawn(move || {
             pipeline.for_each_batch(|batch| {
@@ -406,7 +400,7 @@ fn run_windowed(
     out: &WindowRows,
     expected: usize,
     parallelism: usize,
-    window: sabot::window::WindowSpec,
+    windows: Windows,
 ) -> u64 {
     let source = KafkaSource::with_config(kafka, "clicks")
         .group("window-counter")
@@ -415,14 +409,9 @@ fn run_windowed(
         .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
         .idle_timeout(Duration::from_secs(3600));
     let stop = source.stop_handle();
-    let pipeline = Stream::from_kafka(source)
-        .unwrap()
-        .with_parallelism(parallelism)
-        .with_checkpointing(checkpoints.clone())
-        .key_by(["user"])
-        .window(window)
-        .aggregate([count_all()])
-        .unwrap();
+    let pipeline =
+        Stream::from_kafka(source).unwrap().with_parallelism(parallelism).with_checkpointing(checkpoints.clone());
+    let pipeline = windows.count_clicks(pipeline.key_by(["user"])).unwrap();
     let sink = out.clone();
     let runner = std::thread::spawn(move || {
         pipeline.for_each_batch(|batch| {
@@ -450,49 +439,95 @@ fn run_windowed(
     checkpoints.metrics.restored_id()
 }
 
-/// How a window kind groups the test's clicks (page number = event time): a click's window
-/// start, and how many pages after that start the window has fired.
+/// How a window kind groups the test's clicks (page number = event time; user
+/// `u{page % users}`): a click's window start, and the page by which a window has fired.
 struct Windowing {
-    spec: sabot::window::WindowSpec,
-    start_of: fn(i64) -> i64,
-    fires_after: i64,
+    windows: Windows,
+    start_of: fn(page: i64, users: i64) -> i64,
+    fired_by: fn(start: i64, users: i64) -> i64,
+}
+
+/// The windows of a [`Windowing`].
+#[derive(Clone, Copy)]
+enum Windows {
+    Spec(sabot::window::WindowSpec),
+    /// A global window per key with a purging count trigger.
+    GlobalCount(u64),
+}
+
+impl Windows {
+    /// The clicks of each window of `keyed`, counted.
+    fn count_clicks(self, keyed: sabot::stream::KeyedStream) -> sabot::Result<Stream<Untyped>> {
+        match self {
+            Windows::Spec(spec) => keyed.window(spec).aggregate([count_all()]),
+            Windows::GlobalCount(n) => keyed.global_window(sabot::window::CountTrigger(n)).aggregate([count_all()]),
+        }
+    }
 }
 
 /// Tumbling windows of `pages`.
 fn tumbling(pages: i64) -> Windowing {
-    fn start_100(page: i64) -> i64 {
-        page / 100 * 100
-    }
-    fn start_50(page: i64) -> i64 {
-        page / 50 * 50
-    }
-    let start_of: fn(i64) -> i64 = if pages == 100 { start_100 } else { start_50 };
     assert!(pages == 100 || pages == 50);
-    Windowing {
-        spec: sabot::window::WindowSpec::tumbling(Duration::from_millis(pages as u64)),
-        start_of,
-        fires_after: pages,
+    if pages == 100 {
+        Windowing {
+            windows: Windows::Spec(sabot::window::WindowSpec::tumbling(Duration::from_millis(100))),
+            start_of: |page, _| page / 100 * 100,
+            fired_by: |start, _| start + 100,
+        }
+    } else {
+        Windowing {
+            windows: Windows::Spec(sabot::window::WindowSpec::tumbling(Duration::from_millis(50))),
+            start_of: |page, _| page / 50 * 50,
+            fired_by: |start, _| start + 50,
+        }
     }
 }
 
-/// Sessions with a gap of 5 pages: a user's clicks are 7 or 11 pages apart, so each click is
+/// Sessions with a gap of 5 pages: a user's clicks are 11 pages apart, so each click is
 /// a session of its own, open until the watermark passes it by 5.
 fn sessions() -> Windowing {
     Windowing {
-        spec: sabot::window::WindowSpec::session(Duration::from_millis(5)),
-        start_of: |page| page,
-        fires_after: 5,
+        windows: Windows::Spec(sabot::window::WindowSpec::session(Duration::from_millis(5))),
+        start_of: |page, _| page,
+        fired_by: |start, _| start + 5,
+    }
+}
+
+/// Count windows of 5 clicks per user (a user's clicks arrive in page order: one
+/// partition): the `k`-th click (from 0) of a user is in the window starting at `k / 5 * 5`,
+/// which fires with its 5th click.
+fn counts() -> Windowing {
+    Windowing {
+        windows: Windows::Spec(sabot::window::WindowSpec::count(5)),
+        start_of: |page, users| page / users / 5 * 5,
+        fired_by: |start, users| (start + 5) * users,
+    }
+}
+
+/// Global windows per user fired and purged by every 5th click: each spans a user's
+/// clicks `5j..5j + 4` (from 0) and starts at the first one's page.
+fn global_counts() -> Windowing {
+    Windowing {
+        windows: Windows::GlobalCount(5),
+        start_of: |page, users| (page / users / 5 * 5) * users + page % users,
+        fired_by: |start, users| start + 5 * users,
     }
 }
 
 /// The windows of the clicks `0..produced` (users `u{page % users}`) that must have fired, a
 /// margin of pages before the newest, with their click counts.
 fn due_windows(w: &Windowing, users: i64, produced: i64) -> BTreeMap<(String, i64), i64> {
+    let mut all = all_windows(w, users, produced);
+    all.retain(|(_, start), _| (w.fired_by)(*start, users) + 15 <= produced);
+    all
+}
+
+/// Every window of the clicks `0..produced`, with its click count.
+fn all_windows(w: &Windowing, users: i64, produced: i64) -> BTreeMap<(String, i64), i64> {
     let mut all: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for page in 0..produced {
-        *all.entry((format!("u{}", page % users), (w.start_of)(page))).or_default() += 1;
+        *all.entry((format!("u{}", page % users), (w.start_of)(page, users))).or_default() += 1;
     }
-    all.retain(|(_, start), _| start + w.fires_after + 15 <= produced);
     all
 }
 
@@ -502,10 +537,7 @@ fn check_windows(out: &[(String, String, i64, i64)], w: &Windowing, users: i64, 
     for (_, user, start, count) in out {
         assert!(fired.insert((user.clone(), *start), *count).is_none(), "{user} window {start} fired twice");
     }
-    let mut all: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for page in 0..produced {
-        *all.entry((format!("u{}", page % users), (w.start_of)(page))).or_default() += 1;
-    }
+    let all = all_windows(w, users, produced);
     for (window, count) in &fired {
         assert_eq!(all.get(window), Some(count), "window {window:?} holds all its clicks");
     }
@@ -525,9 +557,9 @@ fn windows_follow_their_partitions(w: Windowing) {
     let due = |produced: i64| due_windows(&w, 11, produced).len();
 
     produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
-    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.spec, &out);
+    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.windows, &out);
     wait_for("the first worker's windows", || out.lock().unwrap().len() >= due(450));
-    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.spec, &out);
+    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.windows, &out);
     wait_for("the group to share the partitions", || {
         first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
     });
@@ -556,6 +588,16 @@ fn session_state_follows_its_partitions_when_workers_join_and_leave() {
     windows_follow_their_partitions(sessions());
 }
 
+#[test]
+fn count_window_state_follows_its_partitions_when_workers_join_and_leave() {
+    windows_follow_their_partitions(counts());
+}
+
+#[test]
+fn global_window_state_follows_its_partitions_when_workers_join_and_leave() {
+    windows_follow_their_partitions(global_counts());
+}
+
 /// Windows rescale on restart too: each new instance takes the state of the keys the hash
 /// exchange now routes to it, from every old instance's snapshot; every window fires once
 /// with all its rows across parallelism 2, 3 and 1.
@@ -568,13 +610,14 @@ fn windows_follow_their_keys(w: Windowing) {
     let out: WindowRows = Arc::default();
     let mut produced = 0;
     for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
-        produce_clicks(&cluster.bootstrap_servers(), produced..produced + 150);
+        // Partitioned by user: a user's clicks arrive in order (count windows depend on it).
+        produce_clicks_by_user(cluster.config(), "clicks", produced..produced + 150);
         produced += 150;
-        let expected = due_windows(&w, 7, produced).len();
-        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.spec);
+        let expected = due_windows(&w, 11, produced).len();
+        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.windows);
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
-    check_windows(&out.lock().unwrap(), &w, 7, produced);
+    check_windows(&out.lock().unwrap(), &w, 11, produced);
 }
 
 #[test]
@@ -585,6 +628,16 @@ fn window_state_follows_its_keys_when_the_parallelism_changes() {
 #[test]
 fn session_state_follows_its_keys_when_the_parallelism_changes() {
     windows_follow_their_keys(sessions());
+}
+
+#[test]
+fn count_window_state_follows_its_keys_when_the_parallelism_changes() {
+    windows_follow_their_keys(counts());
+}
+
+#[test]
+fn global_window_state_follows_its_keys_when_the_parallelism_changes() {
+    windows_follow_their_keys(global_counts());
 }
 
 /// Waits until `condition` holds, failing after 60 s.

@@ -92,6 +92,25 @@ pub struct KeyGroupHandover {
     pub instance: (usize, usize),
 }
 
+impl KeyGroupHandover {
+    /// Whether the encoded `key` belongs to a released key group.
+    ///
+    /// ```
+    /// use sabot::checkpoint::{KeyGroupHandover, key_group};
+    /// let handover = KeyGroupHandover { partitions: 4, released: vec![key_group(b"k", 4)], acquired: vec![], instance: (0, 1) };
+    /// assert!(handover.releases(b"k"));
+    /// ```
+    pub fn releases(&self, key: &[u8]) -> bool {
+        !self.released.is_empty() && self.released.contains(&key_group(key, self.partitions))
+    }
+
+    /// Whether the encoded `key` belongs to `groups`, the key groups of one entry of
+    /// [`acquired`](Self::acquired).
+    pub fn acquires(&self, groups: &[u32], key: &[u8]) -> bool {
+        groups.contains(&key_group(key, self.partitions))
+    }
+}
+
 /// Asks the sources of a running pipeline for a checkpoint now, outside the interval: every
 /// reader emits a barrier with the requested id at its next poll.
 ///

@@ -6,7 +6,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
-use super::global_window::{OpenRows, WindowAggregation, gather_open_rows};
+use super::global_window::{OpenRows, WindowAggregation, gather_open_rows, saved_rows};
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output};
 use crate::Result;
@@ -110,20 +110,56 @@ impl Operator for CountWindowOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let Some(keys) = restored.value::<Vec<(Vec<u8>, i64, usize)>>("windows")? else { return Ok(()) };
-        let batches = restored.batches("rows")?;
-        let rows = match batches.first() {
-            Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)?,
-            None => RecordBatch::new_empty(self.input_schema.clone()),
-        };
-        let mut positions = OpenRows::new(&rows);
         self.open.clear();
+        self.batches.clear();
+        self.merge_snapshot(restored, &|_| true)
+    }
+
+    fn follows_key_groups(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Drops the open windows of released key groups; adds those of acquired ones that the
+    /// exchange routes here from the other worker's snapshots.
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        let routed_here = super::key_router(&self.keys, &self.input_schema, handover.instance.1, handover.instance.0)?;
+        self.open.retain(|key, _| !handover.releases(key));
+        for (acquired, snapshots) in &handover.acquired {
+            for snapshot in snapshots {
+                let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
+                self.merge_snapshot(snapshot, &keep)?;
+            }
+        }
+        self.compact()
+    }
+
+    /// Keeps the open windows of every old instance whose keys the hash exchange now routes
+    /// to this instance.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let (snapshots, routed_here) =
+            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
+        for old in &snapshots {
+            self.merge_snapshot(old, &*routed_here)?;
+        }
+        self.compact()
+    }
+}
+
+impl CountWindowOperator {
+    /// Adds the open windows whose keys `keep` accepts from a snapshot of an instance of
+    /// this operator.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+        let Some(keys) = snapshot.value::<Vec<(Vec<u8>, i64, usize)>>("windows")? else { return Ok(()) };
+        let rows = saved_rows(snapshot, &self.input_schema)?;
+        let mut positions = OpenRows::new(self.batches.len(), &rows);
         for (key, window, count) in keys {
             let mut open = positions.take(count, self.name())?;
-            open.reserve(self.size.saturating_sub(count));
-            self.open.insert(key.into_boxed_slice(), (window, open));
+            if keep(&key) {
+                open.reserve(self.size.saturating_sub(count));
+                self.open.insert(key.into_boxed_slice(), (window, open));
+            }
         }
-        self.batches = vec![rows];
+        self.batches.push(rows);
         Ok(())
     }
 }

@@ -59,15 +59,26 @@ pub(crate) fn gather_open_rows<'a>(
     Ok(interleave_record_batch(&held, &all_rows)?)
 }
 
-/// Hands out the consecutive rows of a batch [`gather_open_rows`] built, as `(0, row)` positions.
+/// The rows a window operator saved with [`gather_open_rows`], as one batch.
+pub(crate) fn saved_rows(restored: &RestoredState, schema: &SchemaRef) -> Result<RecordBatch> {
+    let batches = restored.batches("rows")?;
+    Ok(match batches.first() {
+        Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)?,
+        None => RecordBatch::new_empty(schema.clone()),
+    })
+}
+
+/// Hands out the consecutive rows of a batch [`gather_open_rows`] built, as `(batch, row)`
+/// positions once the batch is held at index `batch`.
 pub(crate) struct OpenRows {
+    batch: usize,
     next: usize,
     total: usize,
 }
 
 impl OpenRows {
-    pub(crate) fn new(batch: &RecordBatch) -> Self {
-        OpenRows { next: 0, total: batch.num_rows() }
+    pub(crate) fn new(batch: usize, rows: &RecordBatch) -> Self {
+        OpenRows { batch, next: 0, total: rows.num_rows() }
     }
 
     /// The positions of the next `rows` rows.
@@ -78,7 +89,7 @@ impl OpenRows {
                 message: format!("the snapshot holds {} rows, {} expected", self.total, self.next + rows),
             });
         }
-        let positions = (self.next..self.next + rows).map(|r| (0, r)).collect();
+        let positions = (self.next..self.next + rows).map(|r| (self.batch, r)).collect();
         self.next += rows;
         Ok(positions)
     }
@@ -327,21 +338,62 @@ impl Operator for GlobalWindowOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let Some(state) = restored.value::<GlobalWindowState>("windows")? else { return Ok(()) };
-        let batches = restored.batches("rows")?;
-        let rows = match batches.first() {
-            Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)?,
-            None => RecordBatch::new_empty(self.input_schema.clone()),
-        };
-        let mut positions = OpenRows::new(&rows);
         self.open.clear();
+        self.batches.clear();
+        if let Some(watermark) = self.merge_snapshot(restored, &|_| true)? {
+            self.watermark = watermark;
+        }
+        Ok(())
+    }
+
+    fn follows_key_groups(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Drops the windows of released key groups; adds those of acquired ones that the
+    /// exchange routes here from the other worker's snapshots.
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        let routed_here = super::key_router(&self.keys, &self.input_schema, handover.instance.1, handover.instance.0)?;
+        self.open.retain(|key, _| !handover.releases(key));
+        for (acquired, snapshots) in &handover.acquired {
+            for snapshot in snapshots {
+                let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
+                self.merge_snapshot(snapshot, &keep)?;
+            }
+        }
+        compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
+    }
+
+    /// Keeps the windows of every old instance whose keys the hash exchange now routes to
+    /// this instance; the watermark is the lowest of the old ones'.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let (snapshots, routed_here) =
+            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
+        let mut watermark: Option<i64> = None;
+        for old in &snapshots {
+            let saved = self.merge_snapshot(old, &*routed_here)?;
+            watermark = watermark.into_iter().chain(saved).min();
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
+    }
+}
+
+impl GlobalWindowOperator {
+    /// Adds the windows whose keys `keep` accepts from a snapshot of an instance of this
+    /// operator. Returns the snapshot's watermark.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
+        let Some(state) = snapshot.value::<GlobalWindowState>("windows")? else { return Ok(None) };
+        let rows = saved_rows(snapshot, &self.input_schema)?;
+        let mut positions = OpenRows::new(self.batches.len(), &rows);
         for (key, trigger_state, count) in state.keys {
             let rows = positions.take(count, self.name())?;
-            self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows });
+            if keep(&key) {
+                self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows });
+            }
         }
-        self.batches = vec![rows];
-        self.watermark = state.watermark;
-        Ok(())
+        self.batches.push(rows);
+        Ok(Some(state.watermark))
     }
 }
 

@@ -282,12 +282,9 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
     /// ones that the hash exchange routes to this instance, from every snapshot the operator
     /// took in the checkpoint holding them.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        use crate::checkpoint::key_group;
-        let groups = handover.partitions;
         let store = self.store.as_mut().expect("on_start ran");
         if !handover.released.is_empty() {
-            let released = handover.released.clone();
-            let keep = move |key: &[u8]| !released.contains(&key_group(key, groups));
+            let keep = |key: &[u8]| !handover.releases(key);
             let dropped = store.retain_keys(&keep)?;
             self.timers.event_time.retain(|(_, key)| keep(key));
             self.timers.processing_time.retain(|(_, key)| keep(key));
@@ -296,9 +293,9 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         let (instance, parallelism) = handover.instance;
         let routed_here = key_router(&self.keys, &F::In::schema(), parallelism, instance)?;
         for (acquired, snapshots) in &handover.acquired {
-            let (acquired_groups, routed_here) = (acquired.clone(), routed_here.clone());
+            let (groups, partitions, routed_here) = (acquired.clone(), handover.partitions, routed_here.clone());
             let keep: KeyRouter = std::sync::Arc::new(move |key: &[u8]| {
-                acquired_groups.contains(&key_group(key, groups)) && routed_here(key)
+                groups.contains(&crate::checkpoint::key_group(key, partitions)) && routed_here(key)
             });
             let mut dirs = vec![];
             for snapshot in snapshots {

@@ -209,10 +209,8 @@ impl Operator for SessionWindowOperator {
     /// Drops the rows and emitted sessions of released key groups; adds those of acquired
     /// ones that the exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        use crate::checkpoint::key_group;
-        let groups = handover.partitions;
         if !handover.released.is_empty() {
-            let keep = |key: &[u8]| !handover.released.contains(&key_group(key, groups));
+            let keep = |key: &[u8]| !handover.releases(key);
             let pending = std::mem::take(&mut self.pending);
             for batch in pending {
                 let kept = super::filter_rows_by_key(&batch, &self.keys, &keep)?;
@@ -225,7 +223,7 @@ impl Operator for SessionWindowOperator {
         let (instance, parallelism) = handover.instance;
         let routed_here = super::key_router(&self.keys, &self.input_schema, parallelism, instance)?;
         for (acquired, snapshots) in &handover.acquired {
-            let keep = |key: &[u8]| acquired.contains(&key_group(key, groups)) && routed_here(key);
+            let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
             for snapshot in snapshots {
                 self.merge_snapshot(snapshot, &keep)?;
             }

@@ -347,10 +347,9 @@ impl Operator for WindowAggregateOperator {
     /// other worker's snapshots, merged into the panes of the same start. (A window that
     /// already fired here does not fire again for the acquired keys.)
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        use crate::checkpoint::key_group;
-        let (name, n, groups) = (self.name().to_string(), self.keys.len(), handover.partitions);
+        let (name, n) = (self.name().to_string(), self.keys.len());
         if !handover.released.is_empty() {
-            let keep = |key: &[u8]| !handover.released.contains(&key_group(key, groups));
+            let keep = |key: &[u8]| !handover.releases(key);
             for (start, mut pane) in std::mem::take(&mut self.open_panes) {
                 let kept = super::filter_keys(&pane.snapshot_batch(&name)?, n, &keep)?;
                 if kept.num_rows() > 0 {
@@ -373,7 +372,7 @@ impl Operator for WindowAggregateOperator {
         let (instance, parallelism) = handover.instance;
         let routed_here = super::key_router(&self.keys, &self.input_schema, parallelism, instance)?;
         for (acquired, snapshots) in &handover.acquired {
-            let keep = |key: &[u8]| acquired.contains(&key_group(key, groups)) && routed_here(key);
+            let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
             for snapshot in snapshots {
                 self.merge_snapshot(snapshot, &keep)?;
             }
