@@ -640,6 +640,153 @@ fn global_window_state_follows_its_keys_when_the_parallelism_changes() {
     windows_follow_their_keys(global_counts());
 }
 
+/// Joined clicks: (user, left page, right page).
+type Pairs = Arc<Mutex<Vec<(String, i64, i64)>>>;
+
+/// A streaming join of the clicks of `left-clicks` and `right-clicks` by user (page number =
+/// event time; user `u{page % 11}`, one click per page on each side).
+#[derive(Clone, Copy)]
+enum ClickJoin {
+    /// Tumbling windows of 100 pages.
+    Window,
+    /// Right clicks within 20 pages before or after the left one.
+    Interval,
+    /// The latest right click at or before the left one.
+    AsOf,
+}
+
+impl ClickJoin {
+    fn join(self, left: Stream<Untyped>, right: Stream<Untyped>) -> sabot::Result<Stream<Untyped>> {
+        match self {
+            ClickJoin::Window => left.window_join(
+                &right,
+                ["user"],
+                ["user"],
+                sabot::window::WindowSpec::tumbling(Duration::from_millis(100)),
+            ),
+            ClickJoin::Interval => left.interval_join(&right, ["user"], ["user"], -20, 20),
+            ClickJoin::AsOf => left.asof_join(&right, ["user"], ["user"], None),
+        }
+    }
+
+    /// Every pair the join emits among pages `0..produced`; with `due`, only those it must
+    /// have emitted by then (window joins and as-of joins wait for the watermark, a margin
+    /// of pages behind the newest).
+    fn pairs(self, produced: i64, due: bool) -> std::collections::BTreeSet<(String, i64, i64)> {
+        let mut pairs = std::collections::BTreeSet::new();
+        for l in 0..produced {
+            let user = format!("u{}", l % 11);
+            let (matches, ready): (Vec<i64>, bool) = match self {
+                ClickJoin::Window => {
+                    let start = l / 100 * 100;
+                    ((start..(start + 100).min(produced)).collect(), start + 100 + 15 <= produced)
+                }
+                ClickJoin::Interval => (((l - 20).max(0)..(l + 21).min(produced)).collect(), true),
+                ClickJoin::AsOf => (vec![l], l + 15 <= produced),
+            };
+            if due && !ready {
+                continue;
+            }
+            for r in matches.into_iter().filter(|r| r % 11 == l % 11) {
+                pairs.insert((user.clone(), l, r));
+            }
+        }
+        pairs
+    }
+}
+
+/// Runs `join` with `parallelism` until `expected` pairs were delivered and a checkpoint
+/// completed after that, then stops; returns the restored checkpoint's id.
+fn run_join(
+    kafka: sabot::kafka::KafkaConfig,
+    checkpoints: &CheckpointConfig,
+    join: ClickJoin,
+    out: &Pairs,
+    expected: usize,
+    parallelism: usize,
+) -> u64 {
+    let side = |topic: &str| {
+        KafkaSource::with_config(kafka.clone(), topic)
+            .group(format!("join-{topic}"))
+            .start_offset(StartOffset::Earliest)
+            .format(JsonFormat::for_record::<Click>())
+            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+            .idle_timeout(Duration::from_secs(3600))
+    };
+    let (left, right) = (side("left-clicks"), side("right-clicks"));
+    let stops = [left.stop_handle(), right.stop_handle()];
+    let left = Stream::from_kafka(left).unwrap().with_parallelism(parallelism).with_checkpointing(checkpoints.clone());
+    let pipeline = join.join(left, Stream::from_kafka(right).unwrap()).unwrap();
+    let sink = out.clone();
+    let runner = std::thread::spawn(move || {
+        pipeline.for_each_batch(|batch| {
+            use sabot::deps::arrow::array::AsArray;
+            use sabot::deps::arrow::datatypes::Int64Type;
+            let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
+            let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>().clone();
+            let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>().clone();
+            let mut sink = sink.lock().unwrap();
+            for row in 0..batch.num_rows() {
+                sink.push((users.value(row).to_string(), left.value(row), right.value(row)));
+            }
+            Ok(())
+        })
+    });
+    let completed_before = checkpoints.metrics.completed();
+    wait_for("the joined pairs of this round", || {
+        assert!(!runner.is_finished(), "the pipeline ended early");
+        out.lock().unwrap().len() >= expected && checkpoints.metrics.completed() > completed_before + 1
+    });
+    stops.iter().for_each(|stop| stop.stop());
+    runner.join().unwrap().unwrap();
+    checkpoints.metrics.restored_id()
+}
+
+/// Streaming joins rescale on restart: each new instance takes both sides' buffered rows of
+/// the keys the exchanges now route to it, from every old instance's snapshot. Rounds of
+/// 150 pages end inside windows and intervals, so rows read by runs with different
+/// parallelism must meet: every pair is joined exactly once across parallelism 2, 3 and 1.
+fn joins_follow_their_keys(join: ClickJoin) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("left-clicks", 4).unwrap();
+    cluster.create_topic("right-clicks", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = CheckpointConfig::new(dir.path()).with_interval(Duration::from_millis(100));
+    let out: Pairs = Arc::default();
+    let mut produced = 0;
+    for (round, parallelism) in [2, 3, 1].into_iter().enumerate() {
+        for topic in ["left-clicks", "right-clicks"] {
+            produce_clicks_by_user(cluster.config(), topic, produced..produced + 150);
+        }
+        produced += 150;
+        let expected = join.pairs(produced, true).len();
+        let restored = run_join(cluster.config(), &checkpoints, join, &out, expected, parallelism);
+        assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
+    }
+    let out = out.lock().unwrap();
+    let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
+    assert_eq!(joined.len(), out.len(), "no pair joined twice");
+    let due = join.pairs(produced, true);
+    assert!(joined.is_superset(&due), "every due pair: {} missing", due.difference(&joined).count());
+    assert!(joined.is_subset(&join.pairs(produced, false)), "only pairs the join matches");
+}
+
+#[test]
+fn window_join_state_follows_its_keys_when_the_parallelism_changes() {
+    joins_follow_their_keys(ClickJoin::Window);
+}
+
+#[test]
+fn interval_join_state_follows_its_keys_when_the_parallelism_changes() {
+    joins_follow_their_keys(ClickJoin::Interval);
+}
+
+#[test]
+fn asof_join_state_follows_its_keys_when_the_parallelism_changes() {
+    joins_follow_their_keys(ClickJoin::AsOf);
+}
+
 /// Waits until `condition` holds, failing after 60 s.
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -134,17 +134,10 @@ impl CoOperatorStream {
             if let Some((coordinator, task)) = &self.checkpoints
                 && let Some(restored) = coordinator.restored_state(task)
             {
-                if let Some(rescale) = restored.rescale() {
-                    return Err(SabotError::State {
-                        state: self.operator.name().to_string(),
-                        message: format!(
-                            "saved with parallelism {} and restored with {}: streaming joins cannot change \
-                             parallelism yet; restart with the checkpoint's parallelism",
-                            rescale.from, rescale.to
-                        ),
-                    });
+                match restored.rescale() {
+                    Some(_) => self.operator.restore_rescaled_state(&restored)?,
+                    None => self.operator.restore_state(&restored)?,
                 }
-                self.operator.restore_state(&restored)?;
             }
             self.operator.on_start()?;
         }

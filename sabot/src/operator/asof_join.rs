@@ -243,25 +243,60 @@ impl TwoInputOperator for AsofJoinOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let Some(state) = restored.value::<AsofState>("asof")? else { return Ok(()) };
-        self.watermark = state.watermark;
-        self.late_rows = state.late_rows;
         self.pending.clear();
         self.pending_rows = 0;
-        for batch in restored.batches("pending")? {
+        self.right = RightIndex::default();
+        if let Some(state) = self.merge_snapshot(restored, &|_| true)? {
+            self.watermark = state.watermark;
+            self.late_rows = state.late_rows;
+        }
+        Ok(())
+    }
+
+    /// Keeps the pending left rows and the right rows of every old instance whose keys the
+    /// exchanges now route to this instance; the watermark is the lowest of the old ones'.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
+        let mut watermark: Option<i64> = None;
+        for old in &snapshots {
+            if let Some(state) = self.merge_snapshot(old, &*routed_here)? {
+                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
+                self.late_rows += state.late_rows;
+            }
+        }
+        self.watermark = watermark.unwrap_or(i64::MIN);
+        Ok(())
+    }
+}
+
+impl AsofJoinOperator {
+    /// Adds the pending left rows and the right rows whose keys `keep` accepts from a
+    /// snapshot of an instance of this operator; returns what it saved besides its rows.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<AsofState>> {
+        let Some(state) = snapshot.value::<AsofState>("asof")? else { return Ok(None) };
+        for batch in snapshot.batches("pending")? {
+            let batch = self.keys.filter(&batch, Side::Left, keep)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
             let times = times_of(&batch, &self.left_time)?;
             self.pending_rows += batch.num_rows();
             self.pending.push(pending(batch, times));
         }
-        self.right = RightIndex::default();
-        let batches = restored.batches("right")?;
+        let batches = snapshot.batches("right")?;
         if let Some(first) = batches.first() {
-            let rows = concat_batches(&first.schema(), &batches)?;
+            let mut rows = concat_batches(&first.schema(), &batches)?;
+            let mut sealed = state.sealed.clone();
+            if let Some(mask) = self.keys.mask(&rows, Side::Right, keep)? {
+                rows = arrow::compute::filter_record_batch(&rows, &mask)?;
+                sealed =
+                    sealed.into_iter().zip(mask.values().iter()).filter(|(_, kept)| *kept).map(|(s, _)| s).collect();
+            }
             let times = times_of(&rows, &self.right_time)?;
             let keys = self.keys.encode(&rows, Side::Right)?;
-            self.right.restore(&rows, &times, &keys, &state.sealed)?;
+            self.right.restore(&rows, &times, &keys, &sealed)?;
         }
-        Ok(())
+        Ok(Some(state))
     }
 }
 

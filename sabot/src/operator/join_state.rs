@@ -103,6 +103,38 @@ impl JoinKeys {
     }
 }
 
+impl JoinKeys {
+    /// The rows of `batch` (of input `side`) whose encoded key `keep` accepts; rows with a
+    /// null key are encoded too, as the hash exchange in front of the join encodes them.
+    pub(crate) fn filter(&self, batch: &RecordBatch, side: Side, keep: &dyn Fn(&[u8]) -> bool) -> Result<RecordBatch> {
+        match self.mask(batch, side, keep)? {
+            Some(mask) => Ok(arrow::compute::filter_record_batch(batch, &mask)?),
+            None => Ok(batch.clone()),
+        }
+    }
+
+    /// Which rows of `batch` [`filter`](Self::filter) keeps; `None` for all (no keys).
+    pub(crate) fn mask(
+        &self,
+        batch: &RecordBatch,
+        side: Side,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Option<arrow::array::BooleanArray>> {
+        let Some(rows) = self.encode(batch, side)?.rows else { return Ok(None) };
+        Ok(Some(rows.iter().map(|row| Some(keep(row.as_ref()))).collect()))
+    }
+
+    /// For a join restored with another parallelism: every old instance's snapshot, and
+    /// which keys the exchanges now route to this instance.
+    pub(crate) fn rescaled_snapshots(
+        &self,
+        restored: &crate::checkpoint::RestoredState,
+        operator: &str,
+    ) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
+        super::rescaled_snapshots_of_types(restored, operator, &self.types)
+    }
+}
+
 /// The encoded keys of one batch.
 pub(crate) struct EncodedKeys {
     /// `None` when the join has no keys (every row has the empty key).
@@ -128,6 +160,24 @@ pub(crate) struct JoinProgress {
     pub(crate) late_rows: usize,
 }
 
+impl JoinProgress {
+    /// The progress of instances merged into one: the lowest watermarks, the late rows of
+    /// all.
+    pub(crate) fn merge(a: Option<JoinProgress>, b: Option<JoinProgress>) -> Option<JoinProgress> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(JoinProgress {
+                watermark: a.watermark.min(b.watermark),
+                forwarded: match (a.forwarded, b.forwarded) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    _ => None,
+                },
+                late_rows: a.late_rows + b.late_rows,
+            }),
+            (one, None) | (None, one) => one,
+        }
+    }
+}
+
 /// Saves both sides' buffered rows (Arrow IPC, `left` and `right`) and `progress`.
 pub(crate) fn snapshot_buffers(
     snapshot: &mut crate::checkpoint::StateSnapshot,
@@ -141,16 +191,22 @@ pub(crate) fn snapshot_buffers(
     snapshot.put_value("progress", &progress)
 }
 
-/// Loads what [`snapshot_buffers`] saved into empty stores; `None` when nothing was saved.
-pub(crate) fn restore_buffers(
+/// Adds what [`snapshot_buffers`] saved to the stores, the rows whose keys `keep` accepts
+/// (all of them on a plain restore; a share when the parallelism changed). `None` when
+/// nothing was saved.
+pub(crate) fn merge_buffers(
     restored: &crate::checkpoint::RestoredState,
     keys: &JoinKeys,
     (left, left_time): (&mut TimeBuckets, &str),
     (right, right_time): (&mut TimeBuckets, &str),
+    keep: &dyn Fn(&[u8]) -> bool,
 ) -> Result<Option<JoinProgress>> {
     let Some(progress) = restored.value::<JoinProgress>("progress")? else { return Ok(None) };
-    left.restore(&restored.batches("left")?, keys, Side::Left, left_time)?;
-    right.restore(&restored.batches("right")?, keys, Side::Right, right_time)?;
+    for (store, side, time, name) in [(left, Side::Left, left_time, "left"), (right, Side::Right, right_time, "right")]
+    {
+        let batches = restored.batches(name)?.iter().map(|b| keys.filter(b, side, keep)).collect::<Result<Vec<_>>>()?;
+        store.extend(&batches, keys, side, time)?;
+    }
     Ok(Some(progress))
 }
 
@@ -300,22 +356,24 @@ impl TimeBuckets {
 
     /// Every buffered batch, by bucket then arrival, for a checkpoint (each holds rows of one
     /// bucket only, every one of them buffered): inserting them again in this order into an
-    /// empty store rebuilds the same buckets and key index, see [`TimeBuckets::restore`].
+    /// empty store rebuilds the same buckets and key index, see [`TimeBuckets::extend`].
     pub(crate) fn snapshot(&self) -> Vec<RecordBatch> {
         self.buckets.values().flat_map(|b| b.batches.iter().cloned()).collect()
     }
 
     /// Buffers again the batches [`TimeBuckets::snapshot`] returned, rows of input `side`
     /// with event times in `time_column`.
-    pub(crate) fn restore(
+    pub(crate) fn extend(
         &mut self,
         batches: &[RecordBatch],
         keys: &JoinKeys,
         side: Side,
         time_column: &str,
     ) -> Result<()> {
-        self.clear();
         for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
             let times = times_of(batch, time_column)?;
             let encoded = keys.encode(batch, side)?;
             let all: Vec<u32> = (0..batch.num_rows() as u32).collect();

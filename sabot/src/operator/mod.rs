@@ -176,15 +176,7 @@ pub trait Operator: Send {
     /// operators keep the keys that the hash exchange now routes to this instance. By default
     /// the operator cannot change parallelism and restoring fails.
     fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
-        let rescale = restored.rescale().map(|r| (r.from, r.to)).unwrap_or_default();
-        Err(crate::SabotError::State {
-            state: self.name().to_string(),
-            message: format!(
-                "saved with parallelism {} and restored with {}: this operator cannot change parallelism; restart \
-                 with the checkpoint's parallelism",
-                rescale.0, rescale.1
-            ),
-        })
+        Err(cannot_rescale(self.name(), restored))
     }
 
     /// Whether this operator's state moves between workers per key group when a source's
@@ -219,6 +211,19 @@ pub trait Operator: Send {
     }
 }
 
+/// The error of an operator that cannot restore state saved with another parallelism.
+pub(crate) fn cannot_rescale(operator: &str, restored: &crate::checkpoint::RestoredState) -> crate::SabotError {
+    let rescale = restored.rescale().map(|r| (r.from, r.to)).unwrap_or_default();
+    crate::SabotError::State {
+        state: operator.to_string(),
+        message: format!(
+            "saved with parallelism {} and restored with {}: this operator cannot change parallelism; restart with \
+             the checkpoint's parallelism",
+            rescale.0, rescale.1
+        ),
+    }
+}
+
 /// Creates one operator instance per partition.
 pub type OperatorFactory = std::sync::Arc<dyn Fn(usize) -> Result<Box<dyn Operator>> + Send + Sync>;
 
@@ -231,9 +236,18 @@ pub(crate) fn key_router(
     partitions: usize,
     partition: usize,
 ) -> Result<crate::state::KeyPredicate> {
-    let (n, me) = (partitions.max(1) as u64, partition as u64);
     let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
-    match types.as_slice() {
+    key_router_of_types(&types, partitions, partition)
+}
+
+/// As [`key_router`], for keys of `types` (already evaluated and cast).
+pub(crate) fn key_router_of_types(
+    types: &[arrow::datatypes::DataType],
+    partitions: usize,
+    partition: usize,
+) -> Result<crate::state::KeyPredicate> {
+    let (n, me) = (partitions.max(1) as u64, partition as u64);
+    match types {
         // Without keys everything runs in one instance.
         [] => Ok(std::sync::Arc::new(|_: &[u8]| true)),
         [single] if single.is_integer() => {
@@ -296,14 +310,24 @@ pub(crate) fn rescaled_snapshots(
     keys: &[crate::expr::Expr],
     schema: &arrow::datatypes::Schema,
 ) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
+    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
+    rescaled_snapshots_of_types(restored, operator, &types)
+}
+
+/// As [`rescaled_snapshots`], for keys of `types` (already evaluated and cast).
+pub(crate) fn rescaled_snapshots_of_types(
+    restored: &crate::checkpoint::RestoredState,
+    operator: &str,
+    types: &[arrow::datatypes::DataType],
+) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
     let rescale = restored.rescale().expect("called for rescaled state");
-    if keys.is_empty() {
+    if types.is_empty() {
         return Err(crate::SabotError::State {
             state: operator.to_string(),
             message: "an operator without keys runs in one instance: restart with the checkpoint's parallelism".into(),
         });
     }
-    let routed_here = key_router(keys, schema, rescale.to, rescale.partition)?;
+    let routed_here = key_router_of_types(types, rescale.to, rescale.partition)?;
     let snapshots = rescale
         .snapshots
         .iter()

@@ -142,7 +142,26 @@ impl TwoInputOperator for TableJoinOperator {
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
         self.table = LatestRows::default();
-        for batch in restored.batches("table")? {
+        self.merge_snapshot(restored, &|_| true)
+    }
+
+    /// Keeps the table rows of every old instance whose keys the exchange now routes to this
+    /// instance.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
+        for old in &snapshots {
+            self.merge_snapshot(old, &*routed_here)?;
+        }
+        Ok(())
+    }
+}
+
+impl TableJoinOperator {
+    /// Adds the table rows whose keys `keep` accepts from a snapshot of an instance of this
+    /// operator.
+    fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
+        for batch in snapshot.batches("table")? {
+            let batch = self.keys.filter(&batch, Side::Right, keep)?;
             let keys = self.keys.encode(&batch, Side::Right)?;
             self.table.upsert(batch, &keys)?;
         }
@@ -295,6 +314,48 @@ mod tests {
         let out = h.take_output();
         let v = out[0].column_by_name("v_right").unwrap().as_primitive::<Int64Type>();
         assert_eq!(v.values().to_vec(), vec![7099], "inner: the null key and unknown key 99 have no row");
+    }
+
+    /// Two instances' tables restored into three: each keeps the keys the exchange routes
+    /// to it, and together they hold every key once.
+    #[test]
+    fn a_rescaled_table_keeps_the_keys_routed_to_each_instance() {
+        let new = || TableJoinOperator::try_new(schema(), schema(), &["k"], &["k"], JoinType::Inner).unwrap();
+        let old: Vec<_> = (0..2)
+            .map(|instance| {
+                let mut h = TwoInputHarness::new(new());
+                let keys: Vec<Option<i64>> = (0..40).filter(|k| k % 2 == instance).map(Some).collect();
+                let values = keys.iter().map(|k| k.unwrap() * 10).collect();
+                h.process_right(rows(keys, values)).unwrap();
+                h.snapshot().unwrap()
+            })
+            .collect();
+        let dirs: Vec<_> = old.iter().map(|s| s.restored_state().dir().to_path_buf()).collect();
+        let mut found = vec![];
+        for partition in 0..3 {
+            let rescale = crate::checkpoint::Rescale { from: 2, to: 3, partition, snapshots: dirs.clone() };
+            let restored = RestoredState::rescaled(1, &dirs[0], rescale);
+            let mut op = new();
+            op.restore_rescaled_state(&restored).unwrap();
+            let routed_here = crate::operator::key_router_of_types(&[DataType::Int64], 3, partition).unwrap();
+            let mut h = TwoInputHarness::new(op);
+            h.process_left(rows((0..40).map(Some).collect(), vec![0; 40])).unwrap();
+            for batch in h.take_output() {
+                let keys = batch.column_by_name("k").unwrap().as_primitive::<Int64Type>();
+                let values = batch.column_by_name("v_right").unwrap().as_primitive::<Int64Type>();
+                for (k, v) in keys.values().iter().zip(values.values()) {
+                    let encoded = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(DataType::Int64)])
+                        .unwrap()
+                        .convert_columns(&[Arc::new(Int64Array::from(vec![*k])) as _])
+                        .unwrap();
+                    assert!(routed_here(encoded.row(0).as_ref()), "key {k} is routed to instance {partition}");
+                    assert_eq!(*v, k * 10);
+                    found.push(*k);
+                }
+            }
+        }
+        found.sort();
+        assert_eq!(found, (0..40).collect::<Vec<_>>(), "every key in exactly one instance");
     }
 
     #[test]

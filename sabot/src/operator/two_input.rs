@@ -77,6 +77,14 @@ pub trait TwoInputOperator: Send {
         Ok(())
     }
 
+    /// Loads state saved by a run with another parallelism
+    /// ([`RestoredState::rescale`](crate::checkpoint::RestoredState::rescale)): keyed joins
+    /// keep the rows whose keys the hash exchanges now route to this instance. By default
+    /// the operator cannot change parallelism and restoring fails.
+    fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        Err(super::cannot_rescale(self.name(), restored))
+    }
+
     /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         out.emit_barrier(barrier);
@@ -116,6 +124,9 @@ impl<O: TwoInputOperator + ?Sized> TwoInputOperator for Box<O> {
     }
     fn restore_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
         (**self).restore_state(restored)
+    }
+    fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
+        (**self).restore_rescaled_state(restored)
     }
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         (**self).handle_checkpoint(barrier, out)

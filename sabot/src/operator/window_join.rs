@@ -6,7 +6,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
 use super::join_state::{
-    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, restore_buffers, snapshot_buffers, time_column,
+    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, merge_buffers, snapshot_buffers, time_column,
     times_of,
 };
 use super::{Output, TwoInputOperator, Watermark};
@@ -265,14 +265,45 @@ impl TwoInputOperator for WindowJoinOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
+        self.left.clear();
+        self.right.clear();
+        let progress = self.merge_snapshot(restored, &|_| true)?;
+        self.resume_from(progress);
+        Ok(())
+    }
+
+    /// Keeps the buffered rows of every old instance whose keys the exchanges now route to
+    /// this instance; the watermark is the lowest of the old ones'.
+    fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
+        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
+        let mut progress = None;
+        for old in &snapshots {
+            progress = JoinProgress::merge(progress, self.merge_snapshot(old, &*routed_here)?);
+        }
+        self.resume_from(progress);
+        Ok(())
+    }
+}
+
+impl WindowJoinOperator {
+    /// Adds the buffered rows whose keys `keep` accepts from a snapshot of an instance of
+    /// this operator; returns its progress.
+    fn merge_snapshot(
+        &mut self,
+        snapshot: &RestoredState,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Option<JoinProgress>> {
         let left = (&mut self.left, self.left_time.as_str());
         let right = (&mut self.right, self.right_time.as_str());
-        if let Some(progress) = restore_buffers(restored, &self.keys, left, right)? {
+        merge_buffers(snapshot, &self.keys, left, right, keep)
+    }
+
+    fn resume_from(&mut self, progress: Option<JoinProgress>) {
+        if let Some(progress) = progress {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;
         }
-        Ok(())
     }
 }
 
