@@ -88,6 +88,43 @@ pub(crate) struct Handover {
     closing: bool,
 }
 
+/// How long dropping a consumer may take before it is left to close in the background.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reader's consumer, closed on drop on a helper thread that is waited for at most
+/// [`CLOSE_TIMEOUT`]. Closing serves the group's last rebalance, whose revocation calls
+/// `unassign`, a request to librdkafka's group thread that waits without a timeout; once in
+/// a while that request is never answered and the close would block forever (the hang
+/// librdkafka #4041 describes). The pipeline then goes on and the consumer's close is
+/// abandoned; the group notices the member is gone after its session timeout.
+pub(crate) struct ReaderConsumer(Option<BaseConsumer<ConsumerContext>>);
+
+impl std::ops::Deref for ReaderConsumer {
+    type Target = BaseConsumer<ConsumerContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("the consumer is only taken on drop")
+    }
+}
+
+impl Drop for ReaderConsumer {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else { return };
+        let (closed, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("sabot-consumer-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        // Without a helper thread the closure, consumer included, was dropped right here.
+        if spawned.is_ok() && wait.recv_timeout(CLOSE_TIMEOUT).is_err() {
+            tracing::warn!(
+                timeout = ?CLOSE_TIMEOUT,
+                "a Kafka consumer did not close in time (librdkafka #4041): it is left to close in the background"
+            );
+        }
+    }
+}
+
 /// How long a reader giving partitions back waits for its checkpoint before it gives them
 /// back anyway (the checkpoint failed; the new owner resumes from an older one).
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -304,7 +341,7 @@ struct PartitionState {
 pub(crate) struct KafkaReader {
     plan: Arc<ReaderPlan>,
     index: usize,
-    consumer: Arc<BaseConsumer<ConsumerContext>>,
+    consumer: Arc<ReaderConsumer>,
     decoder: Box<dyn Decoder>,
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     topic_names: HashMap<String, Arc<str>>,
@@ -413,7 +450,7 @@ impl KafkaReader {
             ])
             .create_with_context(context)
             .map_err(|e| SabotError::kafka(format!("create a consumer for '{}'", plan.topics.join(", ")), e))?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(ReaderConsumer(Some(consumer)));
         let bounded = assignment.is_some();
         let mut reader = KafkaReader {
             decoder: plan.format.decoder()?,

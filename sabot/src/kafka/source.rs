@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaConfig;
-use super::consumer::{BoundedAssignment, ConsumerContext, KafkaReader, ReaderPlan};
+use super::consumer::{BoundedAssignment, KafkaReader, ReaderConsumer, ReaderPlan};
 use super::dead_letter::DeadLetterProducer;
 use super::format::Format;
 use crate::io::{BatchIter, MessageIter, Scan, ScanRequest, Source};
@@ -118,7 +118,7 @@ pub(crate) struct SourceShared {
     pub(crate) metrics: Arc<SourceMetrics>,
     pub(crate) stop: StopHandle,
     /// Per reader: its consumer, once open.
-    pub(crate) consumers: Mutex<Vec<Option<Arc<BaseConsumer<ConsumerContext>>>>>,
+    pub(crate) consumers: Mutex<Vec<Option<Arc<ReaderConsumer>>>>,
     /// Per reader: (barrier id, positions) recorded when the reader emitted the barrier.
     pub(crate) pending: Mutex<Vec<Snapshots>>,
     pub(crate) dead_letters: Option<DeadLetterProducer>,
