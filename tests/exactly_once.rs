@@ -165,10 +165,27 @@ impl Worker {
         self.child.wait().expect("reap the worker");
     }
 
+    /// Sends `signal` (e.g. `STOP`) to the worker.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits for the worker to exit by itself, at most `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the worker") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends SIGTERM and waits for the exit, at most `timeout`.
     fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -TERM failed: {status}");
+        self.signal("TERM");
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("poll the worker") {
@@ -814,4 +831,80 @@ fn windowed_results_of_a_killed_worker_match_a_batch_computation() {
         rows.into_iter().map(|(user, start, count, total)| ((user, start), (count, total))).collect();
     assert_eq!(got.len(), expected.len(), "no window published twice");
     assert_eq!(got, expected, "every window's count and total as in a batch computation");
+}
+
+/// A zombie worker: `w1` is stopped (SIGSTOP) past its session timeout while input flows, so
+/// the group expels it and `w2` takes its partitions over from its last checkpoint. When `w1`
+/// resumes, its next checkpoint's fencing commit is rejected by the group coordinator: it
+/// exits without completing that checkpoint, so it publishes nothing for the partitions it
+/// lost. Restarted, it rejoins. The published files hold every row exactly once.
+#[test]
+fn a_stalled_worker_is_fenced_and_publishes_no_duplicate() {
+    let mut rng = SmallRng::seed_from_u64(SEED ^ 5);
+    let events = generate(&mut rng);
+    let bursts: Vec<&[Event]> = events.chunks(EVENTS.div_ceil(4)).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = ["w1", "w2"];
+    let outs: Vec<PathBuf> = ids.iter().map(|id| tmp.path().join("out").join(id)).collect();
+    let all_published = || outs.iter().map(|o| published(o).len()).sum::<usize>();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic(TOPIC, PARTITIONS).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let mut runs = [Runs { current: None, logs: vec![] }, Runs { current: None, logs: vec![] }];
+    let start = |runs: &mut Runs, id: &str| {
+        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id), &[]);
+        runs.logs.push(worker.log.clone());
+        runs.current = Some(worker);
+    };
+    let wait_published = |runs: &mut [Runs; 2], rows: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while all_published() < rows {
+            runs[1].worker().assert_running();
+            assert!(Instant::now() < deadline, "{what}: {} of {rows} rows published", all_published());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    produce_partitioned(&brokers, bursts[0]);
+    for (i, id) in ids.iter().enumerate() {
+        start(&mut runs[i], id);
+    }
+    wait_published(&mut runs, bursts[0].len(), "both workers started");
+    let first_log = runs[0].logs[0].clone();
+
+    // w1 stalls while it reads the next burst (with rows read but not yet checkpointed);
+    // w2 takes its partitions once the session expires (2 s) and publishes their rows.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for slice in bursts[1].chunks(200) {
+                produce_partitioned(&brokers, slice);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..900)));
+        runs[0].worker().signal("STOP");
+    });
+    wait_published(&mut runs, bursts[0].len() + bursts[1].len(), "w2 took over");
+    produce_partitioned(&brokers, bursts[2]);
+    wait_published(&mut runs, EVENTS - bursts[3].len(), "w2 read the next burst");
+    runs[0].worker().signal("CONT");
+    let exit = runs[0].worker().wait_exit(Duration::from_secs(30)).expect("the zombie exits by itself");
+    assert!(!exit.success(), "the zombie fails: {exit}");
+    let log = std::fs::read_to_string(&first_log).unwrap();
+    assert!(log.contains("no longer a member of the group"), "the zombie was fenced:\n{log}");
+    runs[0].current = None;
+
+    start(&mut runs[0], ids[0]);
+    produce_partitioned(&brokers, bursts[3]);
+    wait_published(&mut runs, EVENTS, "every row");
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    for runs in &mut runs {
+        let worker = runs.worker();
+        let exit = worker.terminate(Duration::from_secs(15)).expect("the worker exits within 15 s of SIGTERM");
+        assert!(exit.success(), "the worker's exit: {exit}\n{}", worker.log_text());
+        runs.current = None;
+    }
+    let rows: Vec<Row> = outs.iter().flat_map(|o| published(o)).collect();
+    assert_eq!(rows.len(), EVENTS, "published rows over both workers");
+    check_running_totals(&rows, &events, false);
 }

@@ -119,6 +119,15 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn close(&self) -> Result<()> {
         Ok(())
     }
+    /// Before checkpoint `id` completes, when the source's partitions are key groups:
+    /// confirms with the source's system that this worker still owns what it read, so that a
+    /// worker that lost its partitions without noticing (a zombie: stalled past its session
+    /// timeout while another worker took over) fails instead of completing a checkpoint and
+    /// publishing output for them. A Kafka source commits offsets synchronously: the group
+    /// coordinator rejects a member that was expelled. Default: nothing to check.
+    fn fence(&self, _id: u64) -> Result<()> {
+        Ok(())
+    }
     /// What the pipeline consumed from this source up to checkpoint barrier `id`, for a sink
     /// that commits it in one transaction with its output ([`Sink::add_consumed_offsets`]):
     /// a Kafka source gives its consumer group's offsets. Default: nothing.

@@ -158,13 +158,17 @@ pub(crate) struct SourceShared {
 
 impl SourceShared {
     /// Drops recorded positions of partitions a reader lost in a rebalance: their new owner
-    /// commits them.
+    /// commits them (and a fencing commit must not move them back).
     pub(crate) fn forget(&self, reader: usize, lost: &[(String, i32)]) {
+        let kept = |(t, p, _): &Position| !lost.iter().any(|(lt, lp)| lt.as_str() == t.as_ref() && lp == p);
         let mut pending = self.pending.lock().expect("kafka pending offsets");
         if let Some(snapshots) = pending.get_mut(reader) {
             for (_, positions) in snapshots.iter_mut() {
-                positions.retain(|(t, p, _)| !lost.iter().any(|(lt, lp)| lt.as_str() == t.as_ref() && lp == p));
+                positions.retain(kept);
             }
+        }
+        if let Some(committed) = self.last_committed.lock().expect("kafka committed offsets").get_mut(reader) {
+            committed.retain(kept);
         }
     }
 
@@ -589,6 +593,42 @@ impl Source for KafkaSource {
         self.shared()?.stop_barrier.get().copied()
     }
 
+    /// Commits each reader's last committed positions again, synchronously: the group
+    /// coordinator rejects the commit of a member it expelled (unknown member), which fails
+    /// the pipeline before the checkpoint completes. A rebalance in progress is not a fence:
+    /// the member is still in the group, handing partitions over.
+    fn fence(&self, id: u64) -> Result<()> {
+        let Some(shared) = self.shared() else { return Ok(()) };
+        let consumers = shared.consumers.lock().expect("kafka consumers").clone();
+        let committed = shared.last_committed.lock().expect("kafka committed offsets").clone();
+        for (reader, positions) in committed.iter().enumerate() {
+            let Some(consumer) = consumers.get(reader).and_then(Option::as_ref) else { continue };
+            if positions.is_empty() {
+                continue;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (topic, partition, next) in positions {
+                offsets
+                    .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|e| SabotError::kafka(format!("commit offsets of '{topic}'"), e))?;
+            }
+            if let Err(e) = consumer.commit(&offsets, CommitMode::Sync) {
+                if is_fenced(&e) {
+                    return Err(SabotError::kafka(
+                        format!("confirm the partitions of group '{}' before checkpoint {id}", self.group_id()),
+                        format!(
+                            "this worker is no longer a member of the group ({e}): its session expired and its \
+                             partitions moved to another worker, so it stops without completing the checkpoint; \
+                             restart it to rejoin"
+                        ),
+                    ));
+                }
+                tracing::debug!(reader, checkpoint = id, error = %e, "fencing commit failed (not fenced)");
+            }
+        }
+        Ok(())
+    }
+
     /// Per reader, its group membership and its positions at the last barrier up to `id`:
     /// the offsets [`checkpoint_complete`](Source::checkpoint_complete) would commit.
     fn consumed_offsets(&self, id: u64) -> Result<crate::io::ConsumedOffsets> {
@@ -735,6 +775,13 @@ impl Source for KafkaSource {
 pub(crate) struct GroupOffsets {
     pub(crate) metadata: rdkafka::consumer::ConsumerGroupMetadata,
     pub(crate) offsets: TopicPartitionList,
+}
+
+/// Whether a commit failed because the group expelled this member. (A stale generation is
+/// not: a member handing partitions over in a rebalance commits with one too.)
+fn is_fenced(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(error.rdkafka_error_code(), Some(Code::UnknownMemberId | Code::FencedInstanceId))
 }
 
 /// Parses the positions a Kafka source recorded in a checkpoint (with key groups, together

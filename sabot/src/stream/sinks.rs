@@ -160,6 +160,10 @@ impl<T> Stream<T> {
                         self.checkpoint_complete(barrier.id)?;
                         continue;
                     };
+                    if coordinator.key_groups() {
+                        // A zombie worker must not complete a checkpoint for partitions it lost.
+                        self.sources().iter().try_for_each(|(_, source)| source.fence(barrier.id))?;
+                    }
                     match coordinator.complete(barrier.id, self.source_positions(barrier.id)?, committable) {
                         Ok(committables) => {
                             if let Some(sink) = sink {
