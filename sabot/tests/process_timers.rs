@@ -154,3 +154,61 @@ fn processing_time_timers_fire_on_an_idle_unbounded_stream() {
     drop(sender);
     runner.join().unwrap().unwrap();
 }
+
+/// The same timers behind a streaming join whose sides stay open and silent: the exchange in
+/// front of `process()` repeats the join's watermark as a heartbeat. (Both sides are channels,
+/// which are unbounded: the table side is not loaded first, which would wait forever.)
+#[test]
+fn processing_time_timers_fire_after_an_idle_join() {
+    let logins_schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, false),
+        Field::new("attempt", DataType::Int64, false),
+    ]));
+    let levels_schema = Arc::new(Schema::new(vec![
+        Field::new("user", DataType::Utf8, false),
+        Field::new("level", DataType::Int64, false),
+    ]));
+    let (logins_source, logins_tx) = ChannelSource::new(logins_schema, 4);
+    let (levels_source, levels_tx) = ChannelSource::new(levels_schema.clone(), 4);
+    let levels = Stream::from_source(Arc::new(levels_source));
+    let stream = Stream::from_source(Arc::new(logins_source))
+        .with_parallelism(2)
+        .table_join(&levels, ["user"], ["user"], sabot::plan::JoinType::Left)
+        .unwrap()
+        .select(["user", "attempt"])
+        .unwrap()
+        .key_by(["user"])
+        .process(Remember::default)
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        stream.for_each_batch(|b| {
+            tx.send(b).unwrap();
+            Ok(())
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let level = RecordBatch::try_new(
+        levels_schema,
+        vec![Arc::new(StringArray::from(vec!["bob"])), Arc::new(Int64Array::from(vec![3]))],
+    )
+    .unwrap();
+    runtime.block_on(levels_tx.send(level)).unwrap();
+    runtime.block_on(logins_tx.send(logins(&[("bob", 1), ("cy", 1)]))).unwrap();
+    // Both channels stay open and silent: only the timers can produce the "quiet" notes.
+    let start = Instant::now();
+    let mut quiet = vec![];
+    while quiet.len() < 2 && start.elapsed() < Duration::from_secs(10) {
+        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(50)) {
+            let kind = batch.column(1).as_string::<i32>();
+            let user = batch.column(0).as_string::<i32>();
+            quiet
+                .extend((0..batch.num_rows()).filter(|&i| kind.value(i) == "quiet").map(|i| user.value(i).to_string()));
+        }
+    }
+    quiet.sort();
+    assert_eq!(quiet, vec!["bob".to_string(), "cy".to_string()]);
+    assert!(start.elapsed() >= Duration::from_millis(900), "not before the timers' time");
+    drop((logins_tx, levels_tx));
+    runner.join().unwrap().unwrap();
+}

@@ -66,6 +66,11 @@ impl Source for ChannelSource {
         "channel: unbounded".to_string()
     }
 
+    /// The stream ends only when every sender is dropped, which may be never.
+    fn is_unbounded(&self) -> bool {
+        true
+    }
+
     fn scan(&self, request: &ScanRequest) -> Result<Arc<dyn Scan>> {
         let receiver = self
             .receiver
