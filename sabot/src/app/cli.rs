@@ -271,12 +271,6 @@ impl WorkerOptions {
             kafka.insert(key.trim().to_string(), value.trim().to_string());
         }
         let worker_id = args.worker_id.or(file.worker_id);
-        if worker_id.is_some() && args.from_savepoint.is_some() {
-            // Keyed state then lives in the workers' shared store, not in one savepoint.
-            return Err(SabotError::plan(
-                "--from-savepoint cannot be combined with --worker-id (a shared checkpoint store) yet",
-            ));
-        }
         Ok(WorkerOptions {
             broker: args.broker.or(file.broker),
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(defaults.concurrency).max(1),
@@ -305,8 +299,10 @@ impl WorkerOptions {
 }
 
 /// Copies the latest checkpoint of every agent stage under `checkpoints` into `target`, in
-/// the same layout; returns `(agent/stage, checkpoint id)` per copy.
-fn take_savepoint(checkpoints: &Path, target: &Path) -> Result<Vec<(String, u64)>> {
+/// the same layout; returns `(agent/stage, checkpoint ids)` per stage. A stage whose store is
+/// shared by workers (`--worker-id`) is copied whole: every worker's complete checkpoints,
+/// its key groups' newest holders among them.
+pub(crate) fn take_savepoint(checkpoints: &Path, target: &Path) -> Result<Vec<(String, Vec<u64>)>> {
     let mut copied = vec![];
     let mut agents: Vec<_> = std::fs::read_dir(checkpoints)
         .map_err(|e| SabotError::io(checkpoints, e))?
@@ -323,9 +319,14 @@ fn take_savepoint(checkpoints: &Path, target: &Path) -> Result<Vec<(String, u64)
         stages.sort();
         for stage in stages {
             let relative = stage.strip_prefix(checkpoints).expect("under the checkpoint dir").to_path_buf();
+            if crate::checkpoint::storage::is_shared_store(&stage) {
+                let ids = crate::checkpoint::storage::savepoint_of_shared_store(&stage, &target.join(&relative))?;
+                copied.push((relative.display().to_string(), ids));
+                continue;
+            }
             let storage = crate::checkpoint::CheckpointStorage::open(&stage, usize::MAX)?;
             let meta = storage.savepoint(target.join(&relative))?;
-            copied.push((relative.display().to_string(), meta.id));
+            copied.push((relative.display().to_string(), vec![meta.id]));
         }
     }
     if copied.is_empty() {
@@ -368,7 +369,13 @@ pub(crate) fn main(app: App, args: impl IntoIterator<Item = OsString>) -> ExitCo
         Command::Agents => write_stdout(&agents_table(&app)),
         Command::Explain => app.explain().and_then(|text| write_stdout(&text)),
         Command::Savepoint(args) => take_savepoint(&args.checkpoint_dir, &args.target).and_then(|copied| {
-            let lines: Vec<String> = copied.iter().map(|(stage, id)| format!("{stage}: checkpoint {id}")).collect();
+            let lines: Vec<String> = copied
+                .iter()
+                .map(|(stage, ids)| {
+                    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+                    format!("{stage}: checkpoint {}", ids.join(", "))
+                })
+                .collect();
             write_stdout(&format!("savepoint written to {}\n{}", args.target.display(), lines.join("\n")))
         }),
     };
@@ -474,7 +481,10 @@ mod tests {
             "/s",
         ]);
         let Command::Worker(worker) = cli.unwrap().command else { panic!("not a worker command") };
-        assert!(WorkerOptions::resolve(*worker).is_err(), "savepoints of a shared store are not supported yet");
+        let options = WorkerOptions::resolve(*worker).expect("a savepoint seeds the shared store");
+        let config = options.checkpointing("count", 1).expect("checkpoints on");
+        assert_eq!(config.restore, crate::checkpoint::RestoreFrom::Savepoint("/s/count/stage-1".into()));
+        assert_eq!(config.worker.as_deref(), Some("w"));
     }
 
     #[test]
@@ -490,7 +500,7 @@ mod tests {
         }
         let target = dir.path().join("sp");
         let copied = take_savepoint(&checkpoints, &target).unwrap();
-        assert_eq!(copied, vec![("count/stage-0".to_string(), 2), ("count/stage-1".to_string(), 7)]);
+        assert_eq!(copied, vec![("count/stage-0".to_string(), vec![2]), ("count/stage-1".to_string(), vec![7])]);
         assert!(crate::checkpoint::verify(&target.join("count/stage-1")).unwrap().savepoint);
         assert!(take_savepoint(&dir.path().join("empty-does-not-exist"), &target).is_err());
     }

@@ -313,6 +313,26 @@ impl App {
         worker::start(self, options)
     }
 
+    /// Copies the latest checkpoint of every agent under `checkpoints` (a worker's
+    /// `--checkpoint-dir`) into `target`, which `worker --from-savepoint` (or
+    /// [`WorkerOptions::from_savepoint`]) restores, also after an upgrade that keeps operator
+    /// names: the `savepoint` command. Checkpoints shared by workers (`--worker-id`) are copied
+    /// for every worker, and restored into an empty checkpoint directory. Returns the ids of
+    /// the checkpoints copied per agent stage (`agent/stage-N`).
+    ///
+    /// ```no_run
+    /// # fn app() -> sabot::app::App { sabot::app::App::new("clicks") }
+    /// let copied = app().savepoint("/data/checkpoints".as_ref(), "/data/savepoints/v1".as_ref())?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn savepoint(
+        &self,
+        checkpoints: &std::path::Path,
+        target: &std::path::Path,
+    ) -> Result<Vec<(String, Vec<u64>)>> {
+        cli::take_savepoint(checkpoints, target)
+    }
+
     /// Each agent's plan, as text.
     pub fn explain(&self) -> Result<String> {
         worker::explain(self)

@@ -261,6 +261,13 @@ impl CheckpointCoordinator {
         parallelism: usize,
         committed: Option<&TransactionCheck<'_>>,
     ) -> Result<Arc<Self>> {
+        // Workers sharing a store restore a savepoint by seeding the store with it; each then
+        // finds its key groups there, and its other state in its own directory.
+        let mut restore = config.restore.clone();
+        if let (Some(_), RestoreFrom::Savepoint(savepoint)) = (&config.worker, &restore) {
+            super::storage::seed_shared_store(&config.dir, savepoint)?;
+            restore = RestoreFrom::Latest;
+        }
         let storage = match &config.worker {
             Some(_) => CheckpointStorage::open_shared(config.worker_dir(), config.retain, config.dir.clone())?,
             None => CheckpointStorage::open(&config.dir, config.retain)?,
@@ -270,7 +277,7 @@ impl CheckpointCoordinator {
             .worker_remote()
             .map(|remote| super::RemoteCheckpoints::from_config(&remote, config.retain))
             .transpose()?;
-        let restored = match &config.restore {
+        let restored = match &restore {
             RestoreFrom::Nothing => None,
             #[cfg(feature = "object-store")]
             RestoreFrom::Latest => match latest_committed(&storage, committed)? {

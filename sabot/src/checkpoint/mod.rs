@@ -37,7 +37,7 @@ mod key_groups;
 #[cfg(feature = "object-store")]
 mod remote;
 mod snapshot;
-mod storage;
+pub(crate) mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -264,6 +264,109 @@ pub fn copy_savepoint(from: &Path, to: &Path) -> Result<CheckpointMetadata> {
     verify(to)
 }
 
+/// The file of a store shared by workers that names the savepoint it was seeded from.
+const SEEDED_FROM: &str = "_savepoint";
+
+/// Whether any worker directory under `root` holds a checkpoint directory.
+fn holds_checkpoints(root: &Path) -> bool {
+    let is_checkpoint = |e: &fs::DirEntry| e.file_name().to_str().is_some_and(|n| n.starts_with("chk-"));
+    fs::read_dir(root).is_ok_and(|workers| {
+        workers.flatten().any(|w| fs::read_dir(w.path()).is_ok_and(|d| d.flatten().any(|e| is_checkpoint(&e))))
+    })
+}
+
+/// Copies the savepoint of a store shared by workers (one directory per worker, see
+/// [`savepoint_of_shared_store`]) into the empty store under `root`, once, so that every
+/// worker of the restored app finds its key groups there: the first worker to start seeds
+/// it, the others see the same savepoint recorded and go on. A store that holds checkpoints
+/// of its own, or was seeded from another savepoint, is an error.
+pub(crate) fn seed_shared_store(root: &Path, savepoint: &Path) -> Result<()> {
+    fs::create_dir_all(root).map_err(|e| SabotError::io(root, e))?;
+    let wanted = savepoint.display().to_string();
+    let marker = root.join(SEEDED_FROM);
+    let recorded = match fs::read_to_string(&marker) {
+        Ok(recorded) => Some(recorded),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(SabotError::io(&marker, e)),
+    };
+    match recorded {
+        Some(recorded) if recorded == wanted => {}
+        Some(recorded) => {
+            return Err(SabotError::checkpoint(root, format!("it was seeded from savepoint {recorded}, not {wanted}")));
+        }
+        None if holds_checkpoints(root) => {
+            return Err(SabotError::checkpoint(
+                root,
+                "a savepoint of several workers is restored into an empty checkpoint directory; this one holds \
+                 checkpoints",
+            ));
+        }
+        None => {
+            let created = fs::OpenOptions::new().write(true).create_new(true).open(&marker);
+            match created {
+                Ok(mut file) => std::io::Write::write_all(&mut file, wanted.as_bytes())
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| SabotError::io(&marker, e))?,
+                // Another worker is seeding the store: it must be from the same savepoint.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return seed_shared_store(root, savepoint),
+                Err(e) => return Err(SabotError::io(&marker, e)),
+            }
+        }
+    }
+    let workers = fs::read_dir(savepoint).map_err(|e| SabotError::io(savepoint, e))?;
+    for worker in workers.flatten().filter(|w| w.path().is_dir()) {
+        let target = root.join(worker.file_name());
+        if fs::read_dir(&target).is_ok_and(|mut d| d.next().is_some()) {
+            continue;
+        }
+        // Copied aside, then renamed into place: a worker never sees half a copy.
+        static SEEDINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = (std::process::id(), SEEDINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let staging = root.join(format!(".seeding-{}-{}-{}", worker.file_name().to_string_lossy(), unique.0, unique.1));
+        for checkpoint in fs::read_dir(worker.path()).map_err(|e| SabotError::io(worker.path(), e))?.flatten() {
+            copy_savepoint(&checkpoint.path(), &staging.join(checkpoint.file_name()))?;
+        }
+        if fs::rename(&staging, &target).is_err() {
+            // Another worker seeded it meanwhile.
+            let _ = fs::remove_dir_all(&staging);
+        }
+    }
+    Ok(())
+}
+
+/// Copies every complete checkpoint of every worker of the store shared under `root` into
+/// `target`, one directory per worker as in the store, marked as savepoints: the key-group
+/// holders are among them. Returns the ids of the checkpoints copied.
+pub(crate) fn savepoint_of_shared_store(root: &Path, target: &Path) -> Result<Vec<u64>> {
+    let mut copied = vec![];
+    let mut workers: Vec<PathBuf> =
+        fs::read_dir(root).map_err(|e| SabotError::io(root, e))?.flatten().map(|e| e.path()).collect();
+    workers.sort();
+    for worker in workers.iter().filter(|w| w.is_dir()) {
+        let storage = CheckpointStorage::open(worker, usize::MAX)?;
+        let name = worker.file_name().expect("a worker directory");
+        for id in storage.completed()? {
+            let dir = storage.checkpoint_dir(id);
+            if verify(&dir).is_err() {
+                continue;
+            }
+            copy_savepoint(&dir, &target.join(name).join(dir.file_name().expect("a checkpoint directory")))?;
+            copied.push(id);
+        }
+    }
+    if copied.is_empty() {
+        return Err(SabotError::checkpoint(root, "no complete checkpoint of any worker"));
+    }
+    Ok(copied)
+}
+
+/// Whether `dir` is the root of a store shared by workers (it holds worker directories,
+/// not checkpoints).
+pub(crate) fn is_shared_store(dir: &Path) -> bool {
+    let is_checkpoint = |e: &fs::DirEntry| e.file_name().to_str().is_some_and(|n| n.starts_with("chk-"));
+    fs::read_dir(dir).is_ok_and(|d| !d.flatten().any(|e| is_checkpoint(&e))) && holds_checkpoints(dir)
+}
+
 /// Reads the metadata in `dir` and checks every file it lists (size and CRC-32).
 pub fn verify(dir: &Path) -> Result<CheckpointMetadata> {
     let path = dir.join(METADATA_FILE);
