@@ -69,18 +69,28 @@ mod clicks {
 }
 
 /// Waits until the group's partitions are split over both workers: each owns some, and
-/// together they own all of them (so no rebalance is pending).
-fn wait_for_split(workers: &[Worker], group: &str, partitions: u64) {
+/// together they own all of them (so no rebalance is pending). Otherwise stops the workers
+/// and fails with what they returned.
+fn wait_for_split(workers: [Worker; 2], group: &str, partitions: u64) -> [Worker; 2] {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut owned = vec![];
     while Instant::now() < deadline {
         owned = workers.iter().map(|w| w.status().assigned_partitions(group)).collect();
         if owned.iter().all(|n| *n > 0) && owned.iter().sum::<u64>() == partitions {
-            return;
+            return workers;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("group {group} did not split its {partitions} partitions over the workers: {owned:?}");
+    let ended: Vec<String> = workers
+        .into_iter()
+        .map(|w| {
+            w.stop();
+            format!("{:?}", w.join())
+        })
+        .collect();
+    panic!(
+        "group {group} did not split its {partitions} partitions over the workers: {owned:?}; they returned {ended:?}"
+    );
 }
 
 #[test]
@@ -99,9 +109,9 @@ fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
         .with_start_offset(StartOffset::Earliest)
         .with_property("session.timeout.ms", "2000")
         .with_property("heartbeat.interval.ms", "300");
-    let workers: Vec<Worker> = (0..2).map(|_| clicks::app().start_worker(&options).unwrap()).collect();
-    wait_for_split(&workers, "clicks-count", 4);
-    wait_for_split(&workers, "clicks-count-repartition", 4);
+    let workers = [0, 1].map(|_| clicks::app().start_worker(&options).unwrap());
+    let workers = wait_for_split(workers, "clicks-count", 4);
+    let workers = wait_for_split(workers, "clicks-count-repartition", 4);
 
     // 20 users x 25 clicks, round-robin over the 4 partitions.
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
@@ -272,7 +282,7 @@ fn keyed_state_moves_between_workers_that_share_a_checkpoint_directory() {
 
     let second = clicks::app().start_worker(&options("w2")).unwrap();
     let workers = [first, second];
-    wait_for_split(&workers, "clicks-count-repartition", 4);
+    let workers = wait_for_split(workers, "clicks-count-repartition", 4);
     produce_round(&brokers, 10..20);
     assert_eq!(read_counts(&brokers, "reader-2", 400).values().map(Vec::len).sum::<usize>(), 400);
 
@@ -333,7 +343,7 @@ fn keyed_state_of_several_workers_survives_a_savepoint() {
                 clicks::app().start_worker(&options).unwrap()
             };
             let workers = [start("w1"), start("w2")];
-            wait_for_split(&workers, "clicks-count-repartition", 4);
+            let workers = wait_for_split(workers, "clicks-count-repartition", 4);
             produce_round(&brokers, rounds.clone());
             let counts = read_counts(&brokers, &format!("reader-{}", rounds.start), n);
             for worker in workers {

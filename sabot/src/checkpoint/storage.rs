@@ -302,11 +302,14 @@ pub(crate) fn seed_shared_store(root: &Path, savepoint: &Path) -> Result<()> {
             ));
         }
         None => {
-            let created = fs::OpenOptions::new().write(true).create_new(true).open(&marker);
-            match created {
-                Ok(mut file) => std::io::Write::write_all(&mut file, wanted.as_bytes())
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| SabotError::io(&marker, e))?,
+            // Written aside, then linked into place: the marker appears with its content, and
+            // only one worker's link succeeds.
+            let staged = root.join(format!("{SEEDED_FROM}.{}-{}", std::process::id(), unique_suffix()));
+            fs::write(&staged, wanted.as_bytes()).map_err(|e| SabotError::io(&staged, e))?;
+            let linked = fs::hard_link(&staged, &marker);
+            let _ = fs::remove_file(&staged);
+            match linked {
+                Ok(()) => {}
                 // Another worker is seeding the store: it must be from the same savepoint.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return seed_shared_store(root, savepoint),
                 Err(e) => return Err(SabotError::io(&marker, e)),
@@ -320,9 +323,12 @@ pub(crate) fn seed_shared_store(root: &Path, savepoint: &Path) -> Result<()> {
             continue;
         }
         // Copied aside, then renamed into place: a worker never sees half a copy.
-        static SEEDINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let unique = (std::process::id(), SEEDINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let staging = root.join(format!(".seeding-{}-{}-{}", worker.file_name().to_string_lossy(), unique.0, unique.1));
+        let staging = root.join(format!(
+            ".seeding-{}-{}-{}",
+            worker.file_name().to_string_lossy(),
+            std::process::id(),
+            unique_suffix()
+        ));
         for checkpoint in fs::read_dir(worker.path()).map_err(|e| SabotError::io(worker.path(), e))?.flatten() {
             copy_savepoint(&checkpoint.path(), &staging.join(checkpoint.file_name()))?;
         }
@@ -332,6 +338,12 @@ pub(crate) fn seed_shared_store(root: &Path, savepoint: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A number no other call in this process returns, for names of staged files.
+fn unique_suffix() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Copies every complete checkpoint of every worker of the store shared under `root` into
