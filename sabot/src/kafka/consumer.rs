@@ -57,6 +57,9 @@ pub(crate) struct KeyGroupPlan {
     pub(crate) store: crate::checkpoint::KeyGroupStore,
     pub(crate) topic: String,
     pub(crate) partitions: u32,
+    /// How long revoked partitions wait for the checkpoint holding their state before they
+    /// go back anyway (the checkpoint failed; the new owner resumes from an older one).
+    pub(crate) handover_timeout: Duration,
 }
 
 /// The number of partitions of `topic`.
@@ -124,10 +127,6 @@ impl Drop for ReaderConsumer {
         }
     }
 }
-
-/// How long a reader giving partitions back waits for its checkpoint before it gives them
-/// back anyway (the checkpoint failed; the new owner resumes from an older one).
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Rebalance hooks of a reader's consumer: applies the start offset to partitions seen for
 /// the first time and forgets the pending offsets of partitions that were taken away.
@@ -790,7 +789,7 @@ impl KafkaReader {
             }
         };
         let done = shared.completed.load(Ordering::Acquire) >= checkpoint;
-        if !done && since.elapsed() < HANDOVER_TIMEOUT {
+        if !done && since.elapsed() < key_groups.handover_timeout {
             return;
         }
         if !done {

@@ -240,6 +240,7 @@ pub struct KafkaSource {
     dead_letter_topic: Option<String>,
     /// The keys the topic is partitioned by (partitions are key groups).
     partitioned_by: Option<Vec<crate::expr::Expr>>,
+    handover_timeout: Duration,
     metrics: Arc<SourceMetrics>,
     stop: StopHandle,
     shared: Mutex<Option<Arc<SourceShared>>>,
@@ -272,6 +273,7 @@ impl KafkaSource {
             readers: None,
             dead_letter_topic: None,
             partitioned_by: None,
+            handover_timeout: Duration::from_secs(60),
             metrics: Arc::default(),
             stop: StopHandle::default(),
             shared: Mutex::new(None),
@@ -359,6 +361,26 @@ impl KafkaSource {
     /// Sends malformed messages to `topic` (on the same cluster) instead of failing.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// With [`partitioned_by`](Self::partitioned_by): how long a reader keeps revoked
+    /// partitions while it waits for the checkpoint that holds their state (default 60 s).
+    /// The rebalance waits that long at most; if the checkpoint has not completed by then
+    /// (it failed), the partitions go back anyway and their new owner resumes from an older
+    /// checkpoint. Keep it below the group's `max.poll.interval.ms`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sabot::prelude::*;
+    /// use sabot::kafka::KafkaSource;
+    /// let source = KafkaSource::new("localhost:9092", "clicks-by-user")
+    ///     .partitioned_by(vec![col("user")])
+    ///     .handover_timeout(Duration::from_secs(20));
+    /// # let _ = source;
+    /// ```
+    pub fn handover_timeout(mut self, timeout: Duration) -> Self {
+        self.handover_timeout = timeout;
         self
     }
 
@@ -535,6 +557,7 @@ impl Source for KafkaSource {
                     store: crate::checkpoint::KeyGroupStore::new(root, self.group_id()),
                     topic,
                     partitions,
+                    handover_timeout: self.handover_timeout,
                 })
             }
             _ => None,
@@ -748,8 +771,10 @@ impl Source for KafkaSource {
                     .add_partition_offset(topic, *partition, Offset::Offset(*next))
                     .map_err(|e| SabotError::kafka(format!("commit offsets of '{topic}'"), e))?;
             }
-            // The final commit of a run waits for the broker; periodic ones do not.
-            let mode = if id == u64::MAX { CommitMode::Sync } else { CommitMode::Async };
+            // The final commit of a run (also the last checkpoint of a stopping one) waits for
+            // the broker, so the partitions' next owner resumes after it; periodic ones do not.
+            let last = id == u64::MAX || shared.stop_barrier.get().is_some_and(|&stop| id >= stop);
+            let mode = if last { CommitMode::Sync } else { CommitMode::Async };
             match consumer.commit(&offsets, mode) {
                 Ok(()) => {
                     shared.metrics.commits.fetch_add(1, Ordering::Relaxed);
