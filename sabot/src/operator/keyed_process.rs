@@ -77,6 +77,20 @@ struct Timers {
     processing_time: BTreeSet<(i64, Box<[u8]>)>,
 }
 
+impl Timers {
+    /// Keeps the timers of the keys `keep` accepts.
+    fn retain_keys(&mut self, keep: impl Fn(&[u8]) -> bool) {
+        self.event_time.retain(|(_, key)| keep(key));
+        self.processing_time.retain(|(_, key)| keep(key));
+    }
+
+    /// Adds the timers of `other` whose keys `keep` accepts.
+    fn extend_keys(&mut self, other: Timers, keep: impl Fn(&[u8]) -> bool) {
+        self.event_time.extend(other.event_time.into_iter().filter(|(_, key)| keep(key)));
+        self.processing_time.extend(other.processing_time.into_iter().filter(|(_, key)| keep(key)));
+    }
+}
+
 /// What a [`KeyedProcessFunction`] sees besides the row: keyed state, timers, time.
 pub struct ProcessContext<'a> {
     state: &'a mut KeyedStateStore,
@@ -216,6 +230,18 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
         self.emit(out);
         Ok(())
     }
+
+    /// Adds the timers of the keys `keep` accepts from a snapshot of an instance of this
+    /// operator; returns where that snapshot's keyed state is, to copy the same keys from.
+    fn merge_timers(
+        &mut self,
+        snapshot: &crate::checkpoint::RestoredState,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Option<crate::state::SnapshotSource>> {
+        let timers: Timers = snapshot.value("timers")?.unwrap_or_default();
+        self.timers.extend_keys(timers, keep);
+        snapshot_source(snapshot, &self.name)
+    }
 }
 
 /// The keyed state in `snapshot`, taken by an instance of the operator `name`, if it saved any.
@@ -261,11 +287,7 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
         let mut dirs = vec![];
         for dir in &rescale.snapshots {
             let old = crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir);
-            dirs.extend(snapshot_source(&old, &self.name)?);
-            let timers: Timers = old.value("timers")?.unwrap_or_default();
-            let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
-            self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));
-            self.timers.processing_time.extend(timers.processing_time.into_iter().filter(mine));
+            dirs.extend(self.merge_timers(&old, &*keep)?);
             let w: i64 = old.value("watermark")?.unwrap_or(i64::MIN);
             watermark = Some(watermark.map_or(w, |m| m.min(w)));
         }
@@ -282,12 +304,11 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
     /// ones that the hash exchange routes to this instance, from every snapshot the operator
     /// took in the checkpoint holding them.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        let store = self.store.as_mut().expect("on_start ran");
         if !handover.released.is_empty() {
+            let store = self.store.as_mut().expect("on_start ran");
             let keep = |key: &[u8]| !handover.releases(key);
             let dropped = store.retain_keys(&keep)?;
-            self.timers.event_time.retain(|(_, key)| keep(key));
-            self.timers.processing_time.retain(|(_, key)| keep(key));
+            self.timers.retain_keys(keep);
             tracing::info!(operator = %self.name, groups = ?handover.released, entries = dropped, "released key groups");
         }
         let (instance, parallelism) = handover.instance;
@@ -299,13 +320,9 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
             });
             let mut dirs = vec![];
             for snapshot in snapshots {
-                dirs.extend(snapshot_source(snapshot, &self.name)?);
-                let timers: Timers = snapshot.value("timers")?.unwrap_or_default();
-                let mine = |(_, key): &(i64, Box<[u8]>)| keep(key);
-                self.timers.event_time.extend(timers.event_time.into_iter().filter(mine));
-                self.timers.processing_time.extend(timers.processing_time.into_iter().filter(mine));
+                dirs.extend(self.merge_timers(snapshot, &*keep)?);
             }
-            store.import_keys(&dirs, keep)?;
+            self.store.as_mut().expect("on_start ran").import_keys(&dirs, keep)?;
             tracing::info!(operator = %self.name, groups = ?acquired, snapshots = dirs.len(), "acquired key groups");
         }
         Ok(())
