@@ -121,6 +121,8 @@ pub(crate) struct CheckpointCoordinator {
     /// A source's partitions are key groups: keyed operators load their state per key group
     /// as partitions are assigned, not from this worker's last checkpoint.
     key_groups: std::sync::atomic::AtomicBool,
+    /// The sink's commit is the pipeline's commit point: checkpoints say so in their metadata.
+    transactional: std::sync::atomic::AtomicBool,
     /// Uploads completed checkpoints to the object store, if there is one.
     #[cfg(feature = "object-store")]
     uploader: Option<Uploader>,
@@ -316,6 +318,7 @@ impl CheckpointCoordinator {
             trigger: super::CheckpointTrigger::default(),
             shared_root: config.worker.as_ref().map(|_| config.dir.clone()),
             key_groups: std::sync::atomic::AtomicBool::new(false),
+            transactional: std::sync::atomic::AtomicBool::new(committed.is_some()),
             #[cfg(feature = "object-store")]
             uploader,
         });
@@ -501,6 +504,7 @@ impl CheckpointCoordinator {
         meta.files.sort_by(|a, b| a.path.cmp(&b.path));
         meta.sources = sources;
         meta.committables = carried.iter().map(|c| to_hex(c)).collect();
+        meta.transactional = self.transactional.load(Ordering::Relaxed);
         if let Err(e) = self.storage.complete(&meta) {
             self.metrics.failed.fetch_add(1, Ordering::Relaxed);
             return Err(e);

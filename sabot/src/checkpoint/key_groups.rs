@@ -187,10 +187,12 @@ impl KeyGroupStore {
     }
 
     /// The newest state of partition `partition` of `topic`: of the checkpoints that hold it,
-    /// the one furthest in the partition (the newest one on a tie).
+    /// the one furthest in the partition (the newest one on a tie). A checkpoint whose sink
+    /// commit is the commit point and has no commit marker does not count: its transaction
+    /// may have been aborted (a worker handing partitions over marks its checkpoint first).
     pub fn locate(&self, topic: &str, partition: i32) -> crate::Result<Option<KeyGroupHolder>> {
         let mut best: Option<(i64, u64, PathBuf)> = None;
-        for (dir, meta) in self.checkpoints()? {
+        for (dir, meta) in self.checkpoints()?.into_iter().filter(|(dir, meta)| meta.is_committed(dir)) {
             for owned in self.owned_positions(&meta) {
                 if !owned.owned.iter().any(|(t, p)| t == topic && *p == partition) {
                     continue;
@@ -303,6 +305,20 @@ mod tests {
         assert!(store.holds_latest(&a2) && store.holds_latest(&b1));
         assert!(!store.holds_latest(&a1), "a1 is superseded for both partitions");
         assert!(pinned(dir.path(), &a2) && !pinned(dir.path(), &a1));
+    }
+
+    #[test]
+    fn a_transactional_checkpoint_holds_its_key_groups_once_its_commit_is_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = complete(dir.path(), "a", 1, 1, &[(0, 10)], &[0]);
+        let newer = complete(dir.path(), "a", 2, 2, &[(0, 15)], &[0]);
+        let mut meta = crate::checkpoint::verify(&newer).unwrap();
+        meta.transactional = true;
+        CheckpointStorage::open(dir.path().join("a"), 10).unwrap().complete(&meta).unwrap();
+        let store = KeyGroupStore::new(dir.path(), "g");
+        assert_eq!(store.locate("t", 0).unwrap().unwrap().checkpoint, older, "its transaction may have aborted");
+        std::fs::write(newer.join(super::super::storage::COMMITTED_MARKER), b"").unwrap();
+        assert_eq!(store.locate("t", 0).unwrap().unwrap().checkpoint, newer);
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct CheckpointMetadata {
     pub committables: Vec<String>,
     /// Every state file, relative to the checkpoint's directory.
     pub files: Vec<SnapshotFile>,
+    /// The sink's commit is the pipeline's commit point (a Kafka transaction carrying the
+    /// consumed offsets): the checkpoint counts once the commit marker is written next to
+    /// its metadata (see [`Sink::takes_consumed_offsets`](crate::io::Sink::takes_consumed_offsets)).
+    #[serde(default)]
+    pub transactional: bool,
 }
 
 impl CheckpointMetadata {
@@ -75,7 +80,14 @@ impl CheckpointMetadata {
             sources: BTreeMap::new(),
             committables: vec![],
             files: vec![],
+            transactional: false,
         }
+    }
+
+    /// Whether the checkpoint in `dir`, with this metadata, counts: its sink's commit is not
+    /// the pipeline's commit point, or it went through (the commit marker is there).
+    pub(crate) fn is_committed(&self, dir: &Path) -> bool {
+        !self.transactional || is_marked_committed(dir)
     }
 
     /// The committables, decoded.
