@@ -256,15 +256,11 @@ impl TwoInputOperator for AsofJoinOperator {
     /// Keeps the pending left rows and the right rows of every old instance whose keys the
     /// exchanges now route to this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
-        let mut watermark: Option<i64> = None;
-        for old in &snapshots {
-            if let Some(state) = self.merge_snapshot(old, &*routed_here)? {
-                watermark = Some(watermark.map_or(state.watermark, |w| w.min(state.watermark)));
-                self.late_rows += state.late_rows;
-            }
-        }
-        self.watermark = watermark.unwrap_or(i64::MIN);
+        let (name, types) = (self.name().to_string(), self.keys.types().to_vec());
+        let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
+        let saved: Vec<AsofState> = saved.into_iter().flatten().collect();
+        self.watermark = saved.iter().map(|s| s.watermark).min().unwrap_or(i64::MIN);
+        self.late_rows += saved.iter().map(|s| s.late_rows).sum::<usize>();
         Ok(())
     }
 }

@@ -122,25 +122,17 @@ impl Operator for CountWindowOperator {
     /// Drops the open windows of released key groups; adds those of acquired ones that the
     /// exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        let routed_here = super::key_router(&self.keys, &self.input_schema, handover.instance.1, handover.instance.0)?;
         self.open.retain(|key, _| !handover.releases(key));
-        for (acquired, snapshots) in &handover.acquired {
-            for snapshot in snapshots {
-                let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
-                self.merge_snapshot(snapshot, &keep)?;
-            }
-        }
+        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep))?;
         self.compact()
     }
 
     /// Keeps the open windows of every old instance whose keys the hash exchange now routes
     /// to this instance.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) =
-            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
-        for old in &snapshots {
-            self.merge_snapshot(old, &*routed_here)?;
-        }
+        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
         self.compact()
     }
 }

@@ -353,28 +353,18 @@ impl Operator for GlobalWindowOperator {
     /// Drops the windows of released key groups; adds those of acquired ones that the
     /// exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        let routed_here = super::key_router(&self.keys, &self.input_schema, handover.instance.1, handover.instance.0)?;
         self.open.retain(|key, _| !handover.releases(key));
-        for (acquired, snapshots) in &handover.acquired {
-            for snapshot in snapshots {
-                let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
-                self.merge_snapshot(snapshot, &keep)?;
-            }
-        }
+        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep).map(drop))?;
         compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
     }
 
     /// Keeps the windows of every old instance whose keys the hash exchange now routes to
     /// this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) =
-            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
-        let mut watermark: Option<i64> = None;
-        for old in &snapshots {
-            let saved = self.merge_snapshot(old, &*routed_here)?;
-            watermark = watermark.into_iter().chain(saved).min();
-        }
-        self.watermark = watermark.unwrap_or(i64::MIN);
+        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
+        self.watermark = saved.into_iter().flatten().min().unwrap_or(i64::MIN);
         compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
     }
 }

@@ -124,14 +124,9 @@ impl JoinKeys {
         Ok(Some(rows.iter().map(|row| Some(keep(row.as_ref()))).collect()))
     }
 
-    /// For a join restored with another parallelism: every old instance's snapshot, and
-    /// which keys the exchanges now route to this instance.
-    pub(crate) fn rescaled_snapshots(
-        &self,
-        restored: &crate::checkpoint::RestoredState,
-        operator: &str,
-    ) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
-        super::rescaled_snapshots_of_types(restored, operator, &self.types)
+    /// The keys' common types, as both sides' exchanges hash them.
+    pub(crate) fn types(&self) -> &[DataType] {
+        &self.types
     }
 }
 

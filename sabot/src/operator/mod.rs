@@ -236,8 +236,7 @@ pub(crate) fn key_router(
     partitions: usize,
     partition: usize,
 ) -> Result<crate::state::KeyPredicate> {
-    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
-    key_router_of_types(&types, partitions, partition)
+    key_router_of_types(&key_types(keys, schema)?, partitions, partition)
 }
 
 /// As [`key_router`], for keys of `types` (already evaluated and cast).
@@ -302,24 +301,23 @@ fn filter_encoded_keys(
     Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
-/// For an operator keyed by `keys` restored with another parallelism: every old instance's
-/// snapshot, and which keys (encoded) the hash exchange now routes to this instance.
-pub(crate) fn rescaled_snapshots(
-    restored: &crate::checkpoint::RestoredState,
-    operator: &str,
+/// The data types of `keys` evaluated over `schema`.
+pub(crate) fn key_types(
     keys: &[crate::expr::Expr],
     schema: &arrow::datatypes::Schema,
-) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
-    let types = keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect::<Result<Vec<_>>>()?;
-    rescaled_snapshots_of_types(restored, operator, &types)
+) -> Result<Vec<arrow::datatypes::DataType>> {
+    keys.iter().map(|k| Ok(k.to_field(schema)?.data_type().clone())).collect()
 }
 
-/// As [`rescaled_snapshots`], for keys of `types` (already evaluated and cast).
-pub(crate) fn rescaled_snapshots_of_types(
+/// For an operator keyed by keys of `types` restored with another parallelism: calls `merge`
+/// with every old instance's snapshot and the keys (encoded) the hash exchange now routes to
+/// this instance; returns what each call returned.
+pub(crate) fn merge_rescaled<T>(
     restored: &crate::checkpoint::RestoredState,
     operator: &str,
     types: &[arrow::datatypes::DataType],
-) -> Result<(Vec<crate::checkpoint::RestoredState>, crate::state::KeyPredicate)> {
+    mut merge: impl FnMut(&crate::checkpoint::RestoredState, &dyn Fn(&[u8]) -> bool) -> Result<T>,
+) -> Result<Vec<T>> {
     let rescale = restored.rescale().expect("called for rescaled state");
     if types.is_empty() {
         return Err(crate::SabotError::State {
@@ -328,10 +326,30 @@ pub(crate) fn rescaled_snapshots_of_types(
         });
     }
     let routed_here = key_router_of_types(types, rescale.to, rescale.partition)?;
-    let snapshots = rescale
+    rescale
         .snapshots
         .iter()
-        .map(|dir| crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir))
-        .collect();
-    Ok((snapshots, routed_here))
+        .map(|dir| merge(&crate::checkpoint::RestoredState::new(restored.checkpoint_id(), dir), &*routed_here))
+        .collect()
+}
+
+/// For a keyed operator that follows key groups (keys of `types`): calls `merge` with every
+/// snapshot holding acquired key groups and the keys (encoded) to take from it, those of the
+/// groups acquired from it that the hash exchange routes to this instance.
+pub(crate) fn merge_acquired(
+    handover: &crate::checkpoint::KeyGroupHandover,
+    operator: &str,
+    types: &[arrow::datatypes::DataType],
+    mut merge: impl FnMut(&crate::checkpoint::RestoredState, &dyn Fn(&[u8]) -> bool) -> Result<()>,
+) -> Result<()> {
+    let (instance, parallelism) = handover.instance;
+    let routed_here = key_router_of_types(types, parallelism, instance)?;
+    for (acquired, snapshots) in &handover.acquired {
+        let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
+        for snapshot in snapshots {
+            merge(snapshot, &keep)?;
+        }
+        tracing::info!(operator, groups = ?acquired, snapshots = snapshots.len(), "acquired key groups");
+    }
+    Ok(())
 }

@@ -148,11 +148,8 @@ impl TwoInputOperator for TableJoinOperator {
     /// Keeps the table rows of every old instance whose keys the exchange now routes to this
     /// instance.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
-        for old in &snapshots {
-            self.merge_snapshot(old, &*routed_here)?;
-        }
-        Ok(())
+        let (name, types) = (self.name().to_string(), self.keys.types().to_vec());
+        super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep)).map(drop)
     }
 }
 

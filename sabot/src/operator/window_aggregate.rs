@@ -369,29 +369,16 @@ impl Operator for WindowAggregateOperator {
                 keys.retain(|key| keep(key));
             }
         }
-        let (instance, parallelism) = handover.instance;
-        let routed_here = super::key_router(&self.keys, &self.input_schema, parallelism, instance)?;
-        for (acquired, snapshots) in &handover.acquired {
-            let keep = |key: &[u8]| handover.acquires(acquired, key) && routed_here(key);
-            for snapshot in snapshots {
-                self.merge_snapshot(snapshot, &keep)?;
-            }
-            tracing::info!(operator = %name, groups = ?acquired, snapshots = snapshots.len(), "acquired key groups");
-        }
-        Ok(())
+        let types = super::key_types(&self.keys, &self.input_schema)?;
+        super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep).map(drop))
     }
 
     /// Keeps the groups of every old instance's panes that the hash exchange now routes to
     /// this instance; the watermark is the lowest of the old instances'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) =
-            super::rescaled_snapshots(restored, self.name(), &self.keys, &self.input_schema)?;
-        let mut watermark: Option<i64> = None;
-        for old in &snapshots {
-            let saved = self.merge_snapshot(old, &*routed_here)?;
-            watermark = watermark.into_iter().chain(saved).min();
-        }
-        self.watermark = watermark.unwrap_or(i64::MIN);
+        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
+        self.watermark = saved.into_iter().flatten().min().unwrap_or(i64::MIN);
         Ok(())
     }
 

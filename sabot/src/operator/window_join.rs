@@ -275,12 +275,9 @@ impl TwoInputOperator for WindowJoinOperator {
     /// Keeps the buffered rows of every old instance whose keys the exchanges now route to
     /// this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (snapshots, routed_here) = self.keys.rescaled_snapshots(restored, self.name())?;
-        let mut progress = None;
-        for old in &snapshots {
-            progress = JoinProgress::merge(progress, self.merge_snapshot(old, &*routed_here)?);
-        }
-        self.resume_from(progress);
+        let (name, types) = (self.name().to_string(), self.keys.types().to_vec());
+        let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
+        self.resume_from(saved.into_iter().fold(None, JoinProgress::merge));
         Ok(())
     }
 }
