@@ -220,8 +220,9 @@ impl Drop for Runs {
 }
 
 impl Runs {
-    fn start(&mut self, brokers: &str, dir: &Path, extra: &[&str]) {
-        let worker = Worker::spawn_as(self.logs.len(), brokers, dir, None, extra);
+    /// Starts the next run of the worker (named `id`, if several share the checkpoints).
+    fn start(&mut self, brokers: &str, dir: &Path, id: Option<&str>, extra: &[&str]) {
+        let worker = Worker::spawn_as(self.logs.len(), brokers, dir, id, extra);
         self.logs.push(worker.log.clone());
         self.current = Some(worker);
     }
@@ -489,7 +490,7 @@ fn kill_and_restart(output: Output) {
         *burst
     };
     produce(&brokers, next_burst(&mut produced));
-    runs.start(&brokers, tmp.path(), extra);
+    runs.start(&brokers, tmp.path(), None, extra);
     // The first kill comes once a checkpoint has published output, so every restart has
     // state and positions to restore.
     wait_until("the first checkpoint published output", Duration::from_secs(30), &mut runs, || {
@@ -530,7 +531,7 @@ fn kill_and_restart(output: Output) {
         if down {
             produce(&brokers, next_burst(&mut produced));
         }
-        runs.start(&brokers, tmp.path(), extra);
+        runs.start(&brokers, tmp.path(), None, extra);
         if !down {
             produce(&brokers, next_burst(&mut produced));
         }
@@ -612,11 +613,7 @@ fn two_workers_killed_in_turn_publish_every_row_exactly_once() {
     cluster.create_topic(TOPIC, PARTITIONS).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut runs = [Runs { current: None, logs: vec![] }, Runs { current: None, logs: vec![] }];
-    let start = |runs: &mut Runs, id: &str| {
-        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id), &[]);
-        runs.logs.push(worker.log.clone());
-        runs.current = Some(worker);
-    };
+    let start = |runs: &mut Runs, id: &str| runs.start(&brokers, tmp.path(), Some(id), &[]);
 
     let mut remaining = bursts.iter();
     let mut produced = 0;
@@ -745,11 +742,7 @@ fn windowed_results_of_a_killed_worker_match_a_batch_computation() {
     let brokers = cluster.bootstrap_servers();
     let mut runs = Runs { current: None, logs: vec![] };
     let window_ms = WINDOW_MS.to_string();
-    let start = |runs: &mut Runs| {
-        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), None, &["--window-ms", &window_ms]);
-        runs.logs.push(worker.log.clone());
-        runs.current = Some(worker);
-    };
+    let start = |runs: &mut Runs| runs.start(&brokers, tmp.path(), None, &["--window-ms", &window_ms]);
 
     // The windows that must have fired once the first `n` events are read: those ending
     // 100 ms before the newest event (every partition has an event about that late).
@@ -851,11 +844,7 @@ fn a_stalled_worker_is_fenced_and_publishes_no_duplicate() {
     cluster.create_topic(TOPIC, PARTITIONS).unwrap();
     let brokers = cluster.bootstrap_servers();
     let mut runs = [Runs { current: None, logs: vec![] }, Runs { current: None, logs: vec![] }];
-    let start = |runs: &mut Runs, id: &str| {
-        let worker = Worker::spawn_as(runs.logs.len(), &brokers, tmp.path(), Some(id), &[]);
-        runs.logs.push(worker.log.clone());
-        runs.current = Some(worker);
-    };
+    let start = |runs: &mut Runs, id: &str| runs.start(&brokers, tmp.path(), Some(id), &[]);
     let wait_published = |runs: &mut [Runs; 2], rows: usize, what: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while all_published() < rows {

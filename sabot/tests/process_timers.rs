@@ -119,6 +119,22 @@ fn state_ttl_and_processing_time_timers_through_process() {
     assert_eq!(notes(&mut harness)[0], ("ann".into(), "previous".into(), -1));
 }
 
+/// The users of the first `n` "quiet" notes received (at most 10 s), sorted.
+fn quiet_users(rx: &std::sync::mpsc::Receiver<RecordBatch>, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    let mut quiet = vec![];
+    while quiet.len() < n && start.elapsed() < Duration::from_secs(10) {
+        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(50)) {
+            let kind = batch.column(1).as_string::<i32>();
+            let user = batch.column(0).as_string::<i32>();
+            quiet
+                .extend((0..batch.num_rows()).filter(|&i| kind.value(i) == "quiet").map(|i| user.value(i).to_string()));
+        }
+    }
+    quiet.sort();
+    quiet
+}
+
 #[test]
 fn processing_time_timers_fire_on_an_idle_unbounded_stream() {
     let schema = Arc::new(Schema::new(vec![
@@ -139,17 +155,7 @@ fn processing_time_timers_fire_on_an_idle_unbounded_stream() {
     runtime.block_on(sender.send(logins(&[("bob", 1), ("cy", 1)]))).unwrap();
     // The channel stays open and silent: only the timers can produce the "quiet" notes.
     let start = Instant::now();
-    let mut quiet = vec![];
-    while quiet.len() < 2 && start.elapsed() < Duration::from_secs(10) {
-        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(50)) {
-            let kind = batch.column(1).as_string::<i32>();
-            let user = batch.column(0).as_string::<i32>();
-            quiet
-                .extend((0..batch.num_rows()).filter(|&i| kind.value(i) == "quiet").map(|i| user.value(i).to_string()));
-        }
-    }
-    quiet.sort();
-    assert_eq!(quiet, vec!["bob".to_string(), "cy".to_string()]);
+    assert_eq!(quiet_users(&rx, 2), vec!["bob".to_string(), "cy".to_string()]);
     assert!(start.elapsed() >= Duration::from_millis(900), "not before the timers' time");
     drop(sender);
     runner.join().unwrap().unwrap();
@@ -197,17 +203,7 @@ fn processing_time_timers_fire_after_an_idle_join() {
     runtime.block_on(logins_tx.send(logins(&[("bob", 1), ("cy", 1)]))).unwrap();
     // Both channels stay open and silent: only the timers can produce the "quiet" notes.
     let start = Instant::now();
-    let mut quiet = vec![];
-    while quiet.len() < 2 && start.elapsed() < Duration::from_secs(10) {
-        if let Ok(batch) = rx.recv_timeout(Duration::from_millis(50)) {
-            let kind = batch.column(1).as_string::<i32>();
-            let user = batch.column(0).as_string::<i32>();
-            quiet
-                .extend((0..batch.num_rows()).filter(|&i| kind.value(i) == "quiet").map(|i| user.value(i).to_string()));
-        }
-    }
-    quiet.sort();
-    assert_eq!(quiet, vec!["bob".to_string(), "cy".to_string()]);
+    assert_eq!(quiet_users(&rx, 2), vec!["bob".to_string(), "cy".to_string()]);
     assert!(start.elapsed() >= Duration::from_millis(900), "not before the timers' time");
     drop((logins_tx, levels_tx));
     runner.join().unwrap().unwrap();
