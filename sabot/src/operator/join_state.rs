@@ -186,10 +186,30 @@ pub(crate) fn snapshot_buffers(
     snapshot.put_value("progress", &progress)
 }
 
-/// Adds what [`snapshot_buffers`] saved to the stores, the rows whose keys `keep` accepts
-/// (all of them on a plain restore; a share when the parallelism changed). `None` when
-/// nothing was saved.
-pub(crate) fn merge_buffers(
+/// Loads what [`snapshot_buffers`] saved into empty stores: all of it, or, when the
+/// parallelism changed, the rows of every old instance whose keys the exchanges now route to
+/// this instance (with the lowest progress of the old ones). `None` when nothing was saved.
+pub(crate) fn restore_buffers(
+    restored: &crate::checkpoint::RestoredState,
+    operator: &str,
+    keys: &JoinKeys,
+    (left, left_time): (&mut TimeBuckets, &str),
+    (right, right_time): (&mut TimeBuckets, &str),
+) -> Result<Option<JoinProgress>> {
+    left.clear();
+    right.clear();
+    if restored.rescale().is_none() {
+        return merge_buffers(restored, keys, (left, left_time), (right, right_time), &|_| true);
+    }
+    let saved = super::merge_rescaled(restored, operator, &keys.types, |old, keep| {
+        merge_buffers(old, keys, (&mut *left, left_time), (&mut *right, right_time), keep)
+    })?;
+    Ok(saved.into_iter().fold(None, JoinProgress::merge))
+}
+
+/// Adds what [`snapshot_buffers`] saved to the stores, the rows whose keys `keep` accepts.
+/// `None` when nothing was saved.
+fn merge_buffers(
     restored: &crate::checkpoint::RestoredState,
     keys: &JoinKeys,
     (left, left_time): (&mut TimeBuckets, &str),

@@ -6,7 +6,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
 use super::join_state::{
-    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, merge_buffers, snapshot_buffers, time_column,
+    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, restore_buffers, snapshot_buffers, time_column,
     times_of,
 };
 use super::{Output, TwoInputOperator, Watermark};
@@ -265,42 +265,29 @@ impl TwoInputOperator for WindowJoinOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        self.left.clear();
-        self.right.clear();
-        let progress = self.merge_snapshot(restored, &|_| true)?;
-        self.resume_from(progress);
-        Ok(())
+        self.restore(restored)
     }
 
     /// Keeps the buffered rows of every old instance whose keys the exchanges now route to
     /// this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (name, types) = (self.name().to_string(), self.keys.types().to_vec());
-        let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
-        self.resume_from(saved.into_iter().fold(None, JoinProgress::merge));
-        Ok(())
+        self.restore(restored)
     }
 }
 
 impl WindowJoinOperator {
-    /// Adds the buffered rows whose keys `keep` accepts from a snapshot of an instance of
-    /// this operator; returns its progress.
-    fn merge_snapshot(
-        &mut self,
-        snapshot: &RestoredState,
-        keep: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<Option<JoinProgress>> {
+    /// Loads both sides' buffered rows and the progress saved in `restored` (see
+    /// [`restore_buffers`]).
+    fn restore(&mut self, restored: &RestoredState) -> Result<()> {
+        let name = self.name().to_string();
         let left = (&mut self.left, self.left_time.as_str());
         let right = (&mut self.right, self.right_time.as_str());
-        merge_buffers(snapshot, &self.keys, left, right, keep)
-    }
-
-    fn resume_from(&mut self, progress: Option<JoinProgress>) {
-        if let Some(progress) = progress {
+        if let Some(progress) = restore_buffers(restored, &name, &self.keys, left, right)? {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;
         }
+        Ok(())
     }
 }
 
