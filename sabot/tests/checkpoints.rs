@@ -343,6 +343,7 @@ impl Worker {
         store: &std::path::Path,
         name: &str,
         windows: Windows,
+        backend: StateBackend,
         out: &WindowRows,
     ) -> Self {
         let source = KafkaSource::with_config(kafka, "clicks-by-user")
@@ -356,7 +357,10 @@ impl Worker {
             .partitioned_by(vec![col("user")]);
         let (stop, metrics) = (source.stop_handle(), source.metrics());
         let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(200));
-        let pipeline = Stream::from_kafka(source).unwrap().with_parallelism(2).with_checkpointing(checkpoints.clone());
+        let pipeline = Stream::from_kafka(source)
+            .unwrap()
+            .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend))
+            .with_checkpointing(checkpoints.clone());
         let pipeline = windows.count_clicks(pipeline.key_by(["user"])).unwrap();
         let (out, name) = (out.clone(), name.to_string());
         let runner = std::thread::spawn(move || {
@@ -401,6 +405,7 @@ fn run_windowed(
     expected: usize,
     parallelism: usize,
     windows: Windows,
+    backend: StateBackend,
 ) -> u64 {
     let source = KafkaSource::with_config(kafka, "clicks")
         .group("window-counter")
@@ -409,8 +414,10 @@ fn run_windowed(
         .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
         .idle_timeout(Duration::from_secs(3600));
     let stop = source.stop_handle();
-    let pipeline =
-        Stream::from_kafka(source).unwrap().with_parallelism(parallelism).with_checkpointing(checkpoints.clone());
+    let pipeline = Stream::from_kafka(source)
+        .unwrap()
+        .with_config(ExecConfig::default().with_parallelism(parallelism).with_state_backend(backend))
+        .with_checkpointing(checkpoints.clone());
     let pipeline = windows.count_clicks(pipeline.key_by(["user"])).unwrap();
     let sink = out.clone();
     let runner = std::thread::spawn(move || {
@@ -465,21 +472,12 @@ impl Windows {
     }
 }
 
-/// Tumbling windows of `pages`.
-fn tumbling(pages: i64) -> Windowing {
-    assert!(pages == 100 || pages == 50);
-    if pages == 100 {
-        Windowing {
-            windows: Windows::Spec(sabot::window::WindowSpec::tumbling(Duration::from_millis(100))),
-            start_of: |page, _| page / 100 * 100,
-            fired_by: |start, _| start + 100,
-        }
-    } else {
-        Windowing {
-            windows: Windows::Spec(sabot::window::WindowSpec::tumbling(Duration::from_millis(50))),
-            start_of: |page, _| page / 50 * 50,
-            fired_by: |start, _| start + 50,
-        }
+/// Tumbling windows of 100 pages: with rounds of 150 pages, windows span restarts.
+fn tumbling() -> Windowing {
+    Windowing {
+        windows: Windows::Spec(sabot::window::WindowSpec::tumbling(Duration::from_millis(100))),
+        start_of: |page, _| page / 100 * 100,
+        fired_by: |start, _| start + 100,
     }
 }
 
@@ -548,7 +546,7 @@ fn check_windows(out: &[(String, String, i64, i64)], w: &Windowing, users: i64, 
 
 /// Window state follows its key groups too: windows open when partitions move fire at their
 /// new owner with the rows both workers saw, each exactly once, as a batch computation.
-fn windows_follow_their_partitions(w: Windowing) {
+fn windows_follow_their_partitions(w: Windowing, backend: impl Fn(&str) -> StateBackend) {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks-by-user", 4).unwrap();
@@ -557,9 +555,9 @@ fn windows_follow_their_partitions(w: Windowing) {
     let due = |produced: i64| due_windows(&w, 11, produced).len();
 
     produce_clicks_by_user(cluster.config(), "clicks-by-user", 0..450);
-    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.windows, &out);
+    let first = Worker::start_windowed(cluster.config(), store.path(), "w1", w.windows, backend("w1"), &out);
     wait_for("the first worker's windows", || out.lock().unwrap().len() >= due(450));
-    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.windows, &out);
+    let second = Worker::start_windowed(cluster.config(), store.path(), "w2", w.windows, backend("w2"), &out);
     wait_for("the group to share the partitions", || {
         first.metrics.assigned_partitions() == 2 && second.metrics.assigned_partitions() == 2
     });
@@ -580,28 +578,36 @@ fn windows_follow_their_partitions(w: Windowing) {
 
 #[test]
 fn window_state_follows_its_partitions_when_workers_join_and_leave() {
-    windows_follow_their_partitions(tumbling(100));
+    windows_follow_their_partitions(tumbling(), |_| StateBackend::Memory);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_window_state_follows_its_partitions_when_workers_join_and_leave() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_path_buf();
+    windows_follow_their_partitions(tumbling(), move |worker| StateBackend::RocksDb { path: root.join(worker) });
 }
 
 #[test]
 fn session_state_follows_its_partitions_when_workers_join_and_leave() {
-    windows_follow_their_partitions(sessions());
+    windows_follow_their_partitions(sessions(), |_| StateBackend::Memory);
 }
 
 #[test]
 fn count_window_state_follows_its_partitions_when_workers_join_and_leave() {
-    windows_follow_their_partitions(counts());
+    windows_follow_their_partitions(counts(), |_| StateBackend::Memory);
 }
 
 #[test]
 fn global_window_state_follows_its_partitions_when_workers_join_and_leave() {
-    windows_follow_their_partitions(global_counts());
+    windows_follow_their_partitions(global_counts(), |_| StateBackend::Memory);
 }
 
 /// Windows rescale on restart too: each new instance takes the state of the keys the hash
 /// exchange now routes to it, from every old instance's snapshot; every window fires once
 /// with all its rows across parallelism 2, 3 and 1.
-fn windows_follow_their_keys(w: Windowing) {
+fn windows_follow_their_keys(w: Windowing, backend: impl Fn() -> StateBackend) {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("clicks", 4).unwrap();
@@ -614,7 +620,7 @@ fn windows_follow_their_keys(w: Windowing) {
         produce_clicks_by_user(cluster.config(), "clicks", produced..produced + 150);
         produced += 150;
         let expected = due_windows(&w, 11, produced).len();
-        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.windows);
+        let restored = run_windowed(cluster.config(), &checkpoints, &out, expected, parallelism, w.windows, backend());
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
     check_windows(&out.lock().unwrap(), &w, 11, produced);
@@ -622,22 +628,30 @@ fn windows_follow_their_keys(w: Windowing) {
 
 #[test]
 fn window_state_follows_its_keys_when_the_parallelism_changes() {
-    windows_follow_their_keys(tumbling(50));
+    windows_follow_their_keys(tumbling(), || StateBackend::Memory);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_window_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    windows_follow_their_keys(tumbling(), move || StateBackend::RocksDb { path: path.clone() });
 }
 
 #[test]
 fn session_state_follows_its_keys_when_the_parallelism_changes() {
-    windows_follow_their_keys(sessions());
+    windows_follow_their_keys(sessions(), || StateBackend::Memory);
 }
 
 #[test]
 fn count_window_state_follows_its_keys_when_the_parallelism_changes() {
-    windows_follow_their_keys(counts());
+    windows_follow_their_keys(counts(), || StateBackend::Memory);
 }
 
 #[test]
 fn global_window_state_follows_its_keys_when_the_parallelism_changes() {
-    windows_follow_their_keys(global_counts());
+    windows_follow_their_keys(global_counts(), || StateBackend::Memory);
 }
 
 /// Joined clicks: (user, left page, right page).

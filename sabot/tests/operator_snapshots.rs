@@ -3,6 +3,8 @@
 //! emits (same batches, same watermarks, same late rows), and snapshotting does not disturb
 //! the running instance either.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +18,10 @@ use sabot::operator::{
     WindowAggregateOperator, WindowJoinOperator,
 };
 use sabot::plan::JoinType;
+use sabot::state::StateBackend;
 use sabot::testing::{OperatorHarness, TwoInputHarness};
 use sabot::window::{CountTrigger, EventTimeTrigger, LateData, PurgingTrigger, WindowSpec};
+use support::on_each_pane_store;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -223,9 +227,20 @@ fn total_rows(batches: &[RecordBatch]) -> usize {
 
 #[test]
 fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows() {
+    on_each_pane_store(tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_on);
+}
+
+fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_on(
+    backend: &StateBackend,
+    buffered: usize,
+) {
     let make = |late: LateData| {
         let spec = WindowSpec::tumbling(Duration::from_millis(10));
-        WindowAggregateOperator::try_new(spec, "ts", schema(), vec![col("k")], all_aggregates(), 0, Some(late)).unwrap()
+        WindowAggregateOperator::try_new(spec, "ts", schema(), vec![col("k")], all_aggregates(), 0, Some(late))
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_groups(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 3, 2), ("a", 12, 3)])),
@@ -246,10 +261,17 @@ fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows()
 
 #[test]
 fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire() {
+    on_each_pane_store(tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on);
+}
+
+fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on(backend: &StateBackend, buffered: usize) {
     let make = |late: LateData| {
         let spec = WindowSpec::tumbling(Duration::from_millis(10));
         WindowAggregateOperator::try_new(spec, "ts", schema(), vec![col("k")], two_phase_aggregates(), 5, Some(late))
             .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_groups(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 3, 2), ("a", 12, 3)])),
@@ -270,6 +292,10 @@ fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire() {
 
 #[test]
 fn sliding_windows_restore_open_and_closed_panes() {
+    on_each_pane_store(sliding_windows_restore_open_and_closed_panes_on);
+}
+
+fn sliding_windows_restore_open_and_closed_panes_on(backend: &StateBackend, buffered: usize) {
     let make = |late: LateData| {
         let spec = WindowSpec::sliding(Duration::from_millis(30), Duration::from_millis(10));
         // Two keys (a string and an integer): the general row-format group keys.
@@ -283,6 +309,9 @@ fn sliding_windows_restore_open_and_closed_panes() {
             Some(late),
         )
         .unwrap()
+        .with_state_backend(backend)
+        .unwrap()
+        .with_buffered_groups(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 3, 2), ("a", 12, 3), ("a", 25, 4)])),
@@ -306,9 +335,17 @@ fn sliding_windows_restore_open_and_closed_panes() {
 
 #[test]
 fn a_global_tumbling_window_without_keys_restores() {
+    on_each_pane_store(a_global_tumbling_window_without_keys_restores_on);
+}
+
+fn a_global_tumbling_window_without_keys_restores_on(backend: &StateBackend, buffered: usize) {
     let make = |late: LateData| {
         let spec = WindowSpec::tumbling(Duration::from_millis(10));
-        WindowAggregateOperator::try_new(spec, "ts", schema(), vec![], all_aggregates(), 0, Some(late)).unwrap()
+        WindowAggregateOperator::try_new(spec, "ts", schema(), vec![], all_aggregates(), 0, Some(late))
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_groups(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 13, 2)])),

@@ -1,15 +1,19 @@
 //! Windows driven with explicit event time and watermarks, asserting exact outputs.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use sabot::expr::{col, count_all, max, sum};
+use sabot::expr::{AggExpr, avg, col, count_all, count_distinct, first, last, max, min, sum};
 use sabot::operator::{CountWindowOperator, SessionWindowOperator, WindowAggregateOperator};
 use sabot::prelude::*;
+use sabot::state::StateBackend;
 use sabot::testing::OperatorHarness;
+use support::on_each_pane_store;
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -50,7 +54,13 @@ fn rows(batches: &[RecordBatch]) -> Vec<String> {
     out
 }
 
-fn tumbling(size_ms: u64, lateness: i64, late: Option<LateData>) -> OperatorHarness<WindowAggregateOperator> {
+fn tumbling(
+    size_ms: u64,
+    lateness: i64,
+    late: Option<LateData>,
+    backend: &StateBackend,
+    buffered: usize,
+) -> OperatorHarness<WindowAggregateOperator> {
     let op = WindowAggregateOperator::try_new(
         WindowSpec::tumbling(Duration::from_millis(size_ms)),
         "ts",
@@ -60,13 +70,20 @@ fn tumbling(size_ms: u64, lateness: i64, late: Option<LateData>) -> OperatorHarn
         lateness,
         late,
     )
-    .unwrap();
+    .unwrap()
+    .with_state_backend(backend)
+    .unwrap()
+    .with_buffered_groups(buffered);
     OperatorHarness::new(op)
 }
 
 #[test]
 fn tumbling_windows_fire_on_watermark_with_out_of_order_rows() {
-    let mut h = tumbling(10, 0, None);
+    on_each_pane_store(tumbling_windows_fire_on_watermark);
+}
+
+fn tumbling_windows_fire_on_watermark(backend: &StateBackend, buffered: usize) {
+    let mut h = tumbling(10, 0, None, backend, buffered);
     h.process(events(&[("a", 3, 1), ("b", 12, 10), ("a", 1, 2), ("a", 11, 4)])).unwrap();
     h.process(events(&[("b", 9, 100)])).unwrap();
     assert_eq!(h.output_rows(), 0);
@@ -83,8 +100,12 @@ fn tumbling_windows_fire_on_watermark_with_out_of_order_rows() {
 
 #[test]
 fn late_rows_within_lateness_update_and_beyond_go_to_the_side_output() {
+    on_each_pane_store(late_rows_update_or_go_to_the_side_output);
+}
+
+fn late_rows_update_or_go_to_the_side_output(backend: &StateBackend, buffered: usize) {
     let late = LateData::new();
-    let mut h = tumbling(10, 5, Some(late.clone()));
+    let mut h = tumbling(10, 5, Some(late.clone()), backend, buffered);
     h.process(events(&[("a", 1, 1), ("a", 15, 7)])).unwrap();
     h.watermark(12).unwrap();
     assert_eq!(rows(&h.take_output()), ["a,0,10,1,1"]);
@@ -103,6 +124,10 @@ fn late_rows_within_lateness_update_and_beyond_go_to_the_side_output() {
 
 #[test]
 fn sliding_windows_merge_panes() {
+    on_each_pane_store(sliding_windows_merge_their_panes);
+}
+
+fn sliding_windows_merge_their_panes(backend: &StateBackend, buffered: usize) {
     let op = WindowAggregateOperator::try_new(
         WindowSpec::sliding(Duration::from_millis(30), Duration::from_millis(10)),
         "ts",
@@ -112,13 +137,75 @@ fn sliding_windows_merge_panes() {
         0,
         None,
     )
-    .unwrap();
+    .unwrap()
+    .with_state_backend(backend)
+    .unwrap()
+    .with_buffered_groups(buffered);
     let mut h = OperatorHarness::new(op);
     h.process(events(&[("a", 5, 1), ("a", 15, 2), ("a", 25, 4), ("a", 35, 8)])).unwrap();
     h.watermark(30).unwrap();
     assert_eq!(rows(&h.take_output()), ["a,-10,20,3,15", "a,-20,10,1,5", "a,0,30,7,25"]);
     h.close().unwrap();
     assert_eq!(rows(&h.take_output()), ["a,10,40,14,35", "a,20,50,12,35", "a,30,60,8,35"]);
+}
+
+/// Panes in RocksDB, merged batch after batch (a one-group buffer) or at once, give every
+/// aggregate exactly as the heap does: order-dependent and single-phase ones (`first`,
+/// `last`, `count_distinct`, on the single-pane path) and, through late rows that re-fire
+/// windows, the two-phase ones of sliding and tumbling windows with lateness.
+#[test]
+fn every_aggregate_is_the_same_wherever_the_panes_live() {
+    let two_phase = || {
+        vec![
+            count_all(),
+            sum(col("v")).alias("total"),
+            avg(col("v")).alias("mean"),
+            min(col("v")).alias("low"),
+            max(col("k")).alias("top_key"),
+        ]
+    };
+    let mut single_phase = two_phase();
+    single_phase.extend([
+        count_distinct(col("v")).alias("distinct_v"),
+        first(col("v")).alias("first_v"),
+        last(col("v")).alias("last_v"),
+    ]);
+    let run = |spec: WindowSpec, aggregates: &[AggExpr], lateness: i64, backend: &StateBackend, buffered: usize| {
+        let op =
+            WindowAggregateOperator::try_new(spec, "ts", schema(), vec![col("k")], aggregates.to_vec(), lateness, None)
+                .unwrap()
+                .with_state_backend(backend)
+                .unwrap()
+                .with_buffered_groups(buffered);
+        let mut h = OperatorHarness::new(op);
+        let mut state = 7u64;
+        for round in 0..12i64 {
+            let batch: Vec<(String, i64, i64)> = (0..40)
+                .map(|i| {
+                    let key = format!("k{}", xorshift(&mut state) % 5);
+                    let late = if i % 9 == 0 { 15 } else { 0 };
+                    (key, round * 10 + (xorshift(&mut state) % 10) as i64 - late, (xorshift(&mut state) % 7) as i64)
+                })
+                .collect();
+            h.process(events(&batch.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect::<Vec<_>>())).unwrap();
+            h.watermark(round * 10).unwrap();
+        }
+        h.close().unwrap();
+        rows(&h.take_output())
+    };
+    let cases = [
+        (WindowSpec::tumbling(Duration::from_millis(30)), single_phase, 0),
+        (WindowSpec::tumbling(Duration::from_millis(30)), two_phase(), 20),
+        (WindowSpec::sliding(Duration::from_millis(30), Duration::from_millis(10)), two_phase(), 20),
+    ];
+    for (spec, aggregates, lateness) in cases {
+        let on_heap = run(spec, &aggregates, lateness, &StateBackend::Memory, 100_000);
+        assert!(on_heap.len() > 20, "{spec}: {} results", on_heap.len());
+        on_each_pane_store(|backend, buffered| {
+            let stored = run(spec, &aggregates, lateness, backend, buffered);
+            assert_eq!(stored, on_heap, "{spec}, lateness {lateness}, {backend:?}, {buffered} buffered groups");
+        });
+    }
 }
 
 #[test]
@@ -167,6 +254,10 @@ fn xorshift(state: &mut u64) -> u64 {
 
 #[test]
 fn streaming_windows_equal_the_batch_group_by() {
+    on_each_pane_store(streaming_windows_equal_batch_group_by);
+}
+
+fn streaming_windows_equal_batch_group_by(backend: &StateBackend, _buffered: usize) {
     for seed in 1..=5u64 {
         let mut state = seed * 0x9E37_79B9;
         let bound = 50i64;
@@ -192,7 +283,7 @@ fn streaming_windows_equal_the_batch_group_by() {
         ] {
             let streamed = Stream::from_batches(batches.clone())
                 .unwrap()
-                .with_parallelism(3)
+                .with_config(ExecConfig::default().with_parallelism(3).with_state_backend(backend.clone()))
                 .with_watermarks(
                     "ts",
                     WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(2 * bound as u64)),
@@ -219,7 +310,7 @@ fn streaming_windows_equal_the_batch_group_by() {
                 v.sort();
                 v
             };
-            assert_eq!(rows(&streamed), expected, "seed {seed}, {spec}");
+            assert_eq!(rows(&streamed), expected, "seed {seed}, {spec}, {backend:?}");
         }
     }
 }
@@ -247,4 +338,23 @@ fn windowed_pipeline_through_the_engine_reports_late_rows() {
     assert_eq!(rows(&out.collect().unwrap()), ["a,0,60000,1", "a,120000,180000,4", "a,60000,120000,3", "b,0,60000,2"]);
     assert_eq!(rows(&late.take()), ["a,5000,5"]);
     let _ = concat_batches(&schema(), &[]).unwrap();
+}
+
+/// Panes in RocksDB live in a column family of the worker's instance while the operator runs,
+/// and leave with it (restores copy them from checkpoints, never from the live instance).
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_panes_live_in_the_workers_instance_while_the_operator_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = StateBackend::RocksDb { path: dir.path().join("rocksdb") };
+    let instance = sabot::state::RocksDbInstance::open(dir.path().join("rocksdb")).unwrap();
+    let pane_families =
+        || instance.column_families().into_iter().filter(|cf| cf.starts_with("window_aggregate-")).collect::<Vec<_>>();
+    let mut h = tumbling(10, 0, None, &backend, 1);
+    h.process(events(&[("a", 1, 1), ("b", 2, 2), ("a", 12, 3)])).unwrap();
+    assert_eq!(pane_families().len(), 1, "{:?}", instance.column_families());
+    h.watermark(10).unwrap();
+    assert_eq!(rows(&h.take_output()), ["a,0,10,1,1", "b,0,10,1,2"]);
+    drop(h);
+    assert!(pane_families().is_empty(), "{:?}", instance.column_families());
 }

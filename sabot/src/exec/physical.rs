@@ -472,14 +472,14 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
             let exchanged = by_key(child, keys);
             let in_schema = input.schema();
             let (keys, aggregates, spec, lateness) = (keys.clone(), aggregates.clone(), *spec, *allowed_lateness);
-            let (time, late) = (time_column.clone(), late_data.clone());
+            let (time, late, backend) = (time_column.clone(), late_data.clone(), config.state_backend.clone());
             let make = move |_: usize| -> Result<Box<dyn crate::operator::Operator>> {
                 let time = || {
                     time.clone().ok_or_else(|| SabotError::plan(format!("{spec} windows need an event-time column")))
                 };
                 Ok(match spec {
-                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => {
-                        Box::new(WindowAggregateOperator::try_new(
+                    WindowSpec::Tumbling { .. } | WindowSpec::Sliding { .. } => Box::new(
+                        WindowAggregateOperator::try_new(
                             spec,
                             &time()?,
                             in_schema.clone(),
@@ -487,8 +487,9 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                             aggregates.clone(),
                             lateness,
                             late.clone(),
-                        )?)
-                    }
+                        )?
+                        .with_state_backend(&backend)?,
+                    ),
                     WindowSpec::Session { gap } => Box::new(SessionWindowOperator::try_new(
                         gap,
                         &time()?,

@@ -322,7 +322,7 @@ impl<F: KeyedProcessFunction> Operator for KeyedProcessOperator<F> {
             for snapshot in snapshots {
                 dirs.extend(self.merge_timers(snapshot, &*keep)?);
             }
-            self.store.as_mut().expect("on_start ran").import_keys(&dirs, keep)?;
+            self.store.as_mut().expect("on_start ran").import_keys(&dirs, &*keep)?;
             tracing::info!(operator = %self.name, groups = ?acquired, snapshots = dirs.len(), "acquired key groups");
         }
         Ok(())

@@ -218,6 +218,43 @@ impl<T: StateValue> ValueState<T> {
         remove_value::<T>(store.access(self.id, Some(key))?)
     }
 
+    /// The live entries whose stored key starts with `prefix`, in key order: operators that
+    /// keep a namespace before the key (a window's pane) read one namespace at a time. On
+    /// RocksDB a range scan; in memory a pass over the whole table.
+    pub(crate) fn entries_with_prefix(
+        &self,
+        store: &mut KeyedStateStore,
+        prefix: &[u8],
+    ) -> Result<Vec<(Box<[u8]>, T)>> {
+        let a = store.access(self.id, Some(prefix))?;
+        match a.backend {
+            Backend::Memory(tables) => {
+                let mut entries = table::<ValueTable<T>>(tables, a.idx, a.state)?.0.entries_with_prefix(prefix, a.now);
+                entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+                Ok(entries)
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(r) => r
+                .scan_prefix(a.idx, prefix, a.now)?
+                .into_iter()
+                .map(|(key, stored)| Ok((key, codec::decode(a.state, super::rocks::payload(&stored))?)))
+                .collect(),
+        }
+    }
+
+    /// Removes every entry whose stored key starts with `prefix`.
+    pub(crate) fn clear_prefix(&self, store: &mut KeyedStateStore, prefix: &[u8]) -> Result<()> {
+        let a = store.access(self.id, Some(prefix))?;
+        match a.backend {
+            Backend::Memory(tables) => {
+                table::<ValueTable<T>>(tables, a.idx, a.state)?.0.retain_keys(&|key| !key.starts_with(prefix));
+                Ok(())
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(r) => r.delete_prefix(a.idx, prefix),
+        }
+    }
+
     #[inline]
     fn read(&self, a: Access<'_>) -> Result<Option<T>> {
         match a.backend {

@@ -185,7 +185,7 @@ impl<V> MemTable<V> {
 
     /// Loads the entries of every snapshot file in `paths` whose key `keep` accepts (all
     /// of one file when restoring as before; a share of several when the parallelism changed).
-    fn read_snapshots(paths: &[PathBuf], state: &str, hasher: &dyn Fn(&[u8]) -> u64, keep: &KeyFilter) -> Result<Self>
+    fn read_snapshots(paths: &[PathBuf], state: &str, hasher: &dyn Fn(&[u8]) -> u64, keep: KeyCheck<'_>) -> Result<Self>
     where
         V: DeserializeOwned,
     {
@@ -201,7 +201,7 @@ impl<V> MemTable<V> {
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<()>
     where
         V: DeserializeOwned,
@@ -215,7 +215,7 @@ impl<V> MemTable<V> {
                 postcard::from_bytes(body).map_err(|e| codec::error(state, "decode snapshot", e))?;
             self.table.reserve(entries.len(), slot_hash);
             for (key, expires_at, value) in entries {
-                if keep.as_ref().is_some_and(|keep| !keep(&key)) {
+                if keep.is_some_and(|keep| !keep(&key)) {
                     continue;
                 }
                 let hash = hasher(&key);
@@ -231,8 +231,20 @@ impl<V> MemTable<V> {
         Ok(())
     }
 
+    /// The live entries whose key starts with `prefix`, in no particular order.
+    pub(super) fn entries_with_prefix(&self, prefix: &[u8], now: u64) -> Vec<(Box<[u8]>, V)>
+    where
+        V: Clone,
+    {
+        self.table
+            .iter()
+            .filter(|slot| slot.expires_at > now && slot.key.as_slice().starts_with(prefix))
+            .map(|slot| (Box::from(slot.key.as_slice()), slot.value.clone()))
+            .collect()
+    }
+
     /// Keeps only the keys `keep` accepts; returns how many were dropped.
-    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
+    pub(super) fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
         let before = self.table.len();
         self.table.retain(|slot| keep(slot.key.as_slice()));
         before - self.table.len()
@@ -244,6 +256,9 @@ pub(crate) type KeyPredicate = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Syn
 
 /// Which keys of a restored snapshot an instance keeps (`None`: all of them).
 pub(crate) type KeyFilter = Option<KeyPredicate>;
+
+/// A borrowed [`KeyFilter`]: which keys of a snapshot to load (`None`: all of them).
+pub(crate) type KeyCheck<'a> = Option<&'a dyn Fn(&[u8]) -> bool>;
 
 /// What the store needs of a table without knowing its type.
 pub(super) trait ErasedTable: Send {
@@ -260,7 +275,7 @@ pub(super) trait ErasedTable: Send {
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<()>;
     /// Keeps only the keys `keep` accepts (key groups released); returns how many keys went.
     fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize;
@@ -274,7 +289,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ValueTable<T> {
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<Self> {
         MemTable::read_snapshots(paths, state, hasher, keep).map(ValueTable)
     }
@@ -304,7 +319,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> ErasedTable for ValueTabl
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<()> {
         self.0.merge_snapshots(paths, state, hasher, keep)
     }
@@ -326,7 +341,7 @@ where
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<Self> {
         MemTable::read_snapshots(paths, state, hasher, keep).map(MapTable)
     }
@@ -365,7 +380,7 @@ where
         paths: &[PathBuf],
         state: &str,
         hasher: &dyn Fn(&[u8]) -> u64,
-        keep: &KeyFilter,
+        keep: KeyCheck<'_>,
     ) -> Result<()> {
         self.0.merge_snapshots(paths, state, hasher, keep)
     }

@@ -244,7 +244,7 @@ struct Pending {
 
 /// The stored value's payload (after the expiry header).
 #[inline]
-fn payload(stored: &[u8]) -> &[u8] {
+pub(super) fn payload(stored: &[u8]) -> &[u8] {
     stored.get(HEADER..).unwrap_or_default()
 }
 
@@ -632,6 +632,14 @@ impl RocksTables {
             }
         }
         self.instance.db.write_opt(batch, &self.write_opts).map_err(|e| rocks_error(&name, e))
+    }
+
+    /// Forgets every pending write and drops this operator's column families: the state is
+    /// not needed any more (it lives on in checkpoints only).
+    pub(super) fn discard(&mut self) -> Result<()> {
+        self.pending.iter_mut().for_each(HashTable::clear);
+        (self.pending_len, self.cached) = (0, 0);
+        self.drop_all()
     }
 
     /// Drops this operator's column families (before any state is registered).

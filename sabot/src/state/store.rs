@@ -13,7 +13,7 @@ use super::StateValue;
 use super::clock::StateClock;
 use super::descriptor::{ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, ValueStateDescriptor};
 use super::handles::{ListState, MapState, ReducingState, StateId, ValueState};
-use super::memory::{ErasedTable, KeyFilter, MapTable, MemTable, ValueTable};
+use super::memory::{ErasedTable, KeyCheck, KeyFilter, MapTable, MemTable, ValueTable};
 #[cfg(feature = "rocksdb")]
 use super::rocks::{RocksDbInstance, RocksTables};
 use crate::{Result, SabotError};
@@ -193,6 +193,33 @@ impl KeyedStateStore {
             rescale_dirs: Vec::new(),
             key_filter: None,
         })
+    }
+
+    /// Opens the store of `operator` on `backend` without what the operator wrote there in an
+    /// earlier run: for operators that load their state from snapshots only.
+    pub(crate) fn open_empty(backend: &StateBackend, operator: &str) -> Result<Self> {
+        #[allow(unused_mut)]
+        let mut store = Self::open(backend, operator)?;
+        #[cfg(feature = "rocksdb")]
+        if let Backend::RocksDb(tables) = &mut store.backend {
+            tables.drop_all()?;
+        }
+        Ok(store)
+    }
+
+    /// Deletes every state of this store from its backend (RocksDB: drops the operator's
+    /// column families), for operators whose state lives on in checkpoints only.
+    pub(crate) fn discard(&mut self) -> Result<()> {
+        match &mut self.backend {
+            Backend::Memory(tables) => {
+                for table in tables {
+                    table.retain_keys(&|_| false);
+                }
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(tables) => tables.discard()?,
+        }
+        Ok(())
     }
 
     /// Opens the store of `operator` on `backend` with the state saved by
@@ -464,7 +491,7 @@ impl KeyedStateStore {
         name: &str,
         kind: StateKind,
         ttl_ms: Option<u64>,
-        make: impl FnOnce(Option<(Vec<PathBuf>, &KeyFilter)>, &str, &dyn Fn(&[u8]) -> u64) -> Result<Box<dyn ErasedTable>>,
+        make: impl FnOnce(Option<(Vec<PathBuf>, KeyCheck<'_>)>, &str, &dyn Fn(&[u8]) -> u64) -> Result<Box<dyn ErasedTable>>,
     ) -> Result<StateId> {
         check_name("state", name)?;
         let full_name = format!("{}/{name}", self.operator);
@@ -489,7 +516,8 @@ impl KeyedStateStore {
                     .map(|d| d.join(format!("{name}.state")))
                     .filter(|f| f.exists())
                     .collect();
-                let restored = (!files.is_empty()).then_some((files, &self.key_filter));
+                let keep = self.key_filter.as_deref().map(|keep| keep as &dyn Fn(&[u8]) -> bool);
+                let restored = (!files.is_empty()).then_some((files, keep));
                 let hasher = &self.hasher;
                 tables.push(make(restored, &full_name, &|key| hasher.hash_one(key))?);
             }
@@ -687,7 +715,7 @@ impl KeyedStateStore {
             && let Some(keep) = self.key_filter.take()
         {
             let dirs = std::mem::take(&mut self.rescale_dirs);
-            self.import_keys(&dirs, keep)?;
+            self.import_keys(&dirs, &*keep)?;
         }
         if !self.rescale_dirs.is_empty() {
             // Unregistered states cannot be split by key without their types: they are dropped.
@@ -734,10 +762,9 @@ impl KeyedStateStore {
     /// Adds the keys that `keep` accepts from the snapshots of this operator in `dirs`
     /// (taken by [`snapshot_into`](Self::snapshot_into), by any worker and parallelism), in
     /// every registered state: key groups handed over from another worker.
-    pub(crate) fn import_keys(&mut self, sources: &[SnapshotSource], keep: super::memory::KeyPredicate) -> Result<()> {
+    pub(crate) fn import_keys(&mut self, sources: &[SnapshotSource], keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
         match &mut self.backend {
             Backend::Memory(tables) => {
-                let filter: KeyFilter = Some(keep);
                 let hasher = &self.hasher;
                 for (table, meta) in tables.iter_mut().zip(&self.states) {
                     let files: Vec<PathBuf> = sources
@@ -745,7 +772,7 @@ impl KeyedStateStore {
                         .map(|s| s.dir.join(format!("{}.state", meta.name)))
                         .filter(|f| f.exists())
                         .collect();
-                    table.merge_snapshots(&files, &meta.full_name, &|key| hasher.hash_one(key), &filter)?;
+                    table.merge_snapshots(&files, &meta.full_name, &|key| hasher.hash_one(key), Some(keep))?;
                 }
             }
             #[cfg(feature = "rocksdb")]

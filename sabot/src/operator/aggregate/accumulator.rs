@@ -44,10 +44,17 @@ pub(crate) trait Accumulator: Send {
     }
 
     /// Loads what [`Accumulator::snapshot`] returned into an empty accumulator, as groups
-    /// `0..num_groups`. The default merges the partial states.
+    /// `0..num_groups`.
     fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
         let ids: Vec<u32> = (0..num_groups as u32).collect();
-        self.merge(columns, &ids, num_groups)?;
+        self.merge_saved(columns, &ids, num_groups)
+    }
+
+    /// Merges what [`Accumulator::snapshot`] returned, row `i` into group `ids[i]`, as if
+    /// the rows it summarizes came after those this accumulator saw. The default merges the
+    /// partial states.
+    fn merge_saved(&mut self, columns: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
+        self.merge(columns, ids, num_groups)?;
         self.resize(num_groups);
         Ok(())
     }
@@ -565,17 +572,17 @@ impl Accumulator for CountDistinctAcc {
         Ok(vec![Arc::new(list)])
     }
 
-    fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
+    fn merge_saved(&mut self, columns: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
         self.resize(num_groups);
         let lists = columns[0]
             .as_list_opt::<i32>()
             .ok_or_else(|| SabotError::Execution("count_distinct: the saved state is not a list".into()))?;
-        for g in 0..num_groups.min(lists.len()) {
-            let values = lists.value(g);
+        for (row, &g) in ids.iter().enumerate().take(lists.len()) {
+            let values = lists.value(row);
             let rows = self.converter.convert_columns(&[values])?;
-            for row in rows.iter() {
-                if self.seen.insert((g as u32, row.as_ref().into())) {
-                    self.counts[g] += 1;
+            for value in rows.iter() {
+                if self.seen.insert((g, value.as_ref().into())) {
+                    self.counts[g as usize] += 1;
                 }
             }
         }
@@ -641,7 +648,8 @@ impl Accumulator for FirstLastAcc {
         Ok(vec![values, Arc::new(is_chosen)])
     }
 
-    fn restore(&mut self, columns: &[ArrayRef], num_groups: usize) -> Result<()> {
+    /// The saved rows came later: `last` takes their choice, `first` only where it has none.
+    fn merge_saved(&mut self, columns: &[ArrayRef], ids: &[u32], num_groups: usize) -> Result<()> {
         self.resize(num_groups);
         let [values, is_chosen] = columns else {
             return Err(SabotError::Execution("first/last: the saved state needs two columns".into()));
@@ -650,9 +658,10 @@ impl Accumulator for FirstLastAcc {
             .as_boolean_opt()
             .ok_or_else(|| SabotError::Execution("first/last: the saved flags are not booleans".into()))?;
         let array_index = self.arrays.len();
-        for g in 0..num_groups.min(is_chosen.len()) {
-            if is_chosen.value(g) {
-                self.chosen[g] = Some((array_index, g));
+        for (row, &g) in ids.iter().enumerate().take(is_chosen.len()) {
+            let slot = &mut self.chosen[g as usize];
+            if is_chosen.value(row) && (self.is_last || slot.is_none()) {
+                *slot = Some((array_index, row));
             }
         }
         self.arrays.push(values.clone());

@@ -111,7 +111,8 @@ impl AggregateOperator {
         self.output_schema.clone()
     }
 
-    fn num_groups(&self) -> usize {
+    /// The number of groups so far (1 without keys).
+    pub(crate) fn num_groups(&self) -> usize {
         self.groups.as_ref().map_or(1, |g| g.len())
     }
 
@@ -172,14 +173,7 @@ impl AggregateOperator {
         };
         let schema = batch.schema();
         for (i, acc) in self.accumulators.iter_mut().enumerate() {
-            let prefix = format!("agg{i}[");
-            let columns: Vec<ArrayRef> = schema
-                .fields()
-                .iter()
-                .zip(batch.columns())
-                .filter(|(f, _)| f.name().starts_with(&prefix))
-                .map(|(_, c)| c.clone())
-                .collect();
+            let columns = saved_states(&schema, batch, i);
             if columns.is_empty() {
                 return Err(corrupt(format!("saved aggregate state lacks aggregate {}", self.aggregates[i])));
             }
@@ -190,6 +184,48 @@ impl AggregateOperator {
         }
         Ok(())
     }
+}
+
+impl AggregateOperator {
+    /// Merges groups saved by [`AggregateOperator::snapshot_batch`] of an aggregation built
+    /// like this one into this one's groups (adding the groups it does not have yet), as if
+    /// the rows they summarize came after those this aggregation saw.
+    pub(crate) fn merge_saved_batch(&mut self, batch: &RecordBatch, operator: &str) -> Result<()> {
+        let num_keys = self.group_by.len();
+        if batch.num_columns() < num_keys {
+            return Err(SabotError::State {
+                state: operator.to_string(),
+                message: "saved aggregate state lacks key columns".into(),
+            });
+        }
+        let mut ids = vec![];
+        match self.groups.as_mut() {
+            Some(groups) => groups.intern(&batch.columns()[..num_keys], &mut ids)?,
+            None => ids.resize(batch.num_rows(), 0),
+        }
+        let num_groups = self.num_groups();
+        let schema = batch.schema();
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            let columns = saved_states(&schema, batch, i);
+            acc.merge_saved(&columns, &ids, num_groups).map_err(|e| SabotError::State {
+                state: format!("{operator}/{}", self.aggregates[i].output_name()),
+                message: format!("the saved state of aggregate {} cannot be merged: {e}", self.aggregates[i]),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The state columns of aggregate `index` in a batch of [`AggregateOperator::snapshot_batch`].
+fn saved_states(schema: &Schema, batch: &RecordBatch, index: usize) -> Vec<ArrayRef> {
+    let prefix = format!("agg{index}[");
+    schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| f.name().starts_with(&prefix))
+        .map(|(_, c)| c.clone())
+        .collect()
 }
 
 impl Operator for AggregateOperator {

@@ -1,17 +1,25 @@
 //! Tumbling and sliding event-time windows, aggregated incrementally in panes.
 
+mod heap_panes;
+mod panes;
+mod stored_panes;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
-use arrow::compute::{cast, filter_record_batch, take_record_batch};
+use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
+use self::heap_panes::HeapPanes;
+use self::panes::{PaneAggregation, PaneStore};
+use self::stored_panes::StoredPanes;
 use super::watermark_assigner::event_times;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
+use crate::state::StateBackend;
 use crate::window::{LateData, WindowSpec, divert_late_rows};
 use crate::{Result, SabotError};
 
@@ -57,26 +65,25 @@ pub(crate) fn with_window_columns(
 /// A window fires when the watermark reaches its end. Rows for a fired window that arrive
 /// within `allowed_lateness` update it and it fires again with the new totals; later rows go
 /// to the [`LateData`] side output.
+///
+/// Panes live on the heap by default; [`with_state_backend`](Self::with_state_backend) puts
+/// them in RocksDB, for window state larger than memory.
 pub struct WindowAggregateOperator {
     size: i64,
     slide: i64,
     pane: i64,
     time_column: String,
-    keys: Vec<Expr>,
-    aggregates: Vec<AggExpr>,
-    input_schema: SchemaRef,
+    aggregation: PaneAggregation,
     output_schema: SchemaRef,
     lateness: i64,
     late: Option<LateData>,
-    open_panes: BTreeMap<i64, AggregateOperator>,
-    closed_panes: BTreeMap<i64, Vec<RecordBatch>>,
+    panes: Box<dyn PaneStore>,
+    /// See [`with_buffered_groups`](Self::with_buffered_groups).
+    buffered_groups: usize,
     watermark: i64,
     /// Windows (by start) that received rows after firing, with the keys of those rows:
     /// they fire again for those keys only.
     updated: BTreeMap<i64, HashSet<Box<[u8]>>>,
-    /// Tumbling windows without lateness: a window is one pane and fires once, so panes
-    /// aggregate to final values directly (no partial states, no merge).
-    single_pane: bool,
 }
 
 impl WindowAggregateOperator {
@@ -100,23 +107,83 @@ impl WindowAggregateOperator {
         let output_schema = window_output_schema(&input_schema, &keys, &aggregates, time_type.data_type())?;
         // Validate the aggregation now rather than at the first row.
         AggregateOperator::try_new(AggregateMode::Partial, &input_schema, keys.clone(), aggregates.clone())?;
+        let aggregation = PaneAggregation {
+            input_schema,
+            keys,
+            aggregates,
+            single_pane: size == slide && pane == size && allowed_lateness <= 0,
+        };
         Ok(WindowAggregateOperator {
             size,
             slide,
             pane,
             time_column: time_column.to_string(),
-            keys,
-            aggregates,
-            input_schema,
+            panes: Box::new(HeapPanes::new(aggregation.clone())),
+            buffered_groups: stored_panes::DEFAULT_BUFFERED_GROUPS,
+            aggregation,
             output_schema,
             lateness: allowed_lateness.max(0),
             late,
-            open_panes: BTreeMap::new(),
-            closed_panes: BTreeMap::new(),
             watermark: i64::MIN,
             updated: BTreeMap::new(),
-            single_pane: size == slide && pane == size && allowed_lateness <= 0,
         })
+    }
+
+    /// Keeps the panes in `backend`: on the heap for [`StateBackend::Memory`] (the default),
+    /// else in the backend's store (RocksDB: one entry per group and pane, in a column family
+    /// of the worker's instance), so that window state can outgrow memory. Call it before the
+    /// first row.
+    ///
+    /// ```no_run
+    /// use std::{sync::Arc, time::Duration};
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::expr::{col, count_all};
+    /// use sabot::operator::WindowAggregateOperator;
+    /// use sabot::state::StateBackend;
+    /// use sabot::window::WindowSpec;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("user", DataType::Utf8, false),
+    ///     Field::new("ts", DataType::Int64, false),
+    /// ]));
+    /// let backend = StateBackend::RocksDb { path: "/var/lib/sabot/worker-0".into() };
+    /// let op = WindowAggregateOperator::try_new(
+    ///     WindowSpec::tumbling(Duration::from_secs(60)), "ts", schema, vec![col("user")], vec![count_all()], 0, None,
+    /// )?
+    /// .with_state_backend(&backend)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        self.panes = match backend {
+            StateBackend::Memory => Box::new(HeapPanes::new(self.aggregation.clone())),
+            #[allow(unreachable_patterns)]
+            _ => Box::new(StoredPanes::open(self.aggregation.clone(), backend)?),
+        };
+        self.panes.limit_buffer(self.buffered_groups);
+        Ok(self)
+    }
+
+    /// With the panes in a state backend: how many groups, over all panes, are aggregated
+    /// in memory before they are merged into the backend (default 100,000). A larger buffer
+    /// reads and writes the backend less often; a smaller one holds less memory.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use arrow::datatypes::{DataType, Field, Schema};
+    /// # use sabot::expr::{col, count_all};
+    /// # use sabot::operator::WindowAggregateOperator;
+    /// # use sabot::window::WindowSpec;
+    /// # let schema = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, false), Field::new("ts", DataType::Int64, false)]));
+    /// let op = WindowAggregateOperator::try_new(
+    ///     WindowSpec::tumbling(Duration::from_secs(60)), "ts", schema, vec![col("user")], vec![count_all()], 0, None,
+    /// )?
+    /// .with_buffered_groups(10_000);
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_buffered_groups(mut self, groups: usize) -> Self {
+        self.buffered_groups = groups;
+        self.panes.limit_buffer(groups);
+        self
     }
 
     /// The output schema.
@@ -149,90 +216,49 @@ impl WindowAggregateOperator {
                 self.updated.entry(start).or_default().extend(keys.iter().cloned());
             }
         }
-        if !self.open_panes.contains_key(&pane) {
-            let op = self.new_pane()?;
-            self.open_panes.insert(pane, op);
-        }
-        let op = self.open_panes.get_mut(&pane).expect("inserted above");
-        op.process_batch(rows, &mut Output::default())?;
-        Ok(())
-    }
-
-    /// The aggregation of a new open pane.
-    fn new_pane(&self) -> Result<AggregateOperator> {
-        let mode = if self.single_pane { AggregateMode::Single } else { AggregateMode::Partial };
-        AggregateOperator::try_new(mode, &self.input_schema, self.keys.clone(), self.aggregates.clone())
+        self.panes.add(pane, rows)
     }
 
     /// The encoded key of every row (empty keys for a global window).
     fn key_bytes(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
-        if self.keys.is_empty() {
+        let keys = &self.aggregation.keys;
+        if keys.is_empty() {
             return Ok(vec![Box::from(&[][..])]);
         }
-        let arrays = self.keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+        let arrays = keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
         let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
         let rows = converter.convert_columns(&arrays)?;
         Ok(rows.iter().map(|r| Box::from(r.data())).collect())
     }
 
-    fn close_panes(&mut self, from: i64, to: i64) -> Result<()> {
-        let starts: Vec<i64> = self.open_panes.range(from..to).map(|(s, _)| *s).collect();
-        for start in starts {
-            let mut op = self.open_panes.remove(&start).expect("listed");
-            let mut out = Output::default();
-            op.on_close(&mut out)?;
-            while let Some(super::Message::Batch(b)) = out.pop() {
-                self.closed_panes.entry(start).or_default().push(b);
-            }
-        }
-        Ok(())
-    }
-
     fn fire(&mut self, start: i64, only_keys: Option<&HashSet<Box<[u8]>>>, out: &mut Output) -> Result<()> {
         let end = start + self.size;
-        if self.single_pane {
-            let Some(mut pane) = self.open_panes.remove(&start) else { return Ok(()) };
-            let mut results = Output::default();
-            pane.on_close(&mut results)?;
-            while let Some(super::Message::Batch(b)) = results.pop() {
-                out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+        let num_keys = self.aggregation.keys.len();
+        let results = if self.aggregation.single_pane {
+            self.panes.take_final(start)?
+        } else {
+            let partials = self.panes.partials(start, end)?;
+            if partials.is_empty() {
+                return Ok(());
             }
-            return Ok(());
-        }
-        self.close_panes(start, end)?;
-        let mut merge = AggregateOperator::try_new(
-            AggregateMode::Final,
-            &self.input_schema,
-            self.keys.clone(),
-            self.aggregates.clone(),
-        )?;
-        let mut any = false;
-        for partials in self.closed_panes.range(start..end).map(|(_, p)| p) {
-            for p in partials {
-                any = true;
-                merge.process_batch(p.clone(), &mut Output::default())?;
+            let mut merge = self.aggregation.new_merge()?;
+            for partial in partials {
+                merge.process_batch(partial, &mut Output::default())?;
             }
-        }
-        if !any {
-            return Ok(());
-        }
-        let mut merged = Output::default();
-        merge.on_close(&mut merged)?;
-        while let Some(super::Message::Batch(b)) = merged.pop() {
+            let mut merged = Output::default();
+            merge.on_close(&mut merged)?;
+            let mut results = vec![];
+            while let Some(super::Message::Batch(b)) = merged.pop() {
+                results.push(b);
+            }
+            results
+        };
+        for b in results {
             let b = match only_keys {
-                Some(keys) if !self.keys.is_empty() => {
-                    let names: Vec<Expr> =
-                        (0..self.keys.len()).map(|i| crate::expr::col(b.schema_ref().field(i).name())).collect();
-                    let key_arrays = names.iter().map(|k| k.evaluate(&b)).collect::<Result<Vec<_>>>()?;
-                    let converter =
-                        RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
-                    let rows = converter.convert_columns(&key_arrays)?;
-                    let mask: BooleanArray = rows.iter().map(|r| Some(keys.contains(r.data()))).collect();
-                    filter_record_batch(&b, &mask)?
-                }
+                Some(keys) if num_keys > 0 => super::filter_keys(&b, num_keys, &|key| keys.contains(key))?,
                 _ => b,
             };
-            out.emit(with_window_columns(&b, self.keys.len(), start, end, &self.output_schema)?);
+            out.emit(with_window_columns(&b, num_keys, start, end, &self.output_schema)?);
         }
         Ok(())
     }
@@ -240,8 +266,7 @@ impl WindowAggregateOperator {
     /// Fires every window ending in `(previous watermark, watermark]`, plus updated ones.
     fn advance(&mut self, previous: i64, out: &mut Output) -> Result<()> {
         let mut due: BTreeSet<i64> = std::mem::take(&mut self.updated).into_keys().collect();
-        let panes: Vec<i64> = self.open_panes.keys().chain(self.closed_panes.keys()).copied().collect();
-        for pane in panes {
+        for pane in self.panes.starts() {
             for start in self.windows_of_pane(pane) {
                 let end = start + self.size;
                 if end > previous && end <= self.watermark {
@@ -255,10 +280,7 @@ impl WindowAggregateOperator {
         }
         // Panes whose last window can no longer change are dropped.
         let (size, slide, lateness, watermark) = (self.size, self.slide, self.lateness, self.watermark);
-        let expired = |pane: &i64| (pane.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
-        self.open_panes.retain(|p, _| !expired(p));
-        self.closed_panes.retain(|p, _| !expired(p));
-        Ok(())
+        self.panes.expire(&|pane| (pane.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark)
     }
 }
 
@@ -302,24 +324,10 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    /// Saves the watermark, every open pane's groups with their partial states (final-value
-    /// states on the single-pane path) as one Arrow IPC stream, the partial batches of the
-    /// closed panes as another, and the windows waiting to fire again.
+    /// Saves the panes (heap: Arrow IPC batches; RocksDB: a checkpoint of the backend), the
+    /// watermark and the windows waiting to fire again.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
-        let name = self.name().to_string();
-        let mut open = Vec::with_capacity(self.open_panes.len());
-        let mut open_batches = Vec::with_capacity(self.open_panes.len());
-        for (&start, pane) in &mut self.open_panes {
-            let batch = pane.snapshot_batch(&name)?;
-            open.push((start, batch.num_rows()));
-            open_batches.push(batch);
-        }
-        let mut closed = Vec::with_capacity(self.closed_panes.len());
-        let mut closed_batches = vec![];
-        for (&start, partials) in &self.closed_panes {
-            closed.push((start, partials.iter().map(|b| b.num_rows()).collect()));
-            closed_batches.extend(partials.iter().cloned());
-        }
+        self.panes.snapshot(snapshot)?;
         let updated = self
             .updated
             .iter()
@@ -329,17 +337,11 @@ impl Operator for WindowAggregateOperator {
                 (start, keys)
             })
             .collect();
-        if let Some(first) = open_batches.first() {
-            snapshot.put_batches("open_panes", &first.schema(), &open_batches)?;
-        }
-        if let Some(first) = closed_batches.first() {
-            snapshot.put_batches("closed_panes", &first.schema(), &closed_batches)?;
-        }
-        snapshot.put_value("window", &PaneState { watermark: self.watermark, open, closed, updated })
+        snapshot.put_value("window", &WindowProgress { watermark: self.watermark, updated })
     }
 
     fn follows_key_groups(&self) -> bool {
-        !self.keys.is_empty()
+        !self.aggregation.keys.is_empty()
     }
 
     /// Drops the groups of released key groups from every pane (and from the windows to fire
@@ -347,59 +349,33 @@ impl Operator for WindowAggregateOperator {
     /// other worker's snapshots, merged into the panes of the same start. (A window that
     /// already fired here does not fire again for the acquired keys.)
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        let (name, n) = (self.name().to_string(), self.keys.len());
         if !handover.released.is_empty() {
             let keep = |key: &[u8]| !handover.releases(key);
-            for (start, mut pane) in std::mem::take(&mut self.open_panes) {
-                let kept = super::filter_keys(&pane.snapshot_batch(&name)?, n, &keep)?;
-                if kept.num_rows() > 0 {
-                    let mut pane = self.new_pane()?;
-                    pane.restore_batch(&kept, &name)?;
-                    self.open_panes.insert(start, pane);
-                }
-            }
-            for partials in self.closed_panes.values_mut() {
-                for partial in partials.iter_mut() {
-                    *partial = super::filter_keys(partial, n, &keep)?;
-                }
-                partials.retain(|b| b.num_rows() > 0);
-            }
-            self.closed_panes.retain(|_, partials| !partials.is_empty());
+            self.panes.retain_keys(&keep)?;
             for keys in self.updated.values_mut() {
                 keys.retain(|key| keep(key));
             }
         }
-        let types = super::key_types(&self.keys, &self.input_schema)?;
+        let name = self.name().to_string();
+        let types = super::key_types(&self.aggregation.keys, &self.aggregation.input_schema)?;
         super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep).map(drop))
     }
 
     /// Keeps the groups of every old instance's panes that the hash exchange now routes to
     /// this instance; the watermark is the lowest of the old instances'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
+        let name = self.name().to_string();
+        let types = super::key_types(&self.aggregation.keys, &self.aggregation.input_schema)?;
         let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
         self.watermark = saved.into_iter().flatten().min().unwrap_or(i64::MIN);
         Ok(())
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let Some(state) = restored.value::<PaneState>("window")? else { return Ok(()) };
-        let name = self.name().to_string();
-        self.watermark = state.watermark;
-        self.open_panes.clear();
-        let mut open = SavedRows::read(restored, "open_panes", &name)?;
-        for (start, rows) in state.open {
-            let mut pane = self.new_pane()?;
-            pane.restore_batch(&open.next(rows)?, &name)?;
-            self.open_panes.insert(start, pane);
-        }
-        self.closed_panes.clear();
-        let mut closed = SavedRows::read(restored, "closed_panes", &name)?;
-        for (start, sizes) in state.closed {
-            let partials = sizes.into_iter().map(|rows| closed.next(rows)).collect::<Result<Vec<_>>>()?;
-            self.closed_panes.insert(start, partials);
-        }
-        self.updated = state
+        let Some(progress) = restored.value::<WindowProgress>("window")? else { return Ok(()) };
+        self.watermark = progress.watermark;
+        self.panes.restore(restored)?;
+        self.updated = progress
             .updated
             .into_iter()
             .map(|(start, keys)| (start, keys.into_iter().map(Vec::into_boxed_slice).collect()))
@@ -408,14 +384,10 @@ impl Operator for WindowAggregateOperator {
     }
 }
 
-/// What a window aggregation saves besides its batches.
+/// What a window aggregation saves besides its panes.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct PaneState {
+struct WindowProgress {
     watermark: i64,
-    /// Open panes in order: start and number of groups (rows of `open_panes`).
-    open: Vec<(i64, usize)>,
-    /// Closed panes in order: start and the rows of each partial batch (of `closed_panes`).
-    closed: Vec<(i64, Vec<usize>)>,
     /// Windows to fire again, with the encoded keys that changed.
     updated: Vec<(i64, Vec<Vec<u8>>)>,
 }
@@ -457,44 +429,16 @@ impl SavedRows {
 
 impl WindowAggregateOperator {
     /// Adds the groups that `keep` accepts (by encoded key) from a snapshot of another
-    /// instance of this operator: open panes merge into the pane of the same start (their
-    /// groups are disjoint from this instance's), closed panes' partials and the windows to
-    /// fire again are added. Returns the snapshot's watermark.
+    /// instance of this operator, with the windows to fire again for them. Returns the
+    /// snapshot's watermark.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
-        let Some(state) = snapshot.value::<PaneState>("window")? else { return Ok(None) };
-        let watermark = state.watermark;
-        let (name, n) = (self.name().to_string(), self.keys.len());
-        let mut open = SavedRows::read(snapshot, "open_panes", &name)?;
-        for (start, rows) in state.open {
-            let saved = super::filter_keys(&open.next(rows)?, n, keep)?;
-            if saved.num_rows() == 0 {
-                continue;
-            }
-            let merged = match self.open_panes.remove(&start) {
-                Some(mut pane) => {
-                    let mine = pane.snapshot_batch(&name)?;
-                    arrow::compute::concat_batches(&mine.schema(), [&mine, &saved])?
-                }
-                None => saved,
-            };
-            let mut pane = self.new_pane()?;
-            pane.restore_batch(&merged, &name)?;
-            self.open_panes.insert(start, pane);
-        }
-        let mut closed = SavedRows::read(snapshot, "closed_panes", &name)?;
-        for (start, sizes) in state.closed {
-            for rows in sizes {
-                let saved = super::filter_keys(&closed.next(rows)?, n, keep)?;
-                if saved.num_rows() > 0 {
-                    self.closed_panes.entry(start).or_default().push(saved);
-                }
-            }
-        }
-        for (start, keys) in state.updated {
+        let Some(progress) = snapshot.value::<WindowProgress>("window")? else { return Ok(None) };
+        self.panes.merge_snapshot(snapshot, keep)?;
+        for (start, keys) in progress.updated {
             let keys = keys.into_iter().filter(|key| keep(key)).map(Vec::into_boxed_slice);
             self.updated.entry(start).or_default().extend(keys);
         }
-        Ok(Some(watermark))
+        Ok(Some(progress.watermark))
     }
 
     fn split_into_panes(&mut self, batch: RecordBatch, times: &Int64Array, pane: i64, out: &mut Output) -> Result<()> {
