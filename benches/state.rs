@@ -29,6 +29,15 @@
 //! cargo bench --bench state --features rocksdb -- windows
 //! ```
 //!
+//! `table`: a table join's lookups (`TableJoinOperator` driven directly, single thread):
+//! a table of `--table-keys` (default 1M) rows (key, 32-byte name) loaded in batches of 8,192,
+//! then `--probes` (default 5M) left rows with random keys, on the heap and (with `--features
+//! rocksdb`) in RocksDB. Every left row must find its row.
+//!
+//! ```text
+//! cargo bench --bench state --features rocksdb -- table
+//! ```
+//!
 //! Words after `--` select sections by name (none: every section).
 
 use std::time::Instant;
@@ -364,6 +373,9 @@ fn main() -> sabot::Result<()> {
     if wants("windows") {
         windows::run(keys, arg("--window-events").unwrap_or(5_000_000))?;
     }
+    if wants("table") {
+        table::run(arg("--table-keys").unwrap_or(1_000_000), arg("--probes").unwrap_or(5_000_000))?;
+    }
     if wants("recovery") {
         #[cfg(feature = "rocksdb")]
         recovery::run(
@@ -489,5 +501,86 @@ mod windows {
             rate / 1e6
         );
         Ok(rate)
+    }
+}
+
+mod table {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use sabot::deps::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use sabot::deps::arrow::datatypes::{DataType, Field, Schema};
+    use sabot::operator::TableJoinOperator;
+    use sabot::plan::JoinType;
+    use sabot::state::StateBackend;
+    use sabot::testing::TwoInputHarness;
+
+    use super::Keys;
+
+    const BATCH: u64 = 8_192;
+
+    pub(super) fn run(keys: u64, probes: u64) -> sabot::Result<()> {
+        let table_schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let table: Vec<RecordBatch> = (0..keys.div_ceil(BATCH))
+            .map(|b| {
+                let ids = b * BATCH..((b + 1) * BATCH).min(keys);
+                let id = Int64Array::from_iter_values(ids.clone().map(|i| i as i64));
+                let name = StringArray::from_iter_values(ids.map(|i| format!("customer-{i:022}")));
+                RecordBatch::try_new(table_schema.clone(), vec![Arc::new(id), Arc::new(name)]).expect("columns")
+            })
+            .collect();
+        let left_schema = Arc::new(Schema::new(vec![Field::new("customer", DataType::Int64, false)]));
+        let mut seq = Keys::new(keys);
+        let left: Vec<RecordBatch> = (0..probes.div_ceil(BATCH))
+            .map(|b| {
+                let n = (probes - b * BATCH).min(BATCH);
+                let customer = Int64Array::from_iter_values((0..n).map(|_| seq.next() as i64));
+                RecordBatch::try_new(left_schema.clone(), vec![Arc::new(customer)]).expect("columns")
+            })
+            .collect();
+        let time = |label: &str, backend: &StateBackend| -> sabot::Result<f64> {
+            let op = TableJoinOperator::try_new(
+                left_schema.clone(),
+                table_schema.clone(),
+                &["customer"],
+                &["id"],
+                JoinType::Inner,
+            )?
+            .with_state_backend(backend)?;
+            let mut harness = TwoInputHarness::new(op);
+            let loading = Instant::now();
+            for batch in &table {
+                harness.process_right(batch.clone())?;
+            }
+            let load_secs = loading.elapsed().as_secs_f64();
+            let probing = Instant::now();
+            let mut joined = 0;
+            for batch in &left {
+                harness.process_left(batch.clone())?;
+                joined += harness.take_output().iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+            let secs = probing.elapsed().as_secs_f64();
+            assert_eq!(joined as u64, probes, "every left row found its table row");
+            let rate = probes as f64 / secs;
+            println!(
+                "table {label:<8} load {:>6.2}M rows/s, lookups {:>6.2}M rows/s  ({keys} keys, {probes} probes)",
+                keys as f64 / load_secs / 1e6,
+                rate / 1e6
+            );
+            Ok(rate)
+        };
+        let heap = time("heap", &StateBackend::Memory)?;
+        #[cfg(feature = "rocksdb")]
+        {
+            let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
+            let rocksdb = time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") })?;
+            println!("table: rocksdb / heap = {:.3}", rocksdb / heap);
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        println!("table rocksdb: skipped (build with --features rocksdb); heap {heap:.0} rows/s");
+        Ok(())
     }
 }

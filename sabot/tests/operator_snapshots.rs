@@ -21,7 +21,7 @@ use sabot::plan::JoinType;
 use sabot::state::StateBackend;
 use sabot::testing::{OperatorHarness, TwoInputHarness};
 use sabot::window::{CountTrigger, EventTimeTrigger, LateData, PurgingTrigger, WindowSpec};
-use support::on_each_pane_store;
+use support::{on_each_backend, on_each_pane_store};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -642,7 +642,16 @@ fn asof_joins_restore_pending_left_rows_and_sealed_right_rows() {
 
 #[test]
 fn table_joins_restore_the_latest_row_per_key() {
-    let make = || TableJoinOperator::try_new(schema(), schema(), &["k"], &["k"], JoinType::Left).unwrap();
+    on_each_backend(table_joins_restore_the_latest_row_per_key_on);
+}
+
+fn table_joins_restore_the_latest_row_per_key_on(backend: &StateBackend) {
+    let make = || {
+        TableJoinOperator::try_new(schema(), schema(), &["k"], &["k"], JoinType::Left)
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+    };
     // Enough replaced rows to compact the table.
     let many: Vec<(String, i64, i64)> = (0..1500).map(|i| (format!("k{}", i % 7), i, i)).collect();
     let many: Vec<(&str, i64, i64)> = many.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect();

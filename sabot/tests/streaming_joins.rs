@@ -2,6 +2,8 @@
 //! time, out-of-order rows and watermarks, asserting exact outputs; then whole pipelines on
 //! bounded sources with parallelism 2, compared with nested-loop joins computed here.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sabot::expr::count_all;
 use sabot::operator::{AsofJoinOperator, IntervalJoinOperator, TableJoinOperator, WindowJoinOperator};
 use sabot::prelude::*;
+use sabot::state::StateBackend;
 use sabot::testing::TwoInputHarness;
+use support::on_each_backend;
 
 // ---------------------------------------------------------------------------------------------
 // Data helpers
@@ -234,7 +238,14 @@ fn table_rows(rows: &[(&str, &str)]) -> RecordBatch {
 
 #[test]
 fn table_join_joins_the_table_as_it_is_when_each_row_arrives() {
-    let op = TableJoinOperator::try_new(schema(), table_schema(), &["k"], &["id"], JoinType::Left).unwrap();
+    on_each_backend(table_join_joins_the_current_table);
+}
+
+fn table_join_joins_the_current_table(backend: &StateBackend) {
+    let op = TableJoinOperator::try_new(schema(), table_schema(), &["k"], &["id"], JoinType::Left)
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap();
     let mut h = TwoInputHarness::new(op);
     h.process_left(batch(&[("a", 1, 1)])).unwrap();
     h.process_right(table_rows(&[("a", "ann"), ("b", "bob")])).unwrap();
@@ -252,7 +263,14 @@ fn table_join_joins_the_table_as_it_is_when_each_row_arrives() {
 
 #[test]
 fn inner_table_join_drops_rows_without_a_table_row() {
-    let op = TableJoinOperator::try_new(schema(), table_schema(), &["k"], &["id"], JoinType::Inner).unwrap();
+    on_each_backend(inner_table_join_drops_unmatched_rows);
+}
+
+fn inner_table_join_drops_unmatched_rows(backend: &StateBackend) {
+    let op = TableJoinOperator::try_new(schema(), table_schema(), &["k"], &["id"], JoinType::Inner)
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap();
     let mut h = TwoInputHarness::new(op);
     h.process_right(table_rows(&[("a", "ann")])).unwrap();
     h.process_left(batch(&[("a", 1, 1), ("z", 1, 2)])).unwrap();
@@ -442,6 +460,10 @@ fn asof_joins_end_to_end_match_a_nested_loop_join() {
 
 #[test]
 fn table_join_end_to_end_loads_a_bounded_table_first() {
+    on_each_backend(table_join_end_to_end);
+}
+
+fn table_join_end_to_end(backend: &StateBackend) {
     let (left, _) = sides();
     // A changelog: each key is updated several times within a batch; the last row wins.
     let ids = ["k0", "k1", "k2", "k3", "k0", "k1", "k0"];
@@ -454,7 +476,10 @@ fn table_join_end_to_end_loads_a_bounded_table_first() {
     let latest = |k: &str| ids.iter().zip(names).filter(|(id, _)| **id == k).map(|(_, n)| n).next_back();
     for join_type in [JoinType::Inner, JoinType::Left] {
         let users = Stream::from_batches(vec![table.clone()]).unwrap();
-        let joined = stream_of(&left, false).table_join(&users, ["k"], ["id"], join_type).unwrap();
+        let joined = stream_of(&left, false)
+            .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend.clone()))
+            .table_join(&users, ["k"], ["id"], join_type)
+            .unwrap();
         assert!(joined.explain().unwrap().contains("(table loaded first)"));
         let mut expected = vec![];
         for l in &left {
@@ -465,7 +490,7 @@ fn table_join_end_to_end_loads_a_bounded_table_first() {
             expected.push(format!("{},{},{}", l.key.as_deref().unwrap_or("∅"), l.v, name.unwrap_or("∅")));
         }
         let got = rows_of(&joined.collect().unwrap(), &["k", "v", "name"]);
-        assert_eq!(got, sorted(expected), "{join_type:?}");
+        assert_eq!(got, sorted(expected), "{join_type:?}, {backend:?}");
     }
 }
 

@@ -322,7 +322,8 @@ pub(crate) fn plan_stream_join(plan: &LogicalPlan, config: &ExecConfig) -> Resul
                 .ok_or_else(|| SabotError::plan(format!("join keys {l} ({lt}) and {r} ({rt}) cannot be compared")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let factory = operator_factory(ls, rs, left_keys.clone(), right_keys.clone(), kind.clone())?;
+    let factory =
+        operator_factory(ls, rs, left_keys.clone(), right_keys.clone(), kind.clone(), config.state_backend.clone())?;
     let left_plan = partition_by_keys(create_physical_plan(left, config)?, left_keys, &types);
     let right_plan = partition_by_keys(create_physical_plan(right, config)?, right_keys, &types);
     // A bounded table is loaded before it is joined, so results do not depend on timing.
@@ -341,15 +342,17 @@ pub(crate) fn plan_stream_join(plan: &LogicalPlan, config: &ExecConfig) -> Resul
     })
 }
 
-/// One operator of `kind` per partition; checked once now, so errors surface while planning.
+/// One operator of `kind` per partition, its state in `backend`; checked once now (on the
+/// heap, so that planning opens no store), so errors surface while planning.
 fn operator_factory(
     left: SchemaRef,
     right: SchemaRef,
     left_keys: Vec<String>,
     right_keys: Vec<String>,
     kind: StreamJoinKind,
+    backend: crate::state::StateBackend,
 ) -> Result<TwoInputOperatorFactory> {
-    let make = move |_partition: usize| -> Result<Box<dyn TwoInputOperator>> {
+    let make = move |backend: &crate::state::StateBackend| -> Result<Box<dyn TwoInputOperator>> {
         let lk: Vec<&str> = left_keys.iter().map(String::as_str).collect();
         let rk: Vec<&str> = right_keys.iter().map(String::as_str).collect();
         let (l, r) = (left.clone(), right.clone());
@@ -363,13 +366,14 @@ fn operator_factory(
             StreamJoinKind::AsOf { left_time, right_time, tolerance } => {
                 Box::new(AsofJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *tolerance)?)
             }
-            StreamJoinKind::Table { join_type } => Box::new(TableJoinOperator::try_new(l, r, &lk, &rk, *join_type)?),
+            StreamJoinKind::Table { join_type } => {
+                Box::new(TableJoinOperator::try_new(l, r, &lk, &rk, *join_type)?.with_state_backend(backend)?)
+            }
         })
     };
-    // The operators compute their schema as the plan did (`stream_join_output`); build one
-    // now so that invalid parameters fail while planning.
-    make(0)?;
-    Ok(Arc::new(make))
+    // The operators compute their schema as the plan did (`stream_join_output`).
+    make(&crate::state::StateBackend::Memory)?;
+    Ok(Arc::new(move |_partition| make(&backend)))
 }
 
 #[cfg(test)]

@@ -353,3 +353,21 @@ pub(crate) fn merge_acquired(
     }
     Ok(())
 }
+
+/// For a snapshot without the state an operator's store looks for: an error if a store of
+/// another backend saved it (`other`: the entry that store saves, `backend`: its name), else
+/// `Ok` (the snapshot holds no such state).
+pub(crate) fn saved_by_another_backend(
+    snapshot: &crate::checkpoint::RestoredState,
+    operator: &str,
+    other: &str,
+    backend: &str,
+) -> Result<()> {
+    if snapshot.dir().join(other).exists() {
+        return Err(crate::SabotError::State {
+            state: operator.to_string(),
+            message: format!("the checkpoint holds state of the {backend} state backend; restore it with that backend"),
+        });
+    }
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! Fixtures shared by the integration tests of this crate.
+//! Fixtures shared by the integration tests of this crate (each test crate uses some).
+#![allow(dead_code)]
 
 use sabot::state::StateBackend;
 
@@ -17,6 +18,20 @@ pub fn on_each_pane_store(test: impl Fn(&StateBackend, usize)) {
     ]);
     for (backend, buffered_groups) in &setups {
         test(backend, *buffered_groups);
+    }
+    drop(dir);
+}
+
+/// Runs `test` with every state backend: memory, and RocksDB in a fresh directory (with the
+/// `rocksdb` feature).
+pub fn on_each_backend(test: impl Fn(&StateBackend)) {
+    let dir = tempfile::tempdir().unwrap();
+    #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
+    let mut backends = vec![StateBackend::Memory];
+    #[cfg(feature = "rocksdb")]
+    backends.push(StateBackend::RocksDb { path: dir.path().join("rocksdb") });
+    for backend in &backends {
+        test(backend);
     }
     drop(dir);
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow::array::RecordBatch;
 
 use super::SavedRows;
-use super::panes::{PaneAggregation, PaneStore, saved_by_another_backend};
+use super::panes::{PaneAggregation, PaneStore};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::{AggregateOperator, Message, Operator, Output, filter_keys};
@@ -141,7 +141,7 @@ impl PaneStore for HeapPanes {
 
     fn restore(&mut self, restored: &RestoredState) -> Result<()> {
         let Some(layout) = restored.value::<HeapLayout>("heap_panes")? else {
-            return saved_by_another_backend(restored, "stored_panes", "rocksdb");
+            return crate::operator::saved_by_another_backend(restored, NAME, "stored_panes", "rocksdb");
         };
         let mut open = SavedRows::read(restored, "open_panes", NAME)?;
         for (start, rows) in layout.open {
@@ -159,7 +159,7 @@ impl PaneStore for HeapPanes {
     /// Open panes merge into the pane of the same start; closed panes' partials are added.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
         let Some(layout) = snapshot.value::<HeapLayout>("heap_panes")? else {
-            return saved_by_another_backend(snapshot, "stored_panes", "rocksdb");
+            return crate::operator::saved_by_another_backend(snapshot, NAME, "stored_panes", "rocksdb");
         };
         let n = self.aggregation.keys.len();
         let mut open = SavedRows::read(snapshot, "open_panes", NAME)?;

@@ -71,17 +71,3 @@ pub(super) trait PaneStore: Send {
     /// groups are disjoint from this instance's.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()>;
 }
-
-/// For a snapshot without the panes a store looks for: an error if another backend's pane
-/// store saved it (`other`: what that store saves, `backend`: its name), else nothing to load.
-pub(super) fn saved_by_another_backend(snapshot: &RestoredState, other: &str, backend: &str) -> Result<()> {
-    if snapshot.value::<serde::de::IgnoredAny>(other)?.is_some() {
-        return Err(crate::SabotError::State {
-            state: "window_aggregate".into(),
-            message: format!(
-                "the checkpoint holds window panes of the {backend} state backend; restore it with that backend"
-            ),
-        });
-    }
-    Ok(())
-}

@@ -16,7 +16,7 @@ use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
-use super::panes::{PaneAggregation, PaneStore, saved_by_another_backend};
+use super::panes::{PaneAggregation, PaneStore};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::{AggregateOperator, Message, Operator, Output};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
@@ -323,7 +323,7 @@ impl PaneStore for StoredPanes {
 
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
         let Some(layout) = snapshot.value::<StoredLayout>("stored_panes")? else {
-            return saved_by_another_backend(snapshot, "heap_panes", "memory");
+            return crate::operator::saved_by_another_backend(snapshot, &self.operator, "heap_panes", "memory");
         };
         let Some(dir) = snapshot.directory("panes")? else {
             return Err(SabotError::State {

@@ -1,0 +1,151 @@
+//! The table of a table join in the keyed state backend (RocksDB): one entry per key, its
+//! current row in Arrow's row format, so that the table can outgrow memory. Upserts and
+//! lookups go through the store's write-back cache, which batches writes and keeps recently
+//! used keys in memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+
+use super::{Lookup, TableStore};
+use crate::checkpoint::{RestoredState, StateSnapshot};
+use crate::operator::join_state::{EncodedKeys, JoinKeys};
+use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
+use crate::{Result, SabotError};
+
+/// Numbers the stores of the table joins of this process: a store's column family must not
+/// be shared with another instance (snapshots record the name they were taken under).
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+
+/// The table in the keyed state backend.
+pub(super) struct StoredTable {
+    /// The store's operator id (the prefix of its column families).
+    operator: String,
+    store: KeyedStateStore,
+    /// Join key → the key's current row, row-encoded.
+    current: ValueState<Vec<u8>>,
+    schema: SchemaRef,
+    /// Encodes whole rows of the table side.
+    rows: RowConverter,
+    /// Keys with a current row.
+    live: usize,
+}
+
+/// What a snapshot records besides the backend's checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredLayout {
+    /// The operator id the column family in the checkpoint is named after.
+    operator: String,
+}
+
+impl StoredTable {
+    /// Opens an empty table of rows of `schema` on `backend`.
+    pub(super) fn open(schema: SchemaRef, backend: &StateBackend) -> Result<Self> {
+        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        if let Some(field) =
+            schema.fields().iter().find(|f| !RowConverter::supports_fields(&[SortField::new(f.data_type().clone())]))
+        {
+            return Err(SabotError::plan(format!(
+                "table join column {} of type {} cannot be kept in a state backend",
+                field.name(),
+                field.data_type()
+            )));
+        }
+        let operator = format!("table_join-{}", NEXT_STORE.fetch_add(1, Ordering::Relaxed));
+        let mut store = KeyedStateStore::open_empty(backend, &operator)?;
+        let current = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("current"))?;
+        Ok(StoredTable { operator, store, current, rows: RowConverter::new(fields)?, schema, live: 0 })
+    }
+
+    /// Rows of the table's schema from their encodings.
+    fn decode(&self, encoded: &[Vec<u8>]) -> Result<RecordBatch> {
+        let parser = self.rows.parser();
+        let arrays = self.rows.convert_rows(encoded.iter().map(|e| parser.parse(e)))?;
+        // The row format gives dictionaries back as their values.
+        let columns = arrays
+            .into_iter()
+            .zip(self.schema.fields().iter())
+            .map(|(array, field)| {
+                Ok(if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type())? })
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(encoded.len()));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+}
+
+impl TableStore for StoredTable {
+    fn upsert(&mut self, batch: RecordBatch, keys: &EncodedKeys) -> Result<()> {
+        let encoded = self.rows.convert_columns(batch.columns())?;
+        for (row, value) in encoded.iter().enumerate() {
+            let Some(key) = keys.get(row) else { continue };
+            let mut added = false;
+            self.current.update_with_for(&mut self.store, key, |previous| {
+                added = previous.is_none();
+                value.data().to_vec()
+            })?;
+            self.live += usize::from(added);
+        }
+        Ok(())
+    }
+
+    fn lookup(&mut self, keys: &EncodedKeys, rows: usize) -> Result<Lookup> {
+        let mut encoded = vec![];
+        let mut found = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let current = match keys.get(row) {
+                Some(key) => self.current.value_for(&mut self.store, key)?,
+                None => None,
+            };
+            found.push(current.map(|value| {
+                encoded.push(value);
+                (0, encoded.len() - 1)
+            }));
+        }
+        let sources = if encoded.is_empty() { vec![] } else { vec![self.decode(&encoded)?] };
+        Ok(Lookup { sources, found })
+    }
+
+    fn rows(&self) -> usize {
+        self.live
+    }
+
+    /// A checkpoint of the backend (RocksDB: hard links).
+    fn snapshot(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        self.store.snapshot_into(snapshot, "table_rows")?;
+        snapshot.put_value("stored_table", &StoredLayout { operator: self.operator.clone() })
+    }
+
+    fn merge_snapshot(
+        &mut self,
+        snapshot: &RestoredState,
+        _keys: &JoinKeys,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<()> {
+        let Some(layout) = snapshot.value::<StoredLayout>("stored_table")? else {
+            return crate::operator::saved_by_another_backend(snapshot, &self.operator, "table", "memory");
+        };
+        let Some(dir) = snapshot.directory("table_rows")? else {
+            return Err(SabotError::State {
+                state: self.operator.clone(),
+                message: "the snapshot names a stored table but holds no state directory".into(),
+            });
+        };
+        self.store.import_keys(&[SnapshotSource { dir, operator: layout.operator }], keep)?;
+        self.live = self.store.stored_entries()?;
+        Ok(())
+    }
+}
+
+/// The table is needed only while the operator runs (restores copy it from checkpoints): its
+/// column family goes with it rather than stay on the worker's disk.
+impl Drop for StoredTable {
+    fn drop(&mut self) {
+        if let Err(err) = self.store.discard() {
+            tracing::warn!(operator = %self.operator, error = %err, "could not drop the table join's state");
+        }
+    }
+}
