@@ -431,6 +431,38 @@ mod rocksdb_only {
     use super::*;
     use sabot::state::RocksDbInstance;
 
+    /// Batched reads ahead (MultiGet) load what RocksDB holds, absent keys as absent and
+    /// expired values not at all, and the reads that follow return exactly that.
+    #[test]
+    fn prefetched_reads_equal_plain_reads() -> R {
+        let env = rocksdb();
+        let clock = ManualClock::new(1_000);
+        let count = ValueStateDescriptor::<u64>::new("count");
+        let session = ValueStateDescriptor::<u64>::new("session").with_ttl(Duration::from_millis(100));
+        {
+            let mut store = env.open("op").with_clock(clock.clone());
+            let (c, s) = (store.value_state(&count)?, store.value_state(&session)?);
+            for k in 0..20_000u64 {
+                c.update_for(&mut store, &k.to_be_bytes(), k * 2)?;
+                s.update_for(&mut store, &k.to_be_bytes(), k)?;
+            }
+            store.flush()?;
+        }
+        // Reopened: nothing cached, every read goes to RocksDB; the sessions have expired.
+        clock.advance(Duration::from_millis(100));
+        let mut store = env.open("op").with_clock(clock.clone());
+        let (c, s) = (store.value_state(&count)?, store.value_state(&session)?);
+        let batch: Vec<[u8; 8]> = (0..30_000u64).step_by(3).chain([5, 5, 29_999]).map(u64::to_be_bytes).collect();
+        c.prefetch_for(&mut store, batch.iter().map(|k| &k[..]))?;
+        s.prefetch_for(&mut store, batch.iter().map(|k| &k[..]))?;
+        for key in &batch {
+            let k = u64::from_be_bytes(*key);
+            assert_eq!(c.value_for(&mut store, key)?, (k < 20_000).then_some(k * 2), "key {k}");
+            assert_eq!(s.value_for(&mut store, key)?, None, "session {k} expired");
+        }
+        Ok(())
+    }
+
     #[test]
     fn data_persists_across_reopen() -> R {
         let env = rocksdb();

@@ -218,6 +218,30 @@ impl<T: StateValue> ValueState<T> {
         remove_value::<T>(store.access(self.id, Some(key))?)
     }
 
+    /// Reads the values of `keys` ahead, in one batch: on RocksDB the keys missing from the
+    /// store's cache are fetched with one MultiGet, so that the `*_for` calls on them that
+    /// follow are served from memory (a large batch may evict earlier cached entries); in
+    /// memory it does nothing. For batch-at-a-time operators, which know a batch's keys up
+    /// front.
+    ///
+    /// ```
+    /// # use sabot::state::{KeyedStateStore, StateBackend, ValueStateDescriptor};
+    /// # let mut store = KeyedStateStore::open(&StateBackend::Memory, "op")?;
+    /// let v = store.value_state(&ValueStateDescriptor::<u32>::new("v"))?;
+    /// v.update_for(&mut store, b"a", 1)?;
+    /// v.prefetch_for(&mut store, [&b"a"[..], b"b"])?;
+    /// assert_eq!(v.value_for(&mut store, b"a")?, Some(1));
+    /// assert_eq!(v.value_for(&mut store, b"b")?, None);
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn prefetch_for<'k>(
+        &self,
+        store: &mut KeyedStateStore,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> Result<()> {
+        store.prefetch(self.id, keys)
+    }
+
     /// The live entries whose stored key starts with `prefix`, in key order: operators that
     /// keep a namespace before the key (a window's pane) read one namespace at a time. On
     /// RocksDB a range scan; in memory a pass over the whole table.

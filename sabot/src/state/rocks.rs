@@ -357,6 +357,39 @@ impl RocksTables {
         Ok(None)
     }
 
+    /// Loads the stored values of `keys` (with their hashes) in state `idx` that the cache
+    /// lacks with one batched read (RocksDB's MultiGet), as clean cache entries, so that the
+    /// reads that follow hit memory. Expired values are left for `read` to delete.
+    pub(super) fn prefetch(&mut self, idx: usize, keys: &[(&[u8], u64)], now: u64) -> Result<()> {
+        let table = &self.pending[idx];
+        let mut misses: Vec<(&[u8], u64)> = keys
+            .iter()
+            .filter(|(key, hash)| table.find(*hash, |p| p.hash == *hash && *p.key == **key).is_none())
+            .copied()
+            .collect();
+        if misses.is_empty() {
+            return Ok(());
+        }
+        misses.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        misses.dedup_by(|a, b| a.0 == b.0);
+        if self.cached + misses.len() > self.cache_capacity {
+            self.evict_clean();
+        }
+        let name = &self.cfs[idx];
+        let cf = self.instance.cf(name)?;
+        let found =
+            self.instance.db.batched_multi_get_cf_opt(&cf, misses.iter().map(|(key, _)| *key), true, &self.read_opts);
+        for ((key, hash), found) in misses.into_iter().zip(found) {
+            let value = found.map_err(|e| rocks_error(name, e))?.map(|stored| stored.to_vec());
+            if value.as_ref().is_some_and(|stored| codec::expires_at(stored) <= now) {
+                continue;
+            }
+            self.pending[idx].insert_unique(hash, Pending { hash, key: key.into(), value, dirty: false }, |p| p.hash);
+            self.cached += 1;
+        }
+        Ok(())
+    }
+
     /// Sets the stored value of `key` in state `idx` to what `fill` writes (header included).
     #[inline]
     pub(super) fn write(

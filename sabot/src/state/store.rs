@@ -529,6 +529,21 @@ impl KeyedStateStore {
         Ok(StateId { store: self.id, idx: (self.states.len() - 1) as u32 })
     }
 
+    /// See [`ValueState::prefetch_for`].
+    #[cfg_attr(not(feature = "rocksdb"), allow(unused_variables))]
+    pub(super) fn prefetch<'k>(&mut self, id: StateId, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<()> {
+        let a = self.access(id, Some(&[]))?;
+        match a.backend {
+            Backend::Memory(_) => Ok(()),
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(tables) => {
+                let (idx, now, hasher) = (a.idx, a.now, a.hasher);
+                let keys: Vec<(&[u8], u64)> = keys.into_iter().map(|key| (key, hasher.hash_one(key))).collect();
+                tables.prefetch(idx, &keys, now)
+            }
+        }
+    }
+
     /// Borrows what an access to state `id` for `key` (the current key when `None`) needs.
     #[inline(always)]
     pub(super) fn access<'a>(&'a mut self, id: StateId, key: Option<&'a [u8]>) -> Result<Access<'a>> {

@@ -80,6 +80,7 @@ impl StoredTable {
 impl TableStore for StoredTable {
     fn upsert(&mut self, batch: RecordBatch, keys: &EncodedKeys) -> Result<()> {
         let encoded = self.rows.convert_columns(batch.columns())?;
+        self.current.prefetch_for(&mut self.store, (0..batch.num_rows()).filter_map(|row| keys.get(row)))?;
         for (row, value) in encoded.iter().enumerate() {
             let Some(key) = keys.get(row) else { continue };
             let mut added = false;
@@ -93,6 +94,7 @@ impl TableStore for StoredTable {
     }
 
     fn lookup(&mut self, keys: &EncodedKeys, rows: usize) -> Result<Lookup> {
+        self.current.prefetch_for(&mut self.store, (0..rows).filter_map(|row| keys.get(row)))?;
         let mut encoded = vec![];
         let mut found = Vec::with_capacity(rows);
         for row in 0..rows {

@@ -160,6 +160,13 @@ impl StoredPanes {
         let mut stored = pane_prefix(start).to_vec();
         let (mut found_keys, mut found_states) = (vec![], vec![]);
         if self.starts.contains(&start) {
+            let stored_keys: Vec<Vec<u8>> = (0..groups.num_rows())
+                .map(|row| {
+                    let key = keys.as_ref().map_or(&[][..], |keys| keys.row(row).data());
+                    [&stored[..], key].concat()
+                })
+                .collect();
+            self.groups.prefetch_for(&mut self.store, stored_keys.iter().map(Vec::as_slice))?;
             for row in 0..groups.num_rows() {
                 let key = keys.as_ref().map_or(&[][..], |keys| keys.row(row).data());
                 stored.truncate(PANE_PREFIX);
