@@ -21,6 +21,8 @@ pub(crate) trait GroupKeys: Send {
     /// The key columns as [`GroupKeys::emit`] gives them, leaving the groups as they are
     /// (for checkpoints: interning them into empty groups gives the same ids back).
     fn keys(&self) -> Result<Vec<ArrayRef>>;
+    /// Makes room for `groups` more groups (a hint: an interner may ignore it).
+    fn reserve(&mut self, _groups: usize) {}
 }
 
 /// Picks the fastest interner for the key types.
@@ -104,6 +106,12 @@ impl GroupKeys for IntegerKeys {
 
     fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    fn reserve(&mut self, groups: usize) {
+        let keys = &self.keys;
+        self.table.reserve(groups, |&g| hash_u64(keys[g as usize].unwrap_or_default() as u64));
+        self.keys.reserve(groups);
     }
 
     fn emit(&mut self) -> Result<Vec<ArrayRef>> {

@@ -111,6 +111,14 @@ impl AggregateOperator {
         self.output_schema.clone()
     }
 
+    /// Makes room for about `groups` groups, so that the group table does not grow step by
+    /// step (for instance when a window pane can expect as many groups as the previous one).
+    pub(crate) fn reserve_groups(&mut self, groups: usize) {
+        if let Some(keys) = self.groups.as_mut() {
+            keys.reserve(groups);
+        }
+    }
+
     /// The number of groups so far (1 without keys).
     pub(crate) fn num_groups(&self) -> usize {
         self.groups.as_ref().map_or(1, |g| g.len())

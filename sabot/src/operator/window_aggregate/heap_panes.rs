@@ -19,6 +19,8 @@ pub(super) struct HeapPanes {
     aggregation: PaneAggregation,
     open: BTreeMap<i64, AggregateOperator>,
     closed: BTreeMap<i64, Vec<RecordBatch>>,
+    /// Groups of the pane closed last: a new pane reserves room for as many.
+    groups_hint: usize,
 }
 
 /// Where the saved batches of each pane are.
@@ -32,7 +34,7 @@ struct HeapLayout {
 
 impl HeapPanes {
     pub(super) fn new(aggregation: PaneAggregation) -> Self {
-        HeapPanes { aggregation, open: BTreeMap::new(), closed: BTreeMap::new() }
+        HeapPanes { aggregation, open: BTreeMap::new(), closed: BTreeMap::new(), groups_hint: 0 }
     }
 
     /// Turns the open panes starting in `from..to` into partial-state batches.
@@ -40,6 +42,7 @@ impl HeapPanes {
         let starts: Vec<i64> = self.open.range(from..to).map(|(s, _)| *s).collect();
         for start in starts {
             let mut op = self.open.remove(&start).expect("listed");
+            self.groups_hint = op.num_groups();
             let mut out = Output::default();
             op.on_close(&mut out)?;
             while let Some(Message::Batch(b)) = out.pop() {
@@ -60,7 +63,8 @@ impl HeapPanes {
 impl PaneStore for HeapPanes {
     fn add(&mut self, pane: i64, rows: RecordBatch) -> Result<()> {
         if !self.open.contains_key(&pane) {
-            let op = self.aggregation.new_pane()?;
+            let mut op = self.aggregation.new_pane()?;
+            op.reserve_groups(self.groups_hint);
             self.open.insert(pane, op);
         }
         let op = self.open.get_mut(&pane).expect("inserted above");
@@ -74,6 +78,7 @@ impl PaneStore for HeapPanes {
 
     fn take_final(&mut self, start: i64) -> Result<Vec<RecordBatch>> {
         let Some(mut pane) = self.open.remove(&start) else { return Ok(vec![]) };
+        self.groups_hint = pane.num_groups();
         let mut results = Output::default();
         pane.on_close(&mut results)?;
         let mut batches = vec![];

@@ -4,7 +4,7 @@ mod heap_panes;
 mod panes;
 mod stored_panes;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -293,12 +293,14 @@ impl Operator for WindowAggregateOperator {
         let times = event_times(&batch, &self.time_column)?;
         let (pane, slide, size, lateness, watermark) =
             (self.pane, self.slide, self.size, self.lateness, self.watermark);
-        // A row is late when even the last window containing it can no longer change.
+        // A row is late when even the last window containing it can no longer change; that
+        // grows with the time, so no row is late when the earliest is not.
         let is_late = |t: i64| (t.div_euclid(slide) * slide + size).saturating_add(lateness) <= watermark;
-        let late_mask: BooleanArray = times.values().iter().map(|&t| Some(is_late(t))).collect();
-        if late_mask.true_count() == 0 {
+        let earliest = arrow::compute::min(&times);
+        if earliest.is_none_or(|t| !is_late(t)) {
             return self.split_into_panes(batch, &times, pane, out);
         }
+        let late_mask: BooleanArray = times.values().iter().map(|&t| Some(is_late(t))).collect();
         let kept = divert_late_rows(batch, &late_mask, self.late.as_ref())?;
         let kept_times = event_times(&kept, &self.time_column)?;
         self.split_into_panes(kept, &kept_times, pane, out)
@@ -450,11 +452,22 @@ impl WindowAggregateOperator {
         if values.iter().all(|&t| t.div_euclid(pane) * pane == first) {
             self.add_to_pane(first, batch)?;
         } else {
-            let mut rows: HashMap<i64, Vec<u32>> = HashMap::new();
+            // The rows of each pane, in arrival order. Rows mostly come in time order, so
+            // consecutive rows usually share their pane: only pane changes are looked up.
+            let mut panes: Vec<(i64, Vec<u32>)> = vec![];
+            let mut slot_of: hashbrown::HashMap<i64, usize, foldhash::fast::FixedState> = Default::default();
+            let mut current = (i64::MIN, usize::MAX);
             for (i, &t) in values.iter().enumerate() {
-                rows.entry(t.div_euclid(pane) * pane).or_default().push(i as u32);
+                let start = t.div_euclid(pane) * pane;
+                if start != current.0 {
+                    let slot = *slot_of.entry(start).or_insert_with(|| {
+                        panes.push((start, vec![]));
+                        panes.len() - 1
+                    });
+                    current = (start, slot);
+                }
+                panes[current.1].1.push(i as u32);
             }
-            let mut panes: Vec<(i64, Vec<u32>)> = rows.into_iter().collect();
             panes.sort_unstable_by_key(|(p, _)| *p);
             for (p, indices) in panes {
                 let part = take_record_batch(&batch, &arrow::array::UInt32Array::from(indices))?;
