@@ -153,6 +153,61 @@ fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
     }
 }
 
+/// `--state-dir` puts the agents' keyed state in the worker's RocksDB instance: counts go on
+/// as in memory, and the state is in RocksDB on disk after the worker stopped.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_worker_with_a_state_dir_keeps_keyed_state_in_rocksdb() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
+        cluster.create_topic(topic, 2).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let options = WorkerOptions::default()
+        .with_broker(&brokers)
+        .with_concurrency(1)
+        .with_start_offset(StartOffset::Earliest)
+        .with_property("session.timeout.ms", "2000")
+        .with_state_dir(state.path());
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    for click in 0..5 {
+        for user in 0..10 {
+            let payload = format!(r#"{{"user": "u{user}", "page": {click}}}"#);
+            producer.send(BaseRecord::<(), str>::to("clicks").payload(&payload).partition(click % 2)).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let worker = clicks::app().start_worker(&options).unwrap();
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "state-dir-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&["counts"]).unwrap();
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut received = 0;
+    while received < 50 && Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            counts.entry(row["user"].as_str().unwrap().to_string()).or_default().push(row["clicks"].as_i64().unwrap());
+            received += 1;
+        }
+    }
+    worker.stop();
+    worker.join().unwrap();
+    assert_eq!(counts.len(), 10);
+    for (user, mut seen) in counts {
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=5).collect::<Vec<_>>(), "user {user}");
+    }
+    let families = sabot::state::RocksDbInstance::open(state.path()).unwrap().column_families();
+    assert!(families.iter().any(|cf| cf.ends_with("/clicks")), "the counts are in RocksDB: {families:?}");
+}
+
 /// Clicks seen by the async agent below (agents are plain functions: state outside them
 /// goes through statics or channels).
 static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -58,7 +58,8 @@ struct WorkerArgs {
     #[arg(short = 'l', long, env = "SABOT_LOGLEVEL")]
     loglevel: Option<String>,
     /// A TOML file with `broker`, `concurrency`, `group`, `loglevel`, `partitions`,
-    /// `start_offset` and a `[kafka]` table of librdkafka properties.
+    /// `start_offset`, `checkpoint_dir`, `checkpoint_interval_ms`, `worker_id`, `state_dir`
+    /// and a `[kafka]` table of librdkafka properties.
     #[arg(long, env = "SABOT_CONFIG")]
     config: Option<PathBuf>,
     /// Partitions of the topics the embedded cluster creates [default: 4].
@@ -86,6 +87,12 @@ struct WorkerArgs {
     /// and keyed state behind a repartition topic moves with its partitions between them.
     #[arg(long, env = "SABOT_WORKER_ID", requires = "checkpoint_dir")]
     worker_id: Option<String>,
+    /// Keep agents' state (keyed `process()` state, tumbling and sliding window panes,
+    /// table-join tables) in a RocksDB instance in this directory, so it can outgrow memory;
+    /// with `--worker-id`, in `<dir>/<worker-id>` [default: in memory]. Needs the `rocksdb`
+    /// feature.
+    #[arg(long, env = "SABOT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 /// The settings file (all keys optional).
@@ -101,6 +108,7 @@ struct ConfigFile {
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval_ms: Option<u64>,
     worker_id: Option<String>,
+    state_dir: Option<PathBuf>,
     #[serde(default)]
     kafka: BTreeMap<String, String>,
 }
@@ -141,6 +149,9 @@ pub struct WorkerOptions {
     /// With checkpoints: this worker's name in a checkpoint directory shared by the workers
     /// (see [`CheckpointConfig::shared_by`](crate::checkpoint::CheckpointConfig::shared_by)).
     pub worker_id: Option<String>,
+    /// Where agents keep their state in RocksDB (see
+    /// [`with_state_dir`](WorkerOptions::with_state_dir)); `None`: in memory.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Secrets among the Kafka properties are redacted, as in [`KafkaConfig`]'s `Debug`.
@@ -156,6 +167,7 @@ impl std::fmt::Debug for WorkerOptions {
             .field("checkpoint_interval", &self.checkpoint_interval)
             .field("from_savepoint", &self.from_savepoint)
             .field("worker_id", &self.worker_id)
+            .field("state_dir", &self.state_dir)
             .field("kafka", &self.kafka_config())
             .finish()
     }
@@ -175,6 +187,7 @@ impl Default for WorkerOptions {
             checkpoint_interval: std::time::Duration::from_secs(10),
             from_savepoint: None,
             worker_id: None,
+            state_dir: None,
         }
     }
 }
@@ -225,6 +238,36 @@ impl WorkerOptions {
     pub fn with_worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
         self
+    }
+
+    /// Keeps agents' state in a RocksDB instance in `dir` (in `dir/<worker id>` when a worker
+    /// id is set): keyed `process()` state, tumbling and sliding window panes and table-join
+    /// tables, which can then outgrow memory. Needs the `rocksdb` feature.
+    ///
+    /// ```
+    /// use sabot::app::WorkerOptions;
+    /// let options = WorkerOptions::default().with_state_dir("/var/lib/sabot/state");
+    /// assert!(options.state_dir.is_some());
+    /// ```
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The state backend agents run with.
+    pub(crate) fn state_backend(&self) -> Result<crate::state::StateBackend> {
+        let Some(dir) = &self.state_dir else { return Ok(crate::state::StateBackend::Memory) };
+        let path = match &self.worker_id {
+            Some(worker) => dir.join(worker),
+            None => dir.clone(),
+        };
+        #[cfg(feature = "rocksdb")]
+        return Ok(crate::state::StateBackend::RocksDb { path });
+        #[cfg(not(feature = "rocksdb"))]
+        Err(SabotError::plan(format!(
+            "--state-dir {}: this build has no RocksDB state backend (enable sabot's `rocksdb` feature)",
+            path.display()
+        )))
     }
 
     /// The checkpoint settings of stage `stage` of agent `agent`, when checkpoints are on.
@@ -294,6 +337,7 @@ impl WorkerOptions {
             ),
             from_savepoint: args.from_savepoint,
             worker_id,
+            state_dir: args.state_dir.or(file.state_dir),
         })
     }
 }
@@ -485,6 +529,26 @@ mod tests {
         let config = options.checkpointing("count", 1).expect("checkpoints on");
         assert_eq!(config.restore, crate::checkpoint::RestoreFrom::Savepoint("/s/count/stage-1".into()));
         assert_eq!(config.worker.as_deref(), Some("w"));
+    }
+
+    #[test]
+    fn a_state_dir_puts_agents_state_in_rocksdb() {
+        use crate::state::StateBackend;
+        assert_eq!(parse(&["app", "worker"]).state_backend().unwrap(), StateBackend::Memory);
+        let options = parse(&["app", "worker", "--state-dir", "/data/state"]);
+        let with_worker =
+            parse(&["app", "worker", "--state-dir", "/data/state", "--checkpoint-dir", "/c", "--worker-id", "w2"]);
+        #[cfg(feature = "rocksdb")]
+        {
+            assert_eq!(options.state_backend().unwrap(), StateBackend::RocksDb { path: "/data/state".into() });
+            let backend = with_worker.state_backend().unwrap();
+            assert_eq!(backend, StateBackend::RocksDb { path: "/data/state/w2".into() }, "one instance per worker");
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        for options in [options, with_worker] {
+            let err = options.state_backend().unwrap_err().to_string();
+            assert!(err.contains("rocksdb"), "{err}");
+        }
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub(super) fn run(
         match &agent.kind {
             AgentKind::Stream(build) => {
                 let output = build(input)?;
-                let config = output.config().clone();
+                let config = output.config().clone().with_state_backend(options.state_backend()?);
                 let stages = repartition::stages(
                     output.logical_plan().clone(),
                     agent.key,
