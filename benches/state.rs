@@ -29,6 +29,11 @@
 //! cargo bench --bench state --features rocksdb -- windows
 //! ```
 //!
+//! `sessions`: session windows (count and sum per key, gap 5 s) through
+//! `SessionWindowOperator` driven directly: `--session-events N` (default 2M) events over
+//! `--session-keys K` (default 10K) keys, 100 events per ms of event time, batches of 8,192, a
+//! watermark after each batch; most sessions span many watermarks.
+//!
 //! `table`: a table join's lookups (`TableJoinOperator` driven directly, single thread):
 //! a table of `--table-keys` (default 1M) rows (key, 32-byte name) loaded in batches of 8,192,
 //! then `--probes` (default 5M) left rows with random keys, on the heap and (with `--features
@@ -373,6 +378,9 @@ fn main() -> sabot::Result<()> {
     if wants("windows") {
         windows::run(keys, arg("--window-events").unwrap_or(5_000_000))?;
     }
+    if wants("sessions") {
+        windows::sessions(arg("--session-keys").unwrap_or(10_000), arg("--session-events").unwrap_or(2_000_000))?;
+    }
     if wants("table") {
         table::run(arg("--table-keys").unwrap_or(1_000_000), arg("--probes").unwrap_or(5_000_000))?;
     }
@@ -422,7 +430,7 @@ mod windows {
     use sabot::deps::arrow::array::{AsArray, Int64Array, RecordBatch};
     use sabot::deps::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use sabot::expr::{col, count_all, sum};
-    use sabot::operator::WindowAggregateOperator;
+    use sabot::operator::{SessionWindowOperator, WindowAggregateOperator};
     use sabot::state::StateBackend;
     use sabot::testing::OperatorHarness;
     use sabot::window::WindowSpec;
@@ -465,6 +473,49 @@ mod windows {
                 RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(ts), Arc::new(v)]).expect("columns")
             })
             .collect()
+    }
+
+    /// Events per second through session windows.
+    pub(super) fn sessions(keys: u64, events: u64) -> sabot::Result<()> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let mut seq = Keys::new(keys);
+        let batches: Vec<RecordBatch> = (0..events.div_ceil(BATCH))
+            .map(|b| {
+                let ids = b * BATCH..((b + 1) * BATCH).min(events);
+                let k = Int64Array::from_iter_values(ids.clone().map(|_| seq.next() as i64));
+                let ts = Int64Array::from_iter_values(ids.clone().map(|i| (i / 100) as i64));
+                let v = Int64Array::from_iter_values(ids.map(|i| (i % 100) as i64));
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(ts), Arc::new(v)]).expect("columns")
+            })
+            .collect();
+        let aggregates = vec![count_all(), sum(col("v")).alias("total")];
+        let op = SessionWindowOperator::try_new(5_000, "ts", schema, vec![col("k")], aggregates, 0, None)?;
+        let mut harness = OperatorHarness::new(op);
+        let mut counted = 0i64;
+        let start = Instant::now();
+        for batch in &batches {
+            let ts = batch.column(1).as_primitive::<Int64Type>();
+            let watermark = ts.value(ts.len() - 1);
+            harness.process(batch.clone())?;
+            harness.watermark(watermark)?;
+            for b in harness.take_output() {
+                counted +=
+                    b.column_by_name("count").expect("count").as_primitive::<Int64Type>().values().iter().sum::<i64>();
+            }
+        }
+        harness.close()?;
+        for b in harness.take_output() {
+            counted +=
+                b.column_by_name("count").expect("count").as_primitive::<Int64Type>().values().iter().sum::<i64>();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!(counted as u64, events, "every event counted once");
+        println!("sessions {:>8.2}M events/s  ({events} events, {keys} keys, {secs:.3} s)", events as f64 / secs / 1e6);
+        Ok(())
     }
 
     /// Events per second through a window aggregation on `backend`.

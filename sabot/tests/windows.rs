@@ -232,6 +232,69 @@ fn sessions_merge_and_late_rows_bridge_them() {
     assert_eq!(h.output_rows(), 0, "unchanged sessions are not emitted again");
 }
 
+/// Random rows per key, out of order within the watermark's bound, streamed through session
+/// windows with a watermark after every batch, equal sessions computed directly: per key,
+/// rows sorted by time, split where the next row is a gap or more after the latest.
+#[test]
+fn streaming_sessions_equal_the_batch_computation() {
+    for seed in 1..=4u64 {
+        let mut state = seed * 0x2545_F491;
+        let (gap, bound) = (30i64, 40i64);
+        let rows_in: Vec<(String, i64, i64)> = (0..1500)
+            .map(|i| {
+                let key = format!("k{}", xorshift(&mut state) % 9);
+                // Bursts and pauses: sessions of varied length.
+                let pause = if xorshift(&mut state) % 25 == 0 { 200 } else { 0 };
+                (key, i * 4 + pause + (xorshift(&mut state) % bound as u64) as i64, (xorshift(&mut state) % 100) as i64)
+            })
+            .collect();
+        // Arrival order: event time shuffled within the bound.
+        let mut arriving: Vec<(i64, (String, i64, i64))> =
+            rows_in.into_iter().map(|r| (r.1 + (xorshift(&mut state) % bound as u64) as i64, r)).collect();
+        arriving.sort_by_key(|(arrival, _)| *arrival);
+        let rows_in: Vec<(String, i64, i64)> = arriving.into_iter().map(|(_, r)| r).collect();
+        let op = SessionWindowOperator::try_new(
+            gap,
+            "ts",
+            schema(),
+            vec![col("k")],
+            vec![count_all(), sum(col("v")).alias("total")],
+            0,
+            None,
+        )
+        .unwrap();
+        let mut h = OperatorHarness::new(op);
+        let mut max_seen = i64::MIN;
+        for chunk in rows_in.chunks(37) {
+            h.process(events(&chunk.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect::<Vec<_>>())).unwrap();
+            max_seen = max_seen.max(chunk.iter().map(|r| r.1).max().unwrap());
+            h.watermark(max_seen - 2 * bound).unwrap();
+        }
+        h.close().unwrap();
+        let mut by_key: std::collections::BTreeMap<&str, Vec<(i64, i64)>> = Default::default();
+        for (k, t, v) in &rows_in {
+            by_key.entry(k.as_str()).or_default().push((*t, *v));
+        }
+        let mut expected = vec![];
+        for (k, mut rows) in by_key {
+            rows.sort_unstable();
+            let (mut start, mut latest, mut count, mut total) = (rows[0].0, rows[0].0, 0, 0);
+            for (t, v) in rows {
+                if t >= latest + gap {
+                    expected.push(format!("{k},{start},{},{count},{total}", latest + gap));
+                    (start, count, total) = (t, 0, 0);
+                }
+                latest = latest.max(t);
+                count += 1;
+                total += v;
+            }
+            expected.push(format!("{k},{start},{},{count},{total}", latest + gap));
+        }
+        expected.sort();
+        assert_eq!(rows(&h.take_output()), expected, "seed {seed}");
+    }
+}
+
 #[test]
 fn count_windows_fire_every_n_rows_per_key() {
     let op = CountWindowOperator::try_new(2, schema(), vec![col("k")], vec![sum(col("v")).alias("total")]).unwrap();

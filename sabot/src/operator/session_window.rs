@@ -1,10 +1,10 @@
 //! Session windows: per key, rows closer than a gap to each other form one window.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, Int64Array, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, take_record_batch};
+use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
@@ -20,8 +20,12 @@ use crate::{Result, SabotError};
 /// one key that overlap merge. A session fires when the watermark passes its end; rows that
 /// extend a fired session within `allowed_lateness` make it fire again with new totals.
 ///
-/// Rows are kept until their session can no longer change, then aggregated at once: memory is
-/// proportional to the rows of open sessions.
+/// Sessions are kept per key, each with its rows (in the arriving batches, by reference) and
+/// indexed by end: a row joins or merges the sessions of its key as it arrives, and a
+/// watermark touches only the sessions it completes or expires. A session's rows are
+/// aggregated when it fires (in event-time order, so `first` and `last` follow event time),
+/// so every aggregate works, single-phase ones included; memory is proportional to the rows
+/// of the sessions that can still change.
 pub struct SessionWindowOperator {
     gap: i64,
     time_column: String,
@@ -31,10 +35,221 @@ pub struct SessionWindowOperator {
     output_schema: SchemaRef,
     lateness: i64,
     late: Option<LateData>,
-    pending: Vec<RecordBatch>,
+    sessions: Sessions,
     watermark: i64,
-    /// Rows already emitted per (key, session start): re-emit only when a session changed.
-    emitted: HashMap<(Box<[u8]>, i64), usize>,
+}
+
+/// One session of one key.
+#[derive(Debug)]
+struct Session {
+    start: i64,
+    /// The latest row's time plus the gap.
+    end: i64,
+    /// `(event time, segment, row)` of each row, in arrival order.
+    rows: Vec<(i64, u64, u32)>,
+    /// Changed since it last fired (or never fired).
+    dirty: bool,
+}
+
+/// An encoded key, shared by the session table and its indices.
+type Key = Arc<[u8]>;
+
+/// The sessions of an operator instance and the rows they hold.
+///
+/// The indices are lazy: an entry records a session's end when it was indexed, and a session
+/// whose end grew, that merged away or fired since is checked when its entry comes due
+/// (re-indexed or dropped), so that a row extending a session touches no index.
+#[derive(Default)]
+struct Sessions {
+    /// Per encoded key, its sessions by start (they never overlap).
+    by_key: hashbrown::HashMap<Key, Vec<Session>>,
+    /// `(end, key, start)`: every session that changed since it last fired has an entry at
+    /// or before its end.
+    to_fire: BTreeSet<(i64, Key, i64)>,
+    /// `(end + lateness, key, start)`: every session has an entry at or before the time it
+    /// can no longer change.
+    to_expire: BTreeSet<(i64, Key, i64)>,
+    /// The arriving batches, by id, with how many of their rows sessions still hold.
+    segments: hashbrown::HashMap<u64, (RecordBatch, usize)>,
+    next_segment: u64,
+}
+
+impl Sessions {
+    /// Adds the rows of `batch` (their encoded keys and times) to the sessions of their keys.
+    fn insert(&mut self, batch: RecordBatch, keys: &[&[u8]], times: &[i64], gap: i64, lateness: i64) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        let segment = self.next_segment;
+        self.next_segment += 1;
+        self.segments.insert(segment, (batch, keys.len()));
+        for (row, (&key, &t)) in keys.iter().zip(times).enumerate() {
+            let row = (t, segment, row as u32);
+            if !self.by_key.contains_key(key) {
+                self.by_key.insert(Key::from(key), vec![]);
+            }
+            let (key, sessions) = self.by_key.get_key_value_mut(key).expect("inserted above");
+            // The sessions the row's window [t, t + gap) overlaps: a contiguous run.
+            let first = sessions.partition_point(|s| s.end <= t);
+            let last = first + sessions[first..].iter().take_while(|s| s.start < t + gap).count();
+            if last == first + 1 && sessions[first].start <= t {
+                // The usual case: the row falls in one session and keeps its start.
+                let session = &mut sessions[first];
+                session.end = session.end.max(t + gap);
+                session.rows.push(row);
+                if !session.dirty {
+                    session.dirty = true;
+                    self.to_fire.insert((session.end, key.clone(), session.start));
+                }
+                continue;
+            }
+            let mut merged = Session { start: t, end: t + gap, rows: vec![row], dirty: true };
+            for old in sessions.drain(first..last) {
+                merged.start = merged.start.min(old.start);
+                merged.end = merged.end.max(old.end);
+                merged.rows.extend(old.rows);
+            }
+            self.to_fire.insert((merged.end, key.clone(), merged.start));
+            self.to_expire.insert((merged.end.saturating_add(lateness), key.clone(), merged.start));
+            sessions.insert(first, merged);
+        }
+    }
+
+    /// The session of `key` starting at `start`.
+    fn get_mut(&mut self, key: &[u8], start: i64) -> Option<&mut Session> {
+        self.by_key.get_mut(key).and_then(|sessions| sessions.iter_mut().find(|s| s.start == start))
+    }
+
+    /// Takes the sessions to fire at `watermark`: those that changed since they last fired
+    /// and end by then. Returns their keys and starts; they are marked as fired.
+    fn due(&mut self, watermark: i64) -> Vec<(Key, i64)> {
+        let mut due = vec![];
+        while let Some(entry) = self.to_fire.first().filter(|(end, _, _)| *end <= watermark).cloned() {
+            self.to_fire.remove(&entry);
+            let (_, key, start) = entry;
+            let Some(session) = self.get_mut(&key, start) else { continue };
+            if !session.dirty {
+                continue;
+            }
+            if session.end > watermark {
+                let end = session.end;
+                self.to_fire.insert((end, key, start));
+                continue;
+            }
+            session.dirty = false;
+            due.push((session.end, key, start));
+        }
+        // In order of end, whatever the index entries' history (restores rebuild it).
+        due.sort_unstable();
+        due.into_iter().map(|(_, key, start)| (key, start)).collect()
+    }
+
+    /// Drops the sessions that can no longer change at `watermark`.
+    fn expire(&mut self, watermark: i64, lateness: i64) {
+        while let Some(entry) = self.to_expire.first().filter(|(at, _, _)| *at <= watermark).cloned() {
+            self.to_expire.remove(&entry);
+            let (_, key, start) = entry;
+            let Some(session) = self.get_mut(&key, start) else { continue };
+            let expires = session.end.saturating_add(lateness);
+            if expires > watermark {
+                self.to_expire.insert((expires, key, start));
+                continue;
+            }
+            self.remove(&key, start);
+        }
+    }
+
+    /// Removes the session of `key` starting at `start`, releasing its rows.
+    /// Index entries of the session go stale.
+    fn remove(&mut self, key: &[u8], start: i64) -> Option<Session> {
+        let sessions = self.by_key.get_mut(key)?;
+        let at = sessions.iter().position(|s| s.start == start)?;
+        let session = sessions.remove(at);
+        if sessions.is_empty() {
+            self.by_key.remove(key);
+        }
+        for &(_, segment, _) in &session.rows {
+            if let Some((_, live)) = self.segments.get_mut(&segment) {
+                *live -= 1;
+                if *live == 0 {
+                    self.segments.remove(&segment);
+                }
+            }
+        }
+        Some(session)
+    }
+
+    /// The rows of `sessions` in one batch, each session's rows in event-time order (ties in
+    /// arrival order), with every row's session start and end.
+    fn gather(&self, sessions: &[&Session], schema: &SchemaRef) -> Result<(RecordBatch, Vec<i64>, Vec<i64>)> {
+        let ids: Vec<u64> = self.segments.keys().copied().collect();
+        let position: hashbrown::HashMap<u64, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.segments[id].0).collect();
+        let (mut picks, mut starts, mut ends) = (vec![], vec![], vec![]);
+        for session in sessions {
+            let mut rows = session.rows.clone();
+            rows.sort_by_key(|&(t, segment, row)| (t, segment, row));
+            for (_, segment, row) in rows {
+                picks.push((position[&segment], row as usize));
+                starts.push(session.start);
+                ends.push(session.end);
+            }
+        }
+        if picks.is_empty() {
+            return Ok((RecordBatch::new_empty(schema.clone()), starts, ends));
+        }
+        Ok((arrow::compute::interleave_record_batch(&batches, &picks)?, starts, ends))
+    }
+
+    /// Every row sessions hold, in arrival order, with `(key, start, rows)` of the sessions
+    /// that fired and did not change since.
+    fn saved(&self, schema: &SchemaRef) -> Result<(Vec<RecordBatch>, Emitted)> {
+        let mut held: Vec<(u64, u32)> = vec![];
+        let mut emitted = vec![];
+        for (key, sessions) in &self.by_key {
+            for session in sessions {
+                held.extend(session.rows.iter().map(|&(_, segment, row)| (segment, row)));
+                if !session.dirty {
+                    emitted.push((key.to_vec(), session.start, session.rows.len()));
+                }
+            }
+        }
+        held.sort_unstable();
+        emitted.sort_unstable();
+        let mut batches = vec![];
+        for segment in held.chunk_by(|a, b| a.0 == b.0) {
+            let (batch, _) = &self.segments[&segment[0].0];
+            let rows = UInt32Array::from_iter_values(segment.iter().map(|&(_, row)| row));
+            batches.push(take_record_batch(batch, &rows)?);
+        }
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema.clone()));
+        }
+        Ok((batches, emitted))
+    }
+
+    /// Marks the sessions of `emitted` (`(key, start, rows)`) as fired, if they still hold
+    /// that many rows.
+    fn mark_emitted(&mut self, emitted: Emitted) {
+        for (key, start, rows) in emitted {
+            if let Some(session) = self.get_mut(&key, start).filter(|s| s.rows.len() == rows) {
+                session.dirty = false;
+            }
+        }
+    }
+
+    /// Drops the sessions of the keys `keep` rejects.
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) {
+        let gone: Vec<(Key, i64)> = self
+            .by_key
+            .iter()
+            .filter(|(key, _)| !keep(key))
+            .flat_map(|(key, sessions)| sessions.iter().map(move |s| (key.clone(), s.start)))
+            .collect();
+        for (key, start) in gone {
+            self.remove(&key, start);
+        }
+    }
 }
 
 impl SessionWindowOperator {
@@ -62,67 +277,47 @@ impl SessionWindowOperator {
             output_schema,
             lateness: allowed_lateness.max(0),
             late,
-            pending: vec![],
+            sessions: Sessions::default(),
             watermark: i64::MIN,
-            emitted: HashMap::new(),
         })
     }
 
-    /// Splits pending rows into sessions, emits the complete ones, keeps rows that may change.
-    fn evaluate(&mut self, out: &mut Output) -> Result<()> {
-        if self.pending.is_empty() {
+    /// Adds the rows of `batch` to the sessions of their keys.
+    fn add_rows(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
             return Ok(());
         }
-        let all = concat_batches(&self.input_schema, &self.pending)?;
-        self.pending.clear();
-        let times = event_times(&all, &self.time_column)?;
-        let key_arrays = self.keys.iter().map(|k| k.evaluate(&all)).collect::<Result<Vec<_>>>()?;
-        let converter = RowConverter::new(key_arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
-        let key_rows = converter.convert_columns(&key_arrays)?;
-        let key = |i: usize| -> &[u8] { if self.keys.is_empty() { &[] } else { key_rows.row(i).data() } };
-        let mut order: Vec<usize> = (0..all.num_rows()).collect();
-        order.sort_by(|&a, &b| key(a).cmp(key(b)).then(times.value(a).cmp(&times.value(b))));
+        let times = event_times(&batch, &self.time_column)?;
+        let key_rows = if self.keys.is_empty() {
+            None
+        } else {
+            let arrays = self.keys.iter().map(|k| k.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
+            let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+            Some(converter.convert_columns(&arrays)?)
+        };
+        let keys: Vec<&[u8]> = match &key_rows {
+            Some(rows) => rows.iter().map(|r| r.data()).collect(),
+            None => vec![&[][..]; batch.num_rows()],
+        };
+        self.sessions.insert(batch.clone(), &keys, times.values(), self.gap, self.lateness);
+        Ok(())
+    }
 
-        let mut keep: Vec<u32> = vec![];
-        // Rows of the sessions to emit, with their bounds: aggregated together at the end.
-        let (mut done_rows, mut done_start, mut done_end) = (vec![], vec![], vec![]);
-        let mut i = 0;
-        while i < order.len() {
-            // One session: consecutive rows of one key whose windows [t, t + gap) overlap.
-            let mut j = i + 1;
-            let mut max_t = times.value(order[i]);
-            while j < order.len() && key(order[j]) == key(order[i]) && times.value(order[j]) < max_t + self.gap {
-                max_t = max_t.max(times.value(order[j]));
-                j += 1;
-            }
-            let (start, end) = (times.value(order[i]), max_t + self.gap);
-            let rows: Vec<u32> = order[i..j].iter().map(|&r| r as u32).collect();
-            if end <= self.watermark {
-                let id = (Box::<[u8]>::from(key(order[i])), start);
-                if self.emitted.get(&id) != Some(&rows.len()) {
-                    done_rows.extend_from_slice(&rows);
-                    done_start.extend(std::iter::repeat_n(start, rows.len()));
-                    done_end.extend(std::iter::repeat_n(end, rows.len()));
-                    self.emitted.insert(id.clone(), rows.len());
-                }
-                if end.saturating_add(self.lateness) > self.watermark {
-                    keep.extend(rows);
-                } else {
-                    self.emitted.remove(&id);
-                }
-            } else {
-                keep.extend(rows);
-            }
-            i = j;
+    /// Emits the changed sessions the watermark completed, then drops those that can no
+    /// longer change.
+    fn advance(&mut self, out: &mut Output) -> Result<()> {
+        let due = self.sessions.due(self.watermark);
+        if !due.is_empty() {
+            let sessions: Vec<&Session> = due
+                .iter()
+                .filter_map(|(key, start)| {
+                    self.sessions.by_key.get(key).and_then(|s| s.iter().find(|s| s.start == *start))
+                })
+                .collect();
+            let (rows, starts, ends) = self.sessions.gather(&sessions, &self.input_schema)?;
+            self.emit_sessions(rows, starts, ends, out)?;
         }
-        if !done_rows.is_empty() {
-            let sessions = take_record_batch(&all, &UInt32Array::from(done_rows))?;
-            self.emit_sessions(sessions, done_start, done_end, out)?;
-        }
-        keep.sort_unstable();
-        if !keep.is_empty() {
-            self.pending.push(take_record_batch(&all, &UInt32Array::from(keep))?);
-        }
+        self.sessions.expire(self.watermark, self.lateness);
         Ok(())
     }
 
@@ -172,8 +367,8 @@ impl Operator for SessionWindowOperator {
         // A row whose own window [t, t + gap) expired cannot join a live session.
         let late_mask: BooleanArray =
             times.values().iter().map(|&t| Some((t + gap).saturating_add(lateness) <= watermark)).collect();
-        self.pending.push(divert_late_rows(batch, &late_mask, self.late.as_ref())?);
-        Ok(())
+        let kept = divert_late_rows(batch, &late_mask, self.late.as_ref())?;
+        self.add_rows(kept)
     }
 
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
@@ -181,23 +376,21 @@ impl Operator for SessionWindowOperator {
             return Ok(());
         }
         self.watermark = watermark.0;
-        self.evaluate(out)?;
+        self.advance(out)?;
         out.emit_watermark(watermark);
         Ok(())
     }
 
     fn on_close(&mut self, out: &mut Output) -> Result<()> {
         self.watermark = i64::MAX;
-        self.evaluate(out)
+        self.advance(out)
     }
 
-    /// Saves the rows of the open sessions (Arrow IPC, in arrival order), the watermark, and
-    /// the row counts of the sessions already emitted (so that only changed ones re-fire).
+    /// Saves the rows of the sessions that can still change (Arrow IPC, in arrival order),
+    /// the watermark, and the row counts of the sessions that fired and did not change since
+    /// (so that only changed ones fire again).
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
-        let mut emitted: Vec<(Vec<u8>, i64, usize)> =
-            self.emitted.iter().map(|((key, start), &rows)| (key.to_vec(), *start, rows)).collect();
-        emitted.sort_unstable();
-        let pending: Vec<RecordBatch> = self.pending.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+        let (pending, emitted) = self.sessions.saved(&self.input_schema)?;
         snapshot.put_batches("pending", &self.input_schema, &pending)?;
         snapshot.put_value("session", &SessionState { watermark: self.watermark, emitted })
     }
@@ -206,26 +399,18 @@ impl Operator for SessionWindowOperator {
         !self.keys.is_empty()
     }
 
-    /// Drops the rows and emitted sessions of released key groups; adds those of acquired
-    /// ones that the exchange routes here from the other worker's snapshots.
+    /// Drops the sessions of released key groups; adds those of acquired ones that the
+    /// exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
         if !handover.released.is_empty() {
-            let keep = |key: &[u8]| !handover.releases(key);
-            let pending = std::mem::take(&mut self.pending);
-            for batch in pending {
-                let kept = super::filter_rows_by_key(&batch, &self.keys, &keep)?;
-                if kept.num_rows() > 0 {
-                    self.pending.push(kept);
-                }
-            }
-            self.emitted.retain(|(key, _), _| keep(key));
+            self.sessions.retain_keys(&|key| !handover.releases(key));
         }
         let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
         super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep).map(drop))
     }
 
-    /// Keeps the rows and emitted sessions of every old instance whose keys the hash
-    /// exchange now routes to this instance; the watermark is the lowest of the old ones'.
+    /// Keeps the sessions of every old instance whose keys the hash exchange now routes to
+    /// this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
         let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
         let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
@@ -234,30 +419,25 @@ impl Operator for SessionWindowOperator {
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
-        let Some(state) = restored.value::<SessionState>("session")? else { return Ok(()) };
-        self.watermark = state.watermark;
-        self.emitted =
-            state.emitted.into_iter().map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)).collect();
-        self.pending = restored.batches("pending")?;
+        self.sessions = Sessions::default();
+        if let Some(watermark) = self.merge_snapshot(restored, &|_| true)? {
+            self.watermark = watermark;
+        }
         Ok(())
     }
 }
 
 impl SessionWindowOperator {
-    /// Adds the pending rows and emitted sessions whose keys `keep` accepts from a snapshot
-    /// of another instance of this operator. Returns the snapshot's watermark.
+    /// Adds the sessions whose keys `keep` accepts from a snapshot of an instance of this
+    /// operator: their rows, and which of them fired. Returns the snapshot's watermark.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
         let Some(state) = snapshot.value::<SessionState>("session")? else { return Ok(None) };
-        let watermark = state.watermark;
         for batch in snapshot.batches("pending")? {
             let kept = super::filter_rows_by_key(&batch, &self.keys, keep)?;
-            if kept.num_rows() > 0 {
-                self.pending.push(kept);
-            }
+            self.add_rows(kept)?;
         }
-        let emitted = state.emitted.into_iter().filter(|(key, _, _)| keep(key));
-        self.emitted.extend(emitted.map(|(key, start, rows)| ((key.into_boxed_slice(), start), rows)));
-        Ok(Some(watermark))
+        self.sessions.mark_emitted(state.emitted.into_iter().filter(|(key, _, _)| keep(key)).collect());
+        Ok(Some(state.watermark))
     }
 }
 
@@ -265,6 +445,9 @@ impl SessionWindowOperator {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SessionState {
     watermark: i64,
-    /// `(encoded key, session start, rows emitted)` of the sessions that fired.
-    emitted: Vec<(Vec<u8>, i64, usize)>,
+    emitted: Emitted,
 }
+
+/// `(encoded key, session start, rows emitted)` of the sessions that fired and did not
+/// change since.
+type Emitted = Vec<(Vec<u8>, i64, usize)>;
