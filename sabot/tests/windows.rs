@@ -244,7 +244,7 @@ fn streaming_sessions_equal_the_batch_computation() {
             .map(|i| {
                 let key = format!("k{}", xorshift(&mut state) % 9);
                 // Bursts and pauses: sessions of varied length.
-                let pause = if xorshift(&mut state) % 25 == 0 { 200 } else { 0 };
+                let pause = if xorshift(&mut state).is_multiple_of(25) { 200 } else { 0 };
                 (key, i * 4 + pause + (xorshift(&mut state) % bound as u64) as i64, (xorshift(&mut state) % 100) as i64)
             })
             .collect();

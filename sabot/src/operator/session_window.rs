@@ -182,15 +182,19 @@ impl Sessions {
     /// The rows of `sessions` in one batch, each session's rows in event-time order (ties in
     /// arrival order), with every row's session start and end.
     fn gather(&self, sessions: &[&Session], schema: &SchemaRef) -> Result<(RecordBatch, Vec<i64>, Vec<i64>)> {
-        let ids: Vec<u64> = self.segments.keys().copied().collect();
-        let position: hashbrown::HashMap<u64, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.segments[id].0).collect();
+        // Only the segments these sessions hold rows of.
+        let mut batches: Vec<&RecordBatch> = vec![];
+        let mut position: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
         let (mut picks, mut starts, mut ends) = (vec![], vec![], vec![]);
         for session in sessions {
             let mut rows = session.rows.clone();
-            rows.sort_by_key(|&(t, segment, row)| (t, segment, row));
+            rows.sort_unstable();
             for (_, segment, row) in rows {
-                picks.push((position[&segment], row as usize));
+                let at = *position.entry(segment).or_insert_with(|| {
+                    batches.push(&self.segments[&segment].0);
+                    batches.len() - 1
+                });
+                picks.push((at, row as usize));
                 starts.push(session.start);
                 ends.push(session.end);
             }
