@@ -232,6 +232,25 @@ fn sessions_merge_and_late_rows_bridge_them() {
     assert_eq!(h.output_rows(), 0, "unchanged sessions are not emitted again");
 }
 
+/// A row whose own window expired still joins a session of its key that can change (as in
+/// Flink's merging windows); without one it is late.
+#[test]
+fn a_row_inside_an_open_session_is_not_late() {
+    let late = LateData::new();
+    let op =
+        SessionWindowOperator::try_new(10, "ts", schema(), vec![col("k")], vec![count_all()], 0, Some(late.clone()))
+            .unwrap();
+    let mut h = OperatorHarness::new(op);
+    h.process(events(&[("a", 0, 1), ("a", 8, 1), ("a", 16, 1)])).unwrap();
+    h.watermark(12).unwrap();
+    assert_eq!(h.output_rows(), 0, "[0, 26) is open");
+    // [1, 11) ended before the watermark, but the row falls inside a's open session.
+    h.process(events(&[("a", 1, 1), ("b", 1, 1)])).unwrap();
+    assert_eq!(rows(&late.take()), ["b,1,1"], "b has no session to join");
+    h.close().unwrap();
+    assert_eq!(rows(&h.take_output()), ["a,0,26,4"]);
+}
+
 /// Random rows per key, out of order within the watermark's bound, streamed through session
 /// windows with a watermark after every batch, equal sessions computed directly: per key,
 /// rows sorted by time, split where the next row is a gap or more after the latest.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 
 use super::watermark_assigner::event_times;
 use super::window_aggregate::window_output_schema;
@@ -72,6 +72,9 @@ struct Sessions {
     /// The arriving batches, by id, with how many of their rows sessions still hold.
     segments: hashbrown::HashMap<u64, (RecordBatch, usize)>,
     next_segment: u64,
+    /// Rows of the retained segments, and how many of them sessions hold.
+    retained: usize,
+    held: usize,
 }
 
 impl Sessions {
@@ -82,6 +85,7 @@ impl Sessions {
         }
         let segment = self.next_segment;
         self.next_segment += 1;
+        (self.retained, self.held) = (self.retained + batch.num_rows(), self.held + keys.len());
         self.segments.insert(segment, (batch, keys.len()));
         for (row, (&key, &t)) in keys.iter().zip(times).enumerate() {
             let row = (t, segment, row as u32);
@@ -90,12 +94,13 @@ impl Sessions {
             }
             let (key, sessions) = self.by_key.get_key_value_mut(key).expect("inserted above");
             // The sessions the row's window [t, t + gap) overlaps: a contiguous run.
+            let end = t.saturating_add(gap);
             let first = sessions.partition_point(|s| s.end <= t);
-            let last = first + sessions[first..].iter().take_while(|s| s.start < t + gap).count();
+            let last = first + sessions[first..].iter().take_while(|s| s.start < end).count();
             if last == first + 1 && sessions[first].start <= t {
                 // The usual case: the row falls in one session and keeps its start.
                 let session = &mut sessions[first];
-                session.end = session.end.max(t + gap);
+                session.end = session.end.max(end);
                 session.rows.push(row);
                 if !session.dirty {
                     session.dirty = true;
@@ -103,7 +108,7 @@ impl Sessions {
                 }
                 continue;
             }
-            let mut merged = Session { start: t, end: t + gap, rows: vec![row], dirty: true };
+            let mut merged = Session { start: t, end, rows: vec![row], dirty: true };
             for old in sessions.drain(first..last) {
                 merged.start = merged.start.min(old.start);
                 merged.end = merged.end.max(old.end);
@@ -113,6 +118,13 @@ impl Sessions {
             self.to_expire.insert((merged.end.saturating_add(lateness), key.clone(), merged.start));
             sessions.insert(first, merged);
         }
+    }
+
+    /// Whether the window `[t, t + gap)` of a row of `key` overlaps one of its sessions.
+    fn overlaps(&self, key: &[u8], t: i64, gap: i64) -> bool {
+        let Some(sessions) = self.by_key.get(key) else { return false };
+        let first = sessions.partition_point(|s| s.end <= t);
+        sessions.get(first).is_some_and(|s| s.start < t.saturating_add(gap))
     }
 
     /// The session of `key` starting at `start`.
@@ -157,6 +169,46 @@ impl Sessions {
             }
             self.remove(&key, start);
         }
+        self.compact_if_sparse();
+    }
+
+    /// Copies the rows sessions hold into one new segment when the retained batches hold
+    /// mostly released rows: a long session must not keep every batch it had a row in.
+    fn compact_if_sparse(&mut self) {
+        if self.retained <= 2 * self.held + 65_536 {
+            return;
+        }
+        let mut refs: Vec<(u64, u32)> = self
+            .by_key
+            .values()
+            .flatten()
+            .flat_map(|s| s.rows.iter().map(|&(_, segment, row)| (segment, row)))
+            .collect();
+        refs.sort_unstable();
+        let ids: Vec<u64> = self.segments.keys().copied().collect();
+        let position: hashbrown::HashMap<u64, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let batches: Vec<&RecordBatch> = ids.iter().map(|id| &self.segments[id].0).collect();
+        let picks: Vec<(usize, usize)> =
+            refs.iter().map(|&(segment, row)| (position[&segment], row as usize)).collect();
+        let compacted = match arrow::compute::interleave_record_batch(&batches, &picks) {
+            Ok(batch) => batch,
+            Err(err) => {
+                // Keeping the segments is correct, only larger.
+                tracing::warn!(error = %err, "could not compact session rows");
+                return;
+            }
+        };
+        let segment = self.next_segment;
+        self.next_segment += 1;
+        for session in self.by_key.values_mut().flatten() {
+            for (_, old_segment, row) in &mut session.rows {
+                let at = refs.binary_search(&(*old_segment, *row)).expect("a held row");
+                (*old_segment, *row) = (segment, at as u32);
+            }
+        }
+        self.segments.clear();
+        self.segments.insert(segment, (compacted, refs.len()));
+        self.retained = refs.len();
     }
 
     /// Removes the session of `key` starting at `start`, releasing its rows.
@@ -168,10 +220,12 @@ impl Sessions {
         if sessions.is_empty() {
             self.by_key.remove(key);
         }
+        self.held -= session.rows.len();
         for &(_, segment, _) in &session.rows {
-            if let Some((_, live)) = self.segments.get_mut(&segment) {
+            if let Some((batch, live)) = self.segments.get_mut(&segment) {
                 *live -= 1;
                 if *live == 0 {
+                    self.retained -= batch.num_rows();
                     self.segments.remove(&segment);
                 }
             }
@@ -287,23 +341,53 @@ impl SessionWindowOperator {
     }
 
     /// Adds the rows of `batch` to the sessions of their keys.
-    fn add_rows(&mut self, batch: RecordBatch) -> Result<()> {
+    /// The encoded keys of the rows of `batch` (`None` without keys: all rows have the empty key).
+    fn key_rows(&self, batch: &RecordBatch) -> Result<Option<Rows>> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let arrays = self.keys.iter().map(|k| k.evaluate(batch)).collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
+        Ok(Some(converter.convert_columns(&arrays)?))
+    }
+
+    /// Adds the rows of `batch` to the sessions of their keys; with `check_late`, rows that
+    /// are late go to the late-data output instead.
+    fn add_rows(&mut self, batch: RecordBatch, check_late: bool) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
         let times = event_times(&batch, &self.time_column)?;
-        let key_rows = if self.keys.is_empty() {
-            None
-        } else {
-            let arrays = self.keys.iter().map(|k| k.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
-            let converter = RowConverter::new(arrays.iter().map(|a| SortField::new(a.data_type().clone())).collect())?;
-            Some(converter.convert_columns(&arrays)?)
-        };
-        let keys: Vec<&[u8]> = match &key_rows {
+        let key_rows = self.key_rows(&batch)?;
+        let mut keys: Vec<&[u8]> = match &key_rows {
             Some(rows) => rows.iter().map(|r| r.data()).collect(),
             None => vec![&[][..]; batch.num_rows()],
         };
-        self.sessions.insert(batch.clone(), &keys, times.values(), self.gap, self.lateness);
+        let mut times = times.values().to_vec();
+        let mut batch = batch;
+        if check_late {
+            // Late: the session the row would be part of can no longer change (as Flink
+            // decides for merging windows). Its own window [t, t + gap) expired, and it
+            // overlaps no kept session of its key (every kept session can still change).
+            let (gap, lateness, watermark) = (self.gap, self.lateness, self.watermark);
+            let late: BooleanArray = keys
+                .iter()
+                .zip(&times)
+                .map(|(key, &t)| {
+                    Some(
+                        t.saturating_add(gap).saturating_add(lateness) <= watermark
+                            && !self.sessions.overlaps(key, t, gap),
+                    )
+                })
+                .collect();
+            if late.true_count() > 0 {
+                batch = divert_late_rows(batch, &late, self.late.as_ref())?;
+                let on_time: Vec<usize> = (0..keys.len()).filter(|&i| !late.value(i)).collect();
+                keys = on_time.iter().map(|&i| keys[i]).collect();
+                times = on_time.iter().map(|&i| times[i]).collect();
+            }
+        }
+        self.sessions.insert(batch, &keys, &times, self.gap, self.lateness);
         Ok(())
     }
 
@@ -366,13 +450,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        let times = event_times(&batch, &self.time_column)?;
-        let (gap, lateness, watermark) = (self.gap, self.lateness, self.watermark);
-        // A row whose own window [t, t + gap) expired cannot join a live session.
-        let late_mask: BooleanArray =
-            times.values().iter().map(|&t| Some((t + gap).saturating_add(lateness) <= watermark)).collect();
-        let kept = divert_late_rows(batch, &late_mask, self.late.as_ref())?;
-        self.add_rows(kept)
+        self.add_rows(batch, true)
     }
 
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
@@ -438,7 +516,7 @@ impl SessionWindowOperator {
         let Some(state) = snapshot.value::<SessionState>("session")? else { return Ok(None) };
         for batch in snapshot.batches("pending")? {
             let kept = super::filter_rows_by_key(&batch, &self.keys, keep)?;
-            self.add_rows(kept)?;
+            self.add_rows(kept, false)?;
         }
         self.sessions.mark_emitted(state.emitted.into_iter().filter(|(key, _, _)| keep(key)).collect());
         Ok(Some(state.watermark))
@@ -455,3 +533,57 @@ struct SessionState {
 /// `(encoded key, session start, rows emitted)` of the sessions that fired and did not
 /// change since.
 type Emitted = Vec<(Vec<u8>, i64, usize)>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::expr::{col, count_all};
+    use crate::testing::OperatorHarness;
+
+    /// A key whose session never ends holds one row of every batch; once the other keys'
+    /// sessions expired, the batches are compacted to the rows sessions still hold.
+    #[test]
+    fn a_long_session_does_not_keep_every_batch() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+        ]));
+        let op = SessionWindowOperator::try_new(50, "ts", schema.clone(), vec![col("k")], vec![count_all()], 0, None)
+            .unwrap();
+        let mut h = OperatorHarness::new(op);
+        for round in 0..40i64 {
+            // "busy" every round (one endless session), 4,999 one-off keys that expire.
+            let keys: Vec<String> =
+                std::iter::once("busy".to_string()).chain((0..4_999).map(|i| format!("k{round}-{i}"))).collect();
+            let ts = Int64Array::from(vec![round * 10; keys.len()]);
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(keys)), Arc::new(ts)]).unwrap();
+            h.process(batch).unwrap();
+            h.watermark(round * 10 - 1).unwrap();
+        }
+        let sessions = &h.operator_mut().sessions;
+        assert!(sessions.held < 8 * 5_000, "{} rows held: about six rounds of sessions are open", sessions.held);
+        assert!(
+            sessions.retained <= 2 * sessions.held + 65_536,
+            "{} rows retained for {} held",
+            sessions.retained,
+            sessions.held
+        );
+        h.close().unwrap();
+        let busy: i64 = h
+            .take_output()
+            .iter()
+            .flat_map(|b| {
+                let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap().clone();
+                let counts = b.column_by_name("count").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+                (0..b.num_rows()).filter(move |&i| keys.value(i) == "busy").map(move |i| counts.value(i))
+            })
+            .sum();
+        assert_eq!(busy, 40, "the long session kept all its rows through compactions");
+    }
+}

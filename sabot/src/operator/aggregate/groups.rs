@@ -28,7 +28,10 @@ pub(crate) trait GroupKeys: Send {
 /// Picks the fastest interner for the key types.
 pub(crate) fn new_group_keys(types: &[DataType]) -> Result<Box<dyn GroupKeys>> {
     Ok(match types {
-        [t] if t.is_integer() || matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) => {
+        // UInt64 values above i64::MAX do not fit the interner's i64 keys.
+        [t] if (t.is_integer() && *t != DataType::UInt64)
+            || matches!(t, DataType::Timestamp(..) | DataType::Date32 | DataType::Date64) =>
+        {
             Box::new(IntegerKeys::new(t.clone()))
         }
         [DataType::Utf8] => Box::new(StringKeys::default()),
@@ -356,5 +359,27 @@ impl GroupKeys for RowKeys {
 
     fn keys(&self) -> Result<Vec<ArrayRef>> {
         Ok(self.converter.convert_rows(self.rows.iter())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Array, UInt64Array};
+
+    use super::*;
+
+    /// Every integer key type keeps its distinct values apart, the full range of u64 included.
+    #[test]
+    fn large_unsigned_keys_stay_distinct() {
+        let values = UInt64Array::from(vec![Some(1 << 63), Some((1 << 63) + 1), Some(u64::MAX), Some(1 << 63), None]);
+        let mut groups = new_group_keys(&[DataType::UInt64]).unwrap();
+        let mut ids = vec![];
+        groups.intern(&[Arc::new(values) as ArrayRef], &mut ids).unwrap();
+        assert_eq!(ids, [0, 1, 2, 0, 3]);
+        let keys = groups.emit().unwrap();
+        let keys = keys[0].as_any().downcast_ref::<UInt64Array>().unwrap();
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [Some(1 << 63), Some((1 << 63) + 1), Some(u64::MAX), None]);
     }
 }
