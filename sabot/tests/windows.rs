@@ -228,6 +228,9 @@ fn sessions_merge_and_late_rows_bridge_them() {
     h.process(events(&[("a", 21, 100), ("a", 12, 10)])).unwrap();
     h.watermark(45).unwrap();
     assert_eq!(rows(&h.take_output()), ["a,0,40,5,117"]);
+    // A late row that changes a fired session, which stays fired, makes it fire at once.
+    h.process(events(&[("b", 9, 7)])).unwrap();
+    assert_eq!(rows(&h.take_output()), ["b,3,19,2,12"]);
     h.close().unwrap();
     assert_eq!(h.output_rows(), 0, "unchanged sessions are not emitted again");
 }

@@ -394,6 +394,13 @@ impl SessionWindowOperator {
     /// Emits the changed sessions the watermark completed, then drops those that can no
     /// longer change.
     fn advance(&mut self, out: &mut Output) -> Result<()> {
+        self.fire_due(out)?;
+        self.sessions.expire(self.watermark, self.lateness);
+        Ok(())
+    }
+
+    /// Emits the sessions that changed since they last fired and end by the watermark.
+    fn fire_due(&mut self, out: &mut Output) -> Result<()> {
         let due = self.sessions.due(self.watermark);
         if !due.is_empty() {
             let sessions: Vec<&Session> = due
@@ -405,7 +412,6 @@ impl SessionWindowOperator {
             let (rows, starts, ends) = self.sessions.gather(&sessions, &self.input_schema)?;
             self.emit_sessions(rows, starts, ends, out)?;
         }
-        self.sessions.expire(self.watermark, self.lateness);
         Ok(())
     }
 
@@ -449,8 +455,11 @@ impl Operator for SessionWindowOperator {
         "session_window"
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Output) -> Result<()> {
-        self.add_rows(batch, true)
+    /// Late rows within the allowed lateness that change a session the watermark already
+    /// passed make it fire again at once, as Flink's event-time trigger does.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        self.add_rows(batch, true)?;
+        self.fire_due(out)
     }
 
     fn handle_watermark(&mut self, watermark: Watermark, out: &mut Output) -> Result<()> {
