@@ -137,6 +137,8 @@ pub struct KeyedStateStore {
     /// instance keeps the keys `key_filter` accepts.
     rescale_dirs: Vec<SnapshotSource>,
     key_filter: KeyFilter,
+    /// Opened by [`open_transient`](Self::open_transient): deleted from the backend on drop.
+    transient: bool,
 }
 
 /// A snapshot of a keyed state store to take keys from: its directory, and the operator id
@@ -192,24 +194,31 @@ impl KeyedStateStore {
             carried: Vec::new(),
             rescale_dirs: Vec::new(),
             key_filter: None,
+            transient: false,
         })
     }
 
-    /// Opens the store of `operator` on `backend` without what the operator wrote there in an
-    /// earlier run: for operators that load their state from snapshots only.
-    pub(crate) fn open_empty(backend: &StateBackend, operator: &str) -> Result<Self> {
-        #[allow(unused_mut)]
-        let mut store = Self::open(backend, operator)?;
+    /// Opens a store that holds state only while the operator instance runs, for operators
+    /// that restore from their snapshots alone (window panes, join tables): named
+    /// `{kind}-{n}` (unique in the process, so instances never share column families), empty
+    /// on open (a crashed run's leftovers of that name are dropped), and deleted from the
+    /// backend when dropped. [`operator`](Self::operator) gives the name, which snapshots
+    /// record for restores to copy from.
+    pub(crate) fn open_transient(backend: &StateBackend, kind: &str) -> Result<Self> {
+        static NEXT_TRANSIENT: AtomicU64 = AtomicU64::new(1);
+        let operator = format!("{kind}-{}", NEXT_TRANSIENT.fetch_add(1, Ordering::Relaxed));
+        let mut store = Self::open(backend, &operator)?;
         #[cfg(feature = "rocksdb")]
         if let Backend::RocksDb(tables) = &mut store.backend {
             tables.drop_all()?;
         }
+        store.transient = true;
         Ok(store)
     }
 
     /// Deletes every state of this store from its backend (RocksDB: drops the operator's
-    /// column families), for operators whose state lives on in checkpoints only.
-    pub(crate) fn discard(&mut self) -> Result<()> {
+    /// column families).
+    fn discard(&mut self) -> Result<()> {
         match &mut self.backend {
             Backend::Memory(tables) => {
                 for table in tables {
@@ -841,6 +850,16 @@ fn stored_key(stored: &[u8], map: bool) -> &[u8] {
     }
     let len = stored.get(..4).map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
     stored.get(4..4 + len).unwrap_or_default()
+}
+
+impl Drop for KeyedStateStore {
+    fn drop(&mut self) {
+        if self.transient
+            && let Err(err) = self.discard()
+        {
+            tracing::warn!(operator = %self.operator, error = %err, "could not delete a transient state store");
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyedStateStore {

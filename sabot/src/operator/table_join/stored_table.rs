@@ -3,8 +3,6 @@
 //! lookups go through the store's write-back cache, which batches writes and keeps recently
 //! used keys in memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
@@ -15,10 +13,6 @@ use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::join_state::{EncodedKeys, JoinKeys};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
-
-/// Numbers the stores of the table joins of this process: a store's column family must not
-/// be shared with another instance (snapshots record the name they were taken under).
-static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
 /// The table in the keyed state backend.
 pub(super) struct StoredTable {
@@ -54,8 +48,8 @@ impl StoredTable {
                 field.data_type()
             )));
         }
-        let operator = format!("table_join-{}", NEXT_STORE.fetch_add(1, Ordering::Relaxed));
-        let mut store = KeyedStateStore::open_empty(backend, &operator)?;
+        let mut store = KeyedStateStore::open_transient(backend, "table_join")?;
+        let operator = store.operator().to_string();
         let current = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("current"))?;
         Ok(StoredTable { operator, store, current, rows: RowConverter::new(fields)?, schema, live: 0 })
     }
@@ -139,15 +133,5 @@ impl TableStore for StoredTable {
         self.store.import_keys(&[SnapshotSource { dir, operator: layout.operator }], keep)?;
         self.live = self.store.stored_entries()?;
         Ok(())
-    }
-}
-
-/// The table is needed only while the operator runs (restores copy it from checkpoints): its
-/// column family goes with it rather than stay on the worker's disk.
-impl Drop for StoredTable {
-    fn drop(&mut self) {
-        if let Err(err) = self.store.discard() {
-            tracing::warn!(operator = %self.operator, error = %err, "could not drop the table join's state");
-        }
     }
 }

@@ -10,7 +10,6 @@
 //! write per group and flush, not per row.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
@@ -21,10 +20,6 @@ use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::{AggregateOperator, Message, Operator, Output};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
-
-/// Numbers the stores of the window aggregations of this process: a store's column family
-/// must not be shared with another instance (snapshots record the name they were taken under).
-static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
 /// Groups the in-memory buffer holds, over all panes, before it is written to the store.
 pub(super) const DEFAULT_BUFFERED_GROUPS: usize = 100_000;
@@ -78,7 +73,8 @@ struct StoredLayout {
 impl StoredPanes {
     /// Opens an empty pane store on `backend`.
     pub(super) fn open(aggregation: PaneAggregation, backend: &StateBackend) -> Result<Self> {
-        let operator = format!("window_aggregate-{}", NEXT_STORE.fetch_add(1, Ordering::Relaxed));
+        let mut store = KeyedStateStore::open_transient(backend, "window_aggregate")?;
+        let operator = store.operator().to_string();
         let layout = aggregation.new_pane()?.snapshot_batch(&operator)?.schema();
         let num_keys = aggregation.keys.len();
         let sort_fields = |range: std::ops::Range<usize>| -> Vec<SortField> {
@@ -91,13 +87,12 @@ impl StoredPanes {
                     "window state column {} of type {} cannot be kept in the {} state backend",
                     field.name(),
                     field.data_type(),
-                    backend_name(backend)
+                    store.backend_name()
                 )));
             }
         }
         let keys = (num_keys > 0).then(|| RowConverter::new(key_fields)).transpose()?;
         let states = RowConverter::new(state_fields)?;
-        let mut store = KeyedStateStore::open_empty(backend, &operator)?;
         let groups = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("groups"))?;
         Ok(StoredPanes {
             aggregation,
@@ -230,24 +225,6 @@ impl StoredPanes {
         self.groups.clear_prefix(&mut self.store, &pane_prefix(start))?;
         self.starts.remove(&start);
         Ok(())
-    }
-}
-
-/// The panes are needed only while the operator runs (restores copy them from checkpoints):
-/// their column family goes with it rather than stay on the worker's disk.
-impl Drop for StoredPanes {
-    fn drop(&mut self) {
-        if let Err(err) = self.store.discard() {
-            tracing::warn!(operator = %self.operator, error = %err, "could not drop the window panes' state");
-        }
-    }
-}
-
-fn backend_name(backend: &StateBackend) -> &'static str {
-    match backend {
-        StateBackend::Memory => "memory",
-        #[cfg(feature = "rocksdb")]
-        StateBackend::RocksDb { .. } => "rocksdb",
     }
 }
 
