@@ -371,3 +371,25 @@ pub(crate) fn saved_by_another_backend(
     }
     Ok(())
 }
+
+/// Columns of the types of `fields` from rows `converter` encoded (Arrow's row format gives a
+/// dictionary column back as its values: such columns are cast back).
+pub(crate) fn decode_rows<'a>(
+    converter: &arrow::row::RowConverter,
+    encoded: impl IntoIterator<Item = &'a [u8]>,
+    fields: &[arrow::datatypes::FieldRef],
+) -> Result<Vec<arrow::array::ArrayRef>> {
+    let parser = converter.parser();
+    let arrays = converter.convert_rows(encoded.into_iter().map(|row| parser.parse(row)))?;
+    arrays
+        .into_iter()
+        .zip(fields)
+        .map(|(array, field)| {
+            Ok(if array.data_type() == field.data_type() {
+                array
+            } else {
+                arrow::compute::cast(&array, field.data_type())?
+            })
+        })
+        .collect()
+}

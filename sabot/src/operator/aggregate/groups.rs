@@ -313,6 +313,9 @@ impl GroupKeys for StringKeys {
 /// Any number of keys of any types, through Arrow's row format.
 struct RowKeys {
     converter: RowConverter,
+    /// The key types, which the row format does not always give back (dictionaries come
+    /// back as their values).
+    types: Vec<DataType>,
     table: HashTable<u32>,
     rows: arrow::row::Rows,
 }
@@ -321,7 +324,7 @@ impl RowKeys {
     fn new(types: &[DataType]) -> Result<Self> {
         let converter = RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect())?;
         let rows = converter.empty_rows(0, 0);
-        Ok(RowKeys { converter, table: HashTable::new(), rows })
+        Ok(RowKeys { converter, types: types.to_vec(), table: HashTable::new(), rows })
     }
 }
 
@@ -358,7 +361,12 @@ impl GroupKeys for RowKeys {
     }
 
     fn keys(&self) -> Result<Vec<ArrayRef>> {
-        Ok(self.converter.convert_rows(self.rows.iter())?)
+        let arrays = self.converter.convert_rows(self.rows.iter())?;
+        arrays
+            .into_iter()
+            .zip(&self.types)
+            .map(|(array, t)| Ok(if array.data_type() == t { array } else { arrow::compute::cast(&array, t)? }))
+            .collect()
     }
 }
 

@@ -3,13 +3,13 @@
 //! lookups go through the store's write-back cache, which batches writes and keeps recently
 //! used keys in memory.
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use arrow::compute::cast;
+use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 
 use super::{Lookup, TableStore};
 use crate::checkpoint::{RestoredState, StateSnapshot};
+use crate::operator::decode_rows;
 use crate::operator::join_state::{EncodedKeys, JoinKeys};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
@@ -56,16 +56,7 @@ impl StoredTable {
 
     /// Rows of the table's schema from their encodings.
     fn decode(&self, encoded: &[Vec<u8>]) -> Result<RecordBatch> {
-        let parser = self.rows.parser();
-        let arrays = self.rows.convert_rows(encoded.iter().map(|e| parser.parse(e)))?;
-        // The row format gives dictionaries back as their values.
-        let columns = arrays
-            .into_iter()
-            .zip(self.schema.fields().iter())
-            .map(|(array, field)| {
-                Ok(if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type())? })
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
+        let columns = decode_rows(&self.rows, encoded.iter().map(Vec::as_slice), self.schema.fields())?;
         let options = RecordBatchOptions::new().with_row_count(Some(encoded.len()));
         Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
     }

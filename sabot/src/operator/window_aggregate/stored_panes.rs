@@ -17,7 +17,7 @@ use arrow::row::{RowConverter, SortField};
 
 use super::panes::{PaneAggregation, PaneStore};
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::{AggregateOperator, Message, Operator, Output};
+use crate::operator::{AggregateOperator, Message, Operator, Output, decode_rows};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
@@ -110,15 +110,13 @@ impl StoredPanes {
 
     /// Groups in the snapshot layout from their encoded keys and states.
     fn decode(&self, keys: &[&[u8]], states: &[&[u8]]) -> Result<RecordBatch> {
+        let fields = self.layout.fields();
+        let num_keys = self.aggregation.keys.len();
         let mut columns = match &self.keys {
-            Some(converter) => {
-                let parser = converter.parser();
-                converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?
-            }
+            Some(converter) => decode_rows(converter, keys.iter().copied(), &fields[..num_keys])?,
             None => vec![],
         };
-        let parser = self.states.parser();
-        columns.extend(self.states.convert_rows(states.iter().map(|s| parser.parse(s)))?);
+        columns.extend(decode_rows(&self.states, states.iter().copied(), &fields[num_keys..])?);
         let options = RecordBatchOptions::new().with_row_count(Some(states.len()));
         Ok(RecordBatch::try_new_with_options(self.layout.clone(), columns, &options)?)
     }
