@@ -473,7 +473,8 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
             let in_schema = input.schema();
             let (keys, aggregates, spec, lateness) = (keys.clone(), aggregates.clone(), *spec, *allowed_lateness);
             let (time, late, backend) = (time_column.clone(), late_data.clone(), config.state_backend.clone());
-            let make = move |_: usize| -> Result<Box<dyn crate::operator::Operator>> {
+            // The window's state lives in `backend`.
+            let make = move |backend: &crate::state::StateBackend| -> Result<Box<dyn crate::operator::Operator>> {
                 let time = || {
                     time.clone().ok_or_else(|| SabotError::plan(format!("{spec} windows need an event-time column")))
                 };
@@ -488,7 +489,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                             lateness,
                             late.clone(),
                         )?
-                        .with_state_backend(&backend)?,
+                        .with_state_backend(backend)?,
                     ),
                     WindowSpec::Session { gap } => Box::new(SessionWindowOperator::try_new(
                         gap,
@@ -507,8 +508,9 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                     )?),
                 })
             };
-            make(0)?;
-            operator(exchanged, plan.describe(), schema.clone(), Arc::new(make))
+            // Checked once now, on the heap (planning opens no store), so errors surface early.
+            make(&crate::state::StateBackend::Memory)?;
+            operator(exchanged, plan.describe(), schema.clone(), Arc::new(move |_| make(&backend)))
         }
         LogicalPlan::Union { inputs, .. } => PhysicalPlan::Union {
             inputs: inputs.iter().map(|i| create_physical_plan(i, config)).collect::<Result<_>>()?,
