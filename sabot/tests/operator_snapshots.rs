@@ -398,7 +398,16 @@ fn session_windows_restore_and_merge_across_the_snapshot() {
 
 #[test]
 fn count_windows_restore_partial_windows() {
-    let make = |_: LateData| CountWindowOperator::try_new(3, schema(), vec![col("g")], all_aggregates()).unwrap();
+    on_each_backend(count_windows_restore_partial_windows_on);
+}
+
+fn count_windows_restore_partial_windows_on(backend: &StateBackend) {
+    let make = |_: LateData| {
+        CountWindowOperator::try_new(3, schema(), vec![col("g")], all_aggregates())
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+    };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 2, 2), ("a", 3, 3)])),
         Batch(rows(&[("a", 4, 4), ("c", 5, 5)])),
@@ -413,7 +422,16 @@ fn count_windows_restore_partial_windows() {
 
 #[test]
 fn count_windows_restore_after_many_batches_were_compacted() {
-    let make = |_: LateData| CountWindowOperator::try_new(7, schema(), vec![col("k")], two_phase_aggregates()).unwrap();
+    on_each_backend(count_windows_restore_after_many_batches_on);
+}
+
+fn count_windows_restore_after_many_batches_on(backend: &StateBackend) {
+    let make = |_: LateData| {
+        CountWindowOperator::try_new(7, schema(), vec![col("k")], two_phase_aggregates())
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+    };
     let steps: Vec<Step> = (0..45)
         .map(|i| {
             let k = ["a", "b", "c"][(i % 3) as usize];

@@ -13,7 +13,7 @@ use sabot::operator::{CountWindowOperator, SessionWindowOperator, WindowAggregat
 use sabot::prelude::*;
 use sabot::state::StateBackend;
 use sabot::testing::OperatorHarness;
-use support::on_each_pane_store;
+use support::{on_each_backend, on_each_pane_store};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -358,7 +358,14 @@ fn streaming_sessions_equal_the_batch_computation() {
 
 #[test]
 fn count_windows_fire_every_n_rows_per_key() {
-    let op = CountWindowOperator::try_new(2, schema(), vec![col("k")], vec![sum(col("v")).alias("total")]).unwrap();
+    on_each_backend(count_windows_fire_every_n_rows);
+}
+
+fn count_windows_fire_every_n_rows(backend: &StateBackend) {
+    let op = CountWindowOperator::try_new(2, schema(), vec![col("k")], vec![sum(col("v")).alias("total")])
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap();
     let mut h = OperatorHarness::new(op);
     h.process(events(&[("a", 0, 1), ("b", 0, 10), ("a", 0, 2)])).unwrap();
     assert_eq!(rows(&h.take_output()), ["a,0,2,3"]);

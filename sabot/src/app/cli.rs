@@ -87,8 +87,8 @@ struct WorkerArgs {
     /// and keyed state behind a repartition topic moves with its partitions between them.
     #[arg(long, env = "SABOT_WORKER_ID", requires = "checkpoint_dir")]
     worker_id: Option<String>,
-    /// Keep agents' state (keyed `process()` state, tumbling and sliding window panes,
-    /// table-join tables) in a RocksDB instance in this directory, so it can outgrow memory;
+    /// Keep agents' state (keyed `process()` state, tumbling and sliding window panes, open
+    /// count windows, table-join tables) in a RocksDB instance in this directory, so it can outgrow memory;
     /// with `--worker-id`, in `<dir>/<worker-id>` [default: in memory]. Needs the `rocksdb`
     /// feature.
     #[arg(long, env = "SABOT_STATE_DIR")]

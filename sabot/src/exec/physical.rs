@@ -500,12 +500,10 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                         lateness,
                         late.clone(),
                     )?),
-                    WindowSpec::Count { size } => Box::new(CountWindowOperator::try_new(
-                        size,
-                        in_schema.clone(),
-                        keys.clone(),
-                        aggregates.clone(),
-                    )?),
+                    WindowSpec::Count { size } => Box::new(
+                        CountWindowOperator::try_new(size, in_schema.clone(), keys.clone(), aggregates.clone())?
+                            .with_state_backend(backend)?,
+                    ),
                 })
             };
             // Checked once now, on the heap (planning opens no store), so errors surface early.

@@ -1,17 +1,21 @@
 //! Count windows: per key, every `size` consecutive rows form one window.
 
+mod stored_counts;
+
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
+use self::stored_counts::StoredCounts;
 use super::global_window::{OpenRows, WindowAggregation, gather_open_rows, saved_rows};
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
+use crate::state::StateBackend;
 
 /// Per key, rows buffered until the key has `size` of them; the window then fires with
 /// `window_start`/`window_end` counting that key's rows (`[0, size)`, `[size, 2 size)`, …).
@@ -27,6 +31,8 @@ pub struct CountWindowOperator {
     batches: Vec<RecordBatch>,
     /// Per key: the index of its next window and its rows so far, as `(batch, row)`.
     open: HashMap<Box<[u8]>, OpenWindow>,
+    /// The open windows in a state backend instead (see `with_state_backend`).
+    stored: Option<StoredCounts>,
 }
 
 /// A key's next window number and the `(batch, row)` positions of its rows so far.
@@ -46,7 +52,34 @@ impl CountWindowOperator {
             converter: None,
             batches: vec![],
             open: HashMap::new(),
+            stored: None,
         })
+    }
+
+    /// Keeps the open windows in `backend`: on the heap for [`StateBackend::Memory`] (the
+    /// default), else in the backend's store (RocksDB: one entry per key with its window
+    /// number and rows so far), so that the open windows of many keys can outgrow memory.
+    /// Call it before the first row.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::expr::{col, count_all};
+    /// use sabot::operator::CountWindowOperator;
+    /// use sabot::state::StateBackend;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![Field::new("user", DataType::Utf8, false)]));
+    /// let op = CountWindowOperator::try_new(100, schema, vec![col("user")], vec![count_all()])?
+    ///     .with_state_backend(&StateBackend::Memory)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        self.stored = match backend {
+            StateBackend::Memory => None,
+            #[allow(unreachable_patterns)]
+            _ => Some(StoredCounts::open(self.input_schema.clone(), backend)?),
+        };
+        Ok(self)
     }
 
     /// Keeps memory proportional to the rows of open windows.
@@ -55,6 +88,11 @@ impl CountWindowOperator {
     }
 
     fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
+        self.fire_rows(window, &self.batches, rows, out)
+    }
+
+    /// Emits window number `window` of the rows at the `(batch, row)` positions `rows`.
+    fn fire_rows(&self, window: i64, batches: &[RecordBatch], rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
         let (start, end) = (window * self.size as i64, (window + 1) * self.size as i64);
         WindowAggregation {
             input_schema: &self.input_schema,
@@ -62,7 +100,7 @@ impl CountWindowOperator {
             keys: &self.keys,
             aggregates: &self.aggregates,
         }
-        .emit(&self.batches, rows, (start, end), out)
+        .emit(batches, rows, (start, end), out)
     }
 }
 
@@ -81,6 +119,18 @@ impl Operator for CountWindowOperator {
             Some(c) => Some(c.convert_columns(&key_arrays)?),
             None => None,
         };
+        if let Some(stored) = self.stored.as_mut() {
+            let keys: Vec<&[u8]> = match &rows {
+                Some(rows) => rows.iter().map(|r| r.data()).collect(),
+                None => vec![&[][..]; batch.num_rows()],
+            };
+            let full = stored.add(&batch, &keys, self.size)?;
+            for (window, rows) in full {
+                let positions: Vec<(usize, usize)> = (0..rows.num_rows()).map(|row| (0, row)).collect();
+                self.fire_rows(window, &[rows], &positions, out)?;
+            }
+            return Ok(());
+        }
         let batch_index = self.batches.len();
         self.batches.push(batch.clone());
         for row in 0..batch.num_rows() {
@@ -100,6 +150,9 @@ impl Operator for CountWindowOperator {
     /// Saves, per key, the number of its next window and its rows so far (gathered into one
     /// Arrow IPC batch).
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        if let Some(stored) = self.stored.as_mut() {
+            return stored.snapshot(snapshot);
+        }
         let mut windows: Vec<(&Box<[u8]>, &OpenWindow)> = self.open.iter().collect();
         windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let rows = gather_open_rows(&self.input_schema, &self.batches, windows.iter().map(|(_, w)| &w.1[..]))?;
@@ -123,6 +176,9 @@ impl Operator for CountWindowOperator {
     /// exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
         self.open.retain(|key, _| !handover.releases(key));
+        if let Some(stored) = self.stored.as_mut() {
+            stored.retain_keys(&|key| !handover.releases(key))?;
+        }
         let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
         super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep))?;
         self.compact()
@@ -141,7 +197,12 @@ impl CountWindowOperator {
     /// Adds the open windows whose keys `keep` accepts from a snapshot of an instance of
     /// this operator.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<()> {
-        let Some(keys) = snapshot.value::<Vec<(Vec<u8>, i64, usize)>>("windows")? else { return Ok(()) };
+        if let Some(stored) = self.stored.as_mut() {
+            return stored.merge_snapshot(snapshot, keep);
+        }
+        let Some(keys) = snapshot.value::<Vec<(Vec<u8>, i64, usize)>>("windows")? else {
+            return super::saved_by_another_backend(snapshot, "count_window", "stored_counts", "rocksdb");
+        };
         let rows = saved_rows(snapshot, &self.input_schema)?;
         let mut positions = OpenRows::new(self.batches.len(), &rows);
         for (key, window, count) in keys {
