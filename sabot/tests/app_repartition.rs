@@ -125,23 +125,7 @@ fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "count-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&["counts"]).unwrap();
-    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut received = 0;
-    while received < 500 && Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            counts.entry(row["user"].as_str().unwrap().to_string()).or_default().push(row["clicks"].as_i64().unwrap());
-            received += 1;
-        }
-    }
+    let counts = read_counts(&brokers, "count-reader", 500);
     workers.iter().for_each(Worker::stop);
     for worker in workers {
         worker.join().unwrap();
@@ -180,23 +164,7 @@ fn a_worker_with_a_state_dir_keeps_keyed_state_in_rocksdb() {
     producer.flush(Duration::from_secs(10)).unwrap();
     let worker = clicks::app().start_worker(&options).unwrap();
 
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "state-dir-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&["counts"]).unwrap();
-    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut received = 0;
-    while received < 50 && Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
-            let row: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            counts.entry(row["user"].as_str().unwrap().to_string()).or_default().push(row["clicks"].as_i64().unwrap());
-            received += 1;
-        }
-    }
+    let counts = read_counts(&brokers, "state-dir-reader", 50);
     worker.stop();
     worker.join().unwrap();
     assert_eq!(counts.len(), 10);
