@@ -29,6 +29,10 @@
 //! cargo bench --bench state --features rocksdb -- windows
 //! ```
 //!
+//! `counts`: count windows of 10 rows per key (sum per key) through `CountWindowOperator`
+//! driven directly, `--count-events N` (default 2M) events over `--keys` keys, batches of
+//! 8,192, open windows on the heap and (with `--features rocksdb`) in RocksDB.
+//!
 //! `sessions`: session windows (count and sum per key, gap 5 s) through
 //! `SessionWindowOperator` driven directly: `--session-events N` (default 2M) events over
 //! `--session-keys K` (default 10K) keys, 100 events per ms of event time, batches of 8,192, a
@@ -378,6 +382,9 @@ fn main() -> sabot::Result<()> {
     if wants("windows") {
         windows::run(keys, arg("--window-events").unwrap_or(5_000_000))?;
     }
+    if wants("counts") {
+        windows::counts(keys, arg("--count-events").unwrap_or(2_000_000))?;
+    }
     if wants("sessions") {
         windows::sessions(arg("--session-keys").unwrap_or(10_000), arg("--session-events").unwrap_or(2_000_000))?;
     }
@@ -430,7 +437,7 @@ mod windows {
     use sabot::deps::arrow::array::{AsArray, Int64Array, RecordBatch};
     use sabot::deps::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use sabot::expr::{col, count_all, sum};
-    use sabot::operator::{SessionWindowOperator, WindowAggregateOperator};
+    use sabot::operator::{CountWindowOperator, SessionWindowOperator, WindowAggregateOperator};
     use sabot::state::StateBackend;
     use sabot::testing::OperatorHarness;
     use sabot::window::WindowSpec;
@@ -473,6 +480,41 @@ mod windows {
                 RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(ts), Arc::new(v)]).expect("columns")
             })
             .collect()
+    }
+
+    /// Events per second through count windows, on the heap and in RocksDB.
+    pub(super) fn counts(keys: u64, events: u64) -> sabot::Result<()> {
+        let batches = generate(keys, events);
+        let time = |label: &str, backend: &StateBackend| -> sabot::Result<f64> {
+            let aggregates = vec![sum(col("v")).alias("total")];
+            let op = CountWindowOperator::try_new(10, batches[0].schema(), vec![col("k")], aggregates)?
+                .with_state_backend(backend)?;
+            let mut harness = OperatorHarness::new(op);
+            let mut windows = 0usize;
+            let start = Instant::now();
+            for batch in &batches {
+                harness.process(batch.clone())?;
+                windows += harness.take_output().iter().map(|b| b.num_rows()).sum::<usize>();
+            }
+            harness.close()?;
+            let secs = start.elapsed().as_secs_f64();
+            let rate = events as f64 / secs;
+            println!(
+                "counts {label:<8} {:>8.2}M events/s  ({events} events, {windows} windows, {secs:.3} s)",
+                rate / 1e6
+            );
+            Ok(rate)
+        };
+        let heap = time("heap", &StateBackend::Memory)?;
+        #[cfg(feature = "rocksdb")]
+        {
+            let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
+            let rocksdb = time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") })?;
+            println!("counts: rocksdb / heap = {:.3}", rocksdb / heap);
+        }
+        #[cfg(not(feature = "rocksdb"))]
+        println!("counts rocksdb: skipped (build with --features rocksdb); heap {heap:.0} events/s");
+        Ok(())
     }
 
     /// Events per second through session windows.

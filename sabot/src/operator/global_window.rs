@@ -129,6 +129,50 @@ impl WindowAggregation<'_> {
         }
         Ok(())
     }
+
+    /// Aggregates the rows of many windows in one pass, grouped by key and window bounds
+    /// (one aggregation per window would cost a hash table per window): row `i` of `rows`
+    /// belongs to the window `[starts[i], ends[i])`.
+    pub(crate) fn emit_many(
+        &self,
+        rows: RecordBatch,
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        out: &mut Output,
+    ) -> Result<()> {
+        const START: &str = "__window_start";
+        const END: &str = "__window_end";
+        if rows.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(START, arrow::datatypes::DataType::Int64, false)));
+        fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(END, arrow::datatypes::DataType::Int64, false)));
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        let mut columns = rows.columns().to_vec();
+        columns.push(std::sync::Arc::new(arrow::array::Int64Array::from(starts)));
+        columns.push(std::sync::Arc::new(arrow::array::Int64Array::from(ends)));
+        let with_bounds = RecordBatch::try_new(schema.clone(), columns)?;
+        let mut group_by = self.keys.to_vec();
+        group_by.push(crate::expr::col(START));
+        group_by.push(crate::expr::col(END));
+        let mut aggregate =
+            AggregateOperator::try_new(AggregateMode::Single, &schema, group_by, self.aggregates.to_vec())?;
+        aggregate.process_batch(with_bounds, &mut Output::default())?;
+        let mut result = Output::default();
+        aggregate.on_close(&mut result)?;
+        let time_type = self.output_schema.field(self.keys.len()).data_type();
+        while let Some(super::Message::Batch(b)) = result.pop() {
+            // Columns: keys, start, end, aggregates: the window columns take the time type.
+            let mut columns = b.columns().to_vec();
+            for bound in [self.keys.len(), self.keys.len() + 1] {
+                columns[bound] = arrow::compute::cast(&columns[bound], time_type)?;
+            }
+            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            out.emit(RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?);
+        }
+        Ok(())
+    }
 }
 
 /// One key's window: what the trigger knows and the `(batch, row)` positions of its rows.

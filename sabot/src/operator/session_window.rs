@@ -3,11 +3,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, Int64Array, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take_record_batch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
 
+use super::global_window::WindowAggregation;
 use super::watermark_assigner::event_times;
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
@@ -410,41 +411,13 @@ impl SessionWindowOperator {
                 })
                 .collect();
             let (rows, starts, ends) = self.sessions.gather(&sessions, &self.input_schema)?;
-            self.emit_sessions(rows, starts, ends, out)?;
-        }
-        Ok(())
-    }
-
-    /// Aggregates the rows of many sessions in one pass, grouped by key and session bounds
-    /// (one aggregation per session would cost a hash table per session).
-    fn emit_sessions(&self, rows: RecordBatch, starts: Vec<i64>, ends: Vec<i64>, out: &mut Output) -> Result<()> {
-        const START: &str = "__session_start";
-        const END: &str = "__session_end";
-        let mut fields: Vec<_> = rows.schema().fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(START, DataType::Int64, false)));
-        fields.push(Arc::new(Field::new(END, DataType::Int64, false)));
-        let schema = Arc::new(Schema::new(fields));
-        let mut columns = rows.columns().to_vec();
-        columns.push(Arc::new(Int64Array::from(starts)));
-        columns.push(Arc::new(Int64Array::from(ends)));
-        let with_bounds = RecordBatch::try_new(schema.clone(), columns)?;
-        let mut group_by = self.keys.clone();
-        group_by.push(crate::expr::col(START));
-        group_by.push(crate::expr::col(END));
-        let mut aggregate =
-            AggregateOperator::try_new(AggregateMode::Single, &schema, group_by, self.aggregates.clone())?;
-        aggregate.process_batch(with_bounds, &mut Output::default())?;
-        let mut result = Output::default();
-        aggregate.on_close(&mut result)?;
-        let time_type = self.output_schema.field(self.keys.len()).data_type();
-        while let Some(super::Message::Batch(b)) = result.pop() {
-            // Columns: keys, start, end, aggregates: the window columns take the time type.
-            let mut columns = b.columns().to_vec();
-            for bound in [self.keys.len(), self.keys.len() + 1] {
-                columns[bound] = cast(&columns[bound], time_type)?;
-            }
-            let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-            out.emit(RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?);
+            let aggregation = WindowAggregation {
+                input_schema: &self.input_schema,
+                output_schema: &self.output_schema,
+                keys: &self.keys,
+                aggregates: &self.aggregates,
+            };
+            aggregation.emit_many(rows, starts, ends, out)?;
         }
         Ok(())
     }

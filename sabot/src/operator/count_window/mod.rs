@@ -87,20 +87,33 @@ impl CountWindowOperator {
         super::global_window::compact_rows(&mut self.batches, self.open.values_mut().map(|(_, rows)| rows))
     }
 
-    fn fire(&mut self, window: i64, rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
-        self.fire_rows(window, &self.batches, rows, out)
+    /// The bounds of window number `window`: its rows' positions in their key's sequence.
+    fn bounds(&self, window: i64) -> (i64, i64) {
+        (window * self.size as i64, (window + 1) * self.size as i64)
     }
 
-    /// Emits window number `window` of the rows at the `(batch, row)` positions `rows`.
-    fn fire_rows(&self, window: i64, batches: &[RecordBatch], rows: &[(usize, usize)], out: &mut Output) -> Result<()> {
-        let (start, end) = (window * self.size as i64, (window + 1) * self.size as i64);
+    /// Emits the windows of the rows at the `(batch, row)` positions `rows` of `batches`,
+    /// row `i` in the window `[starts[i], ends[i])`, aggregated together.
+    fn fire(
+        &self,
+        batches: &[RecordBatch],
+        rows: &[(usize, usize)],
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        out: &mut Output,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<&RecordBatch> = batches.iter().collect();
+        let window_rows = arrow::compute::interleave_record_batch(&held, rows)?;
         WindowAggregation {
             input_schema: &self.input_schema,
             output_schema: &self.output_schema,
             keys: &self.keys,
             aggregates: &self.aggregates,
         }
-        .emit(batches, rows, (start, end), out)
+        .emit_many(window_rows, starts, ends, out)
     }
 }
 
@@ -125,25 +138,38 @@ impl Operator for CountWindowOperator {
                 None => vec![&[][..]; batch.num_rows()],
             };
             let full = stored.add(&batch, &keys, self.size)?;
+            let (mut batches, mut positions, mut starts, mut ends) = (vec![], vec![], vec![], vec![]);
             for (window, rows) in full {
-                let positions: Vec<(usize, usize)> = (0..rows.num_rows()).map(|row| (0, row)).collect();
-                self.fire_rows(window, &[rows], &positions, out)?;
+                let (start, end) = self.bounds(window);
+                positions.extend((0..rows.num_rows()).map(|row| (batches.len(), row)));
+                starts.extend(std::iter::repeat_n(start, rows.num_rows()));
+                ends.extend(std::iter::repeat_n(end, rows.num_rows()));
+                batches.push(rows);
             }
-            return Ok(());
+            return self.fire(&batches, &positions, starts, ends, out);
         }
         let batch_index = self.batches.len();
         self.batches.push(batch.clone());
+        // The windows the batch fills, fired together after it.
+        let (mut positions, mut starts, mut ends) = (vec![], vec![], vec![]);
         for row in 0..batch.num_rows() {
-            let key: Box<[u8]> = rows.as_ref().map_or(Box::from(&[][..]), |r| Box::from(r.row(row).data()));
-            let entry = self.open.entry(key).or_insert_with(|| (0, Vec::with_capacity(self.size)));
+            let key: &[u8] = rows.as_ref().map_or(&[][..], |r| r.row(row).data());
+            if !self.open.contains_key(key) {
+                self.open.insert(Box::from(key), (0, Vec::with_capacity(self.size)));
+            }
+            let entry = self.open.get_mut(key).expect("inserted above");
             entry.1.push((batch_index, row));
             if entry.1.len() == self.size {
                 let window = entry.0;
                 entry.0 += 1;
                 let full = std::mem::replace(&mut entry.1, Vec::with_capacity(self.size));
-                self.fire(window, &full, out)?;
+                let (start, end) = self.bounds(window);
+                starts.extend(std::iter::repeat_n(start, full.len()));
+                ends.extend(std::iter::repeat_n(end, full.len()));
+                positions.extend(full);
             }
         }
+        self.fire(&self.batches, &positions, starts, ends, out)?;
         self.compact()
     }
 
