@@ -430,6 +430,21 @@ fn throughput(keys: u64, updates: u64) -> sabot::Result<()> {
     Ok(())
 }
 
+/// Runs `time` (which prints and returns a rate) with the state on the heap, then in RocksDB in
+/// a fresh directory (with the `rocksdb` feature), and prints the ratio of the two.
+fn on_heap_and_rocksdb(what: &str, time: impl Fn(&str, &StateBackend) -> sabot::Result<f64>) -> sabot::Result<()> {
+    let heap = time("heap", &StateBackend::Memory)?;
+    #[cfg(feature = "rocksdb")]
+    {
+        let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
+        let rocksdb = time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") })?;
+        println!("{what}: rocksdb / heap = {:.3}", rocksdb / heap);
+    }
+    #[cfg(not(feature = "rocksdb"))]
+    println!("{what} rocksdb: skipped (build with --features rocksdb); heap {heap:.0}/s");
+    Ok(())
+}
+
 mod windows {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -449,17 +464,7 @@ mod windows {
 
     pub(super) fn run(keys: u64, events: u64) -> sabot::Result<()> {
         let batches = generate(keys, events);
-        let memory = time("heap", &StateBackend::Memory, &batches, events)?;
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
-            let rocksdb =
-                time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") }, &batches, events)?;
-            println!("windows: rocksdb / heap = {:.3}", rocksdb / memory);
-        }
-        #[cfg(not(feature = "rocksdb"))]
-        println!("windows rocksdb: skipped (build with --features rocksdb); heap {memory:.0} events/s");
-        Ok(())
+        super::on_heap_and_rocksdb("windows", |label, backend| time(label, backend, &batches, events))
     }
 
     /// Batches of (`k`, `ts`, `v`): keys in a pseudo-random order, event time in ms rising by
@@ -505,16 +510,7 @@ mod windows {
             );
             Ok(rate)
         };
-        let heap = time("heap", &StateBackend::Memory)?;
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
-            let rocksdb = time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") })?;
-            println!("counts: rocksdb / heap = {:.3}", rocksdb / heap);
-        }
-        #[cfg(not(feature = "rocksdb"))]
-        println!("counts rocksdb: skipped (build with --features rocksdb); heap {heap:.0} events/s");
-        Ok(())
+        super::on_heap_and_rocksdb("counts", time)
     }
 
     /// Events per second through session windows.
@@ -665,15 +661,6 @@ mod table {
             );
             Ok(rate)
         };
-        let heap = time("heap", &StateBackend::Memory)?;
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().map_err(|e| sabot::SabotError::io(std::env::temp_dir(), e))?;
-            let rocksdb = time("rocksdb", &StateBackend::RocksDb { path: dir.path().join("worker-0") })?;
-            println!("table: rocksdb / heap = {:.3}", rocksdb / heap);
-        }
-        #[cfg(not(feature = "rocksdb"))]
-        println!("table rocksdb: skipped (build with --features rocksdb); heap {heap:.0} rows/s");
-        Ok(())
+        super::on_heap_and_rocksdb("table", time)
     }
 }

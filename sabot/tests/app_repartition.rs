@@ -68,6 +68,17 @@ mod clicks {
     }
 }
 
+/// A cluster with the `clicks` app's topics (input, output, repartition topic), each of
+/// `partitions` partitions, and its bootstrap servers.
+fn click_cluster(partitions: usize) -> (EmbeddedCluster, String) {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
+        cluster.create_topic(topic, partitions).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
 /// Waits until the group's partitions are split over both workers: each owns some, and
 /// together they own all of them (so no rebalance is pending). Otherwise stops the workers
 /// and fails with what they returned.
@@ -95,11 +106,7 @@ fn wait_for_split(workers: [Worker; 2], group: &str, partitions: u64) -> [Worker
 
 #[test]
 fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
-        cluster.create_topic(topic, 4).unwrap();
-    }
+    let (_cluster, brokers) = click_cluster(4);
     let explain = clicks::app().explain().unwrap();
     assert!(explain.contains("repartition topic 'clicks-count-repartition-0' by [user]"), "{explain}");
 
@@ -142,11 +149,7 @@ fn two_workers_count_each_user_in_one_place_through_the_repartition_topic() {
 #[cfg(feature = "rocksdb")]
 #[test]
 fn a_worker_with_a_state_dir_keeps_keyed_state_in_rocksdb() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
-        cluster.create_topic(topic, 2).unwrap();
-    }
+    let (_cluster, brokers) = click_cluster(2);
     let state = tempfile::tempdir().unwrap();
     let options = WorkerOptions::default()
         .with_broker(&brokers)
@@ -282,11 +285,7 @@ fn produce_round(brokers: &str, rounds: std::ops::Range<i64>) {
 /// partitions, so every count continues where the other worker left it.
 #[test]
 fn keyed_state_moves_between_workers_that_share_a_checkpoint_directory() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
-        cluster.create_topic(topic, 4).unwrap();
-    }
+    let (_cluster, brokers) = click_cluster(4);
     let checkpoints = tempfile::tempdir().unwrap();
     let options = |id: &str| {
         WorkerOptions::default()
@@ -341,11 +340,7 @@ fn keyed_state_moves_between_workers_that_share_a_checkpoint_directory() {
 /// empty checkpoint directory (as after an upgrade) and every count continues exactly.
 #[test]
 fn keyed_state_of_several_workers_survives_a_savepoint() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    for topic in ["clicks", "counts", "clicks-count-repartition-0"] {
-        cluster.create_topic(topic, 4).unwrap();
-    }
+    let (_cluster, brokers) = click_cluster(4);
     let (before, after, savepoint) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let options = |id: &str, checkpoints: &std::path::Path| {
