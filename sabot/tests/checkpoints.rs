@@ -734,6 +734,7 @@ fn run_join(
     out: &Pairs,
     expected: usize,
     parallelism: usize,
+    backend: StateBackend,
 ) -> u64 {
     let side = |topic: &str| {
         KafkaSource::with_config(kafka.clone(), topic)
@@ -745,7 +746,10 @@ fn run_join(
     };
     let (left, right) = (side("left-clicks"), side("right-clicks"));
     let stops = [left.stop_handle(), right.stop_handle()];
-    let left = Stream::from_kafka(left).unwrap().with_parallelism(parallelism).with_checkpointing(checkpoints.clone());
+    let left = Stream::from_kafka(left)
+        .unwrap()
+        .with_config(ExecConfig::default().with_parallelism(parallelism).with_state_backend(backend))
+        .with_checkpointing(checkpoints.clone());
     let pipeline = join.join(left, Stream::from_kafka(right).unwrap()).unwrap();
     let sink = out.clone();
     let runner = std::thread::spawn(move || {
@@ -776,7 +780,7 @@ fn run_join(
 /// the keys the exchanges now route to it, from every old instance's snapshot. Rounds of
 /// 150 pages end inside windows and intervals, so rows read by runs with different
 /// parallelism must meet: every pair is joined exactly once across parallelism 2, 3 and 1.
-fn joins_follow_their_keys(join: ClickJoin) {
+fn joins_follow_their_keys(join: ClickJoin, backend: impl Fn() -> StateBackend) {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("left-clicks", 4).unwrap();
@@ -791,7 +795,7 @@ fn joins_follow_their_keys(join: ClickJoin) {
         }
         produced += 150;
         let expected = join.pairs(produced, true).len();
-        let restored = run_join(cluster.config(), &checkpoints, join, &out, expected, parallelism);
+        let restored = run_join(cluster.config(), &checkpoints, join, &out, expected, parallelism, backend());
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
     let out = out.lock().unwrap();
@@ -804,17 +808,35 @@ fn joins_follow_their_keys(join: ClickJoin) {
 
 #[test]
 fn window_join_state_follows_its_keys_when_the_parallelism_changes() {
-    joins_follow_their_keys(ClickJoin::Window);
+    joins_follow_their_keys(ClickJoin::Window, || StateBackend::Memory);
 }
 
 #[test]
 fn interval_join_state_follows_its_keys_when_the_parallelism_changes() {
-    joins_follow_their_keys(ClickJoin::Interval);
+    joins_follow_their_keys(ClickJoin::Interval, || StateBackend::Memory);
 }
 
 #[test]
 fn asof_join_state_follows_its_keys_when_the_parallelism_changes() {
-    joins_follow_their_keys(ClickJoin::AsOf);
+    joins_follow_their_keys(ClickJoin::AsOf, || StateBackend::Memory);
+}
+
+/// The join's buffered rows in RocksDB: each new instance copies the entries of its keys out
+/// of the old instances' RocksDB checkpoints.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_window_join_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    joins_follow_their_keys(ClickJoin::Window, move || StateBackend::RocksDb { path: path.clone() });
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_interval_join_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    joins_follow_their_keys(ClickJoin::Interval, move || StateBackend::RocksDb { path: path.clone() });
 }
 
 /// Waits until `condition` holds, failing after 60 s.

@@ -21,7 +21,7 @@ use sabot::plan::JoinType;
 use sabot::state::StateBackend;
 use sabot::testing::{OperatorHarness, TwoInputHarness};
 use sabot::window::{CountTrigger, EventTimeTrigger, LateData, PurgingTrigger, WindowSpec};
-use support::{on_each_backend, on_each_pane_store};
+use support::{on_each_backend, on_each_buffered_backend};
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -227,7 +227,7 @@ fn total_rows(batches: &[RecordBatch]) -> usize {
 
 #[test]
 fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows() {
-    on_each_pane_store(tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_on);
+    on_each_buffered_backend(tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_on);
 }
 
 fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_on(
@@ -261,7 +261,7 @@ fn tumbling_windows_on_the_single_pane_path_restore_open_windows_and_late_rows_o
 
 #[test]
 fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire() {
-    on_each_pane_store(tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on);
+    on_each_buffered_backend(tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on);
 }
 
 fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on(backend: &StateBackend, buffered: usize) {
@@ -292,7 +292,7 @@ fn tumbling_windows_with_allowed_lateness_restore_fired_panes_and_refire_on(back
 
 #[test]
 fn sliding_windows_restore_open_and_closed_panes() {
-    on_each_pane_store(sliding_windows_restore_open_and_closed_panes_on);
+    on_each_buffered_backend(sliding_windows_restore_open_and_closed_panes_on);
 }
 
 fn sliding_windows_restore_open_and_closed_panes_on(backend: &StateBackend, buffered: usize) {
@@ -335,7 +335,7 @@ fn sliding_windows_restore_open_and_closed_panes_on(backend: &StateBackend, buff
 
 #[test]
 fn a_global_tumbling_window_without_keys_restores() {
-    on_each_pane_store(a_global_tumbling_window_without_keys_restores_on);
+    on_each_buffered_backend(a_global_tumbling_window_without_keys_restores_on);
 }
 
 fn a_global_tumbling_window_without_keys_restores_on(backend: &StateBackend, buffered: usize) {
@@ -596,9 +596,35 @@ fn an_aggregate_state_that_cannot_be_written_fails_the_snapshot_clearly_and_keep
 // ---------------------------------------------------------------------------------------------
 // Joins.
 
+/// Runs `test` on every backend and buffer size (see [`on_each_buffered_backend`]) and checks
+/// that all emit the same.
+fn same_on_each_buffered_backend(test: impl Fn(&StateBackend, usize) -> Emitted) -> Emitted {
+    let first: std::cell::RefCell<Option<Emitted>> = Default::default();
+    on_each_buffered_backend(|backend, buffered| {
+        let emitted = test(backend, buffered);
+        let mut first = first.borrow_mut();
+        match first.as_ref() {
+            Some(expected) => assert_eq!(&emitted, expected, "{backend:?}, {buffered} buffered rows"),
+            None => *first = Some(emitted),
+        }
+    });
+    first.into_inner().expect("at least the heap ran")
+}
+
 #[test]
 fn interval_joins_restore_both_sides_buffers() {
-    let make = || IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", -5, 10).unwrap();
+    let out = same_on_each_buffered_backend(interval_joins_restore_on);
+    assert!(total_rows(&out.batches) >= 6, "{}", total_rows(&out.batches));
+}
+
+fn interval_joins_restore_on(backend: &StateBackend, buffered: usize) -> Emitted {
+    let make = || {
+        IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", -5, 10)
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_rows(buffered)
+    };
     let steps = [
         Step2::Left(rows(&[("a", 10, 1), ("b", 12, 2), ("a", 30, 3)])),
         Step2::Right(rows(&[("a", 8, 4), ("a", 18, 5), ("c", 14, 6)])),
@@ -611,15 +637,23 @@ fn interval_joins_restore_both_sides_buffers() {
         Step2::Both(100),
         Step2::End,
     ];
-    let out = check_two(make, &steps);
-    assert!(total_rows(&out.batches) >= 6, "{}", total_rows(&out.batches));
+    check_two(make, &steps)
 }
 
 #[test]
 fn sliding_window_joins_restore_buffered_panes() {
+    let out = same_on_each_buffered_backend(sliding_window_joins_restore_on);
+    assert!(total_rows(&out.batches) >= 8, "{}", total_rows(&out.batches));
+}
+
+fn sliding_window_joins_restore_on(backend: &StateBackend, buffered: usize) -> Emitted {
     let make = || {
         let spec = WindowSpec::sliding(Duration::from_millis(20), Duration::from_millis(10));
-        WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec).unwrap()
+        WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec)
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_rows(buffered)
     };
     let steps = [
         Step2::Left(rows(&[("a", 1, 1), ("b", 5, 2), ("a", 14, 3)])),
@@ -632,8 +666,7 @@ fn sliding_window_joins_restore_buffered_panes() {
         Step2::Left(rows(&[("a", 33, 12)])),
         Step2::End,
     ];
-    let out = check_two(make, &steps);
-    assert!(total_rows(&out.batches) >= 8, "{}", total_rows(&out.batches));
+    check_two(make, &steps)
 }
 
 #[test]

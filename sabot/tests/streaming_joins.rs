@@ -10,11 +10,13 @@ use std::time::Duration;
 use arrow::array::{Array, ArrayRef, Int64Array, LargeStringArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sabot::expr::count_all;
-use sabot::operator::{AsofJoinOperator, IntervalJoinOperator, TableJoinOperator, WindowJoinOperator};
+use sabot::operator::{
+    AsofJoinOperator, IntervalJoinOperator, TableJoinOperator, TwoInputOperator, WindowJoinOperator,
+};
 use sabot::prelude::*;
 use sabot::state::StateBackend;
 use sabot::testing::TwoInputHarness;
-use support::on_each_backend;
+use support::{on_each_backend, on_each_buffered_backend};
 
 // ---------------------------------------------------------------------------------------------
 // Data helpers
@@ -73,15 +75,25 @@ fn sorted(mut rows: Vec<String>) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Interval join, driven by hand
 
-fn interval(lower: i64, upper: i64) -> TwoInputHarness<IntervalJoinOperator> {
-    let op = IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", lower, upper).unwrap();
+/// An interval join whose buffers live in `backend`, holding `buffered` rows per side in
+/// memory.
+fn interval(backend: &StateBackend, buffered: usize, lower: i64, upper: i64) -> TwoInputHarness<IntervalJoinOperator> {
+    let op = IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", lower, upper)
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap()
+        .with_buffered_rows(buffered);
     TwoInputHarness::new(op)
 }
 
 #[test]
 fn interval_join_emits_pairs_when_the_second_row_arrives_out_of_order() {
+    on_each_buffered_backend(interval_join_emits_pairs_on);
+}
+
+fn interval_join_emits_pairs_on(backend: &StateBackend, buffered: usize) {
     // r.ts in [l.ts - 5, l.ts + 10]
-    let mut h = interval(-5, 10);
+    let mut h = interval(backend, buffered, -5, 10);
     h.process_left(batch(&[("a", 100, 1), ("b", 100, 2), ("a", 90, 3)])).unwrap();
     h.process_right(batch(&[("a", 95, 10), ("a", 111, 11), ("b", 94, 12), ("a", 86, 13)])).unwrap();
     // a@95 matches left a@100 (95 ∈ [95,110]) and a@90 (95 ∈ [85,100]); a@111 matches none;
@@ -109,8 +121,12 @@ fn interval_join_emits_pairs_when_the_second_row_arrives_out_of_order() {
 
 #[test]
 fn interval_join_with_a_negative_interval_matches_only_earlier_right_rows() {
+    on_each_buffered_backend(negative_interval_on);
+}
+
+fn negative_interval_on(backend: &StateBackend, buffered: usize) {
     // r.ts in [l.ts - 20, l.ts - 10]
-    let mut h = interval(-20, -10);
+    let mut h = interval(backend, buffered, -20, -10);
     h.process_right(batch(&[("a", 85, 1), ("a", 95, 2), ("a", 80, 3), ("a", 79, 4)])).unwrap();
     h.process_left(batch(&[("a", 100, 0)])).unwrap();
     assert_eq!(rows_of(&h.take_output(), &["ts", "ts_right"]), ["100,80", "100,85"]);
@@ -120,7 +136,11 @@ fn interval_join_with_a_negative_interval_matches_only_earlier_right_rows() {
 
 #[test]
 fn interval_join_state_stays_bounded_by_the_watermark() {
-    let mut h = interval(-5, 10);
+    on_each_buffered_backend(interval_state_bounded_on);
+}
+
+fn interval_state_bounded_on(backend: &StateBackend, buffered: usize) {
+    let mut h = interval(backend, buffered, -5, 10);
     let mut max_buffered = 0;
     let mut expected = 0;
     for t in 0..500i64 {
@@ -140,15 +160,25 @@ fn interval_join_state_stays_bounded_by_the_watermark() {
 // ---------------------------------------------------------------------------------------------
 // Window join, driven by hand
 
-fn window_join(spec: WindowSpec) -> TwoInputHarness<WindowJoinOperator> {
-    TwoInputHarness::new(WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec).unwrap())
+/// A window join whose buffers live in `backend`, holding `buffered` rows per side in memory.
+fn window_join(backend: &StateBackend, buffered: usize, spec: WindowSpec) -> TwoInputHarness<WindowJoinOperator> {
+    let op = WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec)
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap()
+        .with_buffered_rows(buffered);
+    TwoInputHarness::new(op)
 }
 
 const WINDOW_COLUMNS: [&str; 7] = ["k", "ts", "v", "ts_right", "v_right", "window_start", "window_end"];
 
 #[test]
 fn tumbling_window_join_fires_at_the_window_end_with_out_of_order_rows() {
-    let mut h = window_join(WindowSpec::tumbling(Duration::from_millis(10)));
+    on_each_buffered_backend(tumbling_window_join_on);
+}
+
+fn tumbling_window_join_on(backend: &StateBackend, buffered: usize) {
+    let mut h = window_join(backend, buffered, WindowSpec::tumbling(Duration::from_millis(10)));
     h.process_left(batch(&[("a", 3, 1), ("a", 12, 2), ("b", 5, 3)])).unwrap();
     h.process_right(batch(&[("a", 15, 12), ("a", 1, 10), ("b", 9, 11), ("c", 2, 13)])).unwrap();
     h.process_left(batch(&[("a", 7, 4)])).unwrap();
@@ -168,7 +198,12 @@ fn tumbling_window_join_fires_at_the_window_end_with_out_of_order_rows() {
 
 #[test]
 fn sliding_window_join_emits_a_pair_once_per_shared_window() {
-    let mut h = window_join(WindowSpec::sliding(Duration::from_millis(10), Duration::from_millis(5)));
+    on_each_buffered_backend(sliding_window_join_on);
+}
+
+fn sliding_window_join_on(backend: &StateBackend, buffered: usize) {
+    let spec = WindowSpec::sliding(Duration::from_millis(10), Duration::from_millis(5));
+    let mut h = window_join(backend, buffered, spec);
     h.process_left(batch(&[("a", 7, 1), ("a", 12, 2)])).unwrap();
     h.process_right(batch(&[("a", 9, 10), ("a", 3, 11)])).unwrap();
     h.close().unwrap();
@@ -365,10 +400,17 @@ fn sides() -> (Vec<Event>, Vec<Event>) {
 
 #[test]
 fn interval_join_end_to_end_matches_a_nested_loop_join() {
+    on_each_backend(interval_join_end_to_end);
+}
+
+fn interval_join_end_to_end(backend: &StateBackend) {
     let (left, right) = sides();
     let (lower, upper) = (-30, 25);
     // Right keys are LargeUtf8: both sides are partitioned on keys cast to one type.
-    let joined = stream_of(&left, false).interval_join(&stream_of(&right, true), ["k"], ["k"], lower, upper).unwrap();
+    let joined = stream_of(&left, false)
+        .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend.clone()))
+        .interval_join(&stream_of(&right, true), ["k"], ["k"], lower, upper)
+        .unwrap();
     let plan = joined.explain().unwrap();
     assert!(plan.contains("StreamJoin: interval [l.ts - 30ms, l.ts + 25ms]"), "{plan}");
     assert!(plan.contains("Repartition: hash(CAST(k AS LargeUtf8))"), "{plan}");
@@ -409,12 +451,19 @@ fn interval_join_output_keeps_a_valid_event_time_for_windows_downstream() {
 
 #[test]
 fn window_joins_end_to_end_match_a_nested_loop_join() {
+    on_each_backend(window_joins_end_to_end);
+}
+
+fn window_joins_end_to_end(backend: &StateBackend) {
     let (left, right) = sides();
     for spec in [
         WindowSpec::tumbling(Duration::from_millis(100)),
         WindowSpec::sliding(Duration::from_millis(100), Duration::from_millis(50)),
     ] {
-        let joined = stream_of(&left, false).window_join(&stream_of(&right, false), ["k"], ["k"], spec).unwrap();
+        let joined = stream_of(&left, false)
+            .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend.clone()))
+            .window_join(&stream_of(&right, false), ["k"], ["k"], spec)
+            .unwrap();
         let mut expected = vec![];
         for l in &left {
             for r in &right {
@@ -433,6 +482,65 @@ fn window_joins_end_to_end_match_a_nested_loop_join() {
         let got = rows_of(&joined.collect().unwrap(), &WINDOW_COLUMNS);
         assert_eq!(got, sorted(expected), "{spec}");
     }
+}
+
+/// Feeds both sides' batches alternately, with a watermark 120 ms behind the earliest side
+/// after every pair (both sides are out of order by less), then closes; returns the output.
+fn drive<O: TwoInputOperator>(mut h: TwoInputHarness<O>, left: &[Event], right: &[Event]) -> Vec<RecordBatch> {
+    let (lb, rb) = (event_batches(left, false), event_batches(right, false));
+    let newest = |b: &RecordBatch| {
+        let ts = b.column_by_name("ts").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+        ts.values().iter().copied().max().unwrap()
+    };
+    let (mut left_max, mut right_max) = (i64::MIN, i64::MIN);
+    for i in 0..lb.len().max(rb.len()) {
+        if let Some(b) = lb.get(i) {
+            left_max = left_max.max(newest(b));
+            h.process_left(b.clone()).unwrap();
+        }
+        if let Some(b) = rb.get(i) {
+            right_max = right_max.max(newest(b));
+            h.process_right(b.clone()).unwrap();
+        }
+        h.watermark(left_max.min(right_max) - 120).unwrap();
+    }
+    h.close().unwrap();
+    h.take_output()
+}
+
+#[test]
+fn joins_emit_the_same_batches_wherever_their_rows_live() {
+    let (left, right) = sides();
+    let heap: std::cell::RefCell<Vec<Vec<RecordBatch>>> = Default::default();
+    on_each_buffered_backend(|backend, buffered| {
+        let interval = IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", -200, 150)
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_rows(buffered);
+        let mut outputs = vec![drive(TwoInputHarness::new(interval), &left, &right)];
+        for spec in [
+            WindowSpec::tumbling(Duration::from_millis(500)),
+            WindowSpec::sliding(Duration::from_millis(500), Duration::from_millis(200)),
+        ] {
+            let op = WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec)
+                .unwrap()
+                .with_state_backend(backend)
+                .unwrap()
+                .with_buffered_rows(buffered);
+            outputs.push(drive(TwoInputHarness::new(op), &left, &right));
+        }
+        let mut heap = heap.borrow_mut();
+        if heap.is_empty() {
+            for output in &outputs {
+                let rows: usize = output.iter().map(RecordBatch::num_rows).sum();
+                assert!(rows > 1_000, "the data should join plenty of rows: {rows}");
+            }
+            *heap = outputs;
+        } else {
+            assert_eq!(outputs, *heap, "{backend:?}, {buffered} buffered rows");
+        }
+    });
 }
 
 #[test]

@@ -13,7 +13,7 @@ use sabot::operator::{CountWindowOperator, SessionWindowOperator, WindowAggregat
 use sabot::prelude::*;
 use sabot::state::StateBackend;
 use sabot::testing::OperatorHarness;
-use support::{on_each_backend, on_each_pane_store};
+use support::{on_each_backend, on_each_buffered_backend};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -79,7 +79,7 @@ fn tumbling(
 
 #[test]
 fn tumbling_windows_fire_on_watermark_with_out_of_order_rows() {
-    on_each_pane_store(tumbling_windows_fire_on_watermark);
+    on_each_buffered_backend(tumbling_windows_fire_on_watermark);
 }
 
 fn tumbling_windows_fire_on_watermark(backend: &StateBackend, buffered: usize) {
@@ -100,7 +100,7 @@ fn tumbling_windows_fire_on_watermark(backend: &StateBackend, buffered: usize) {
 
 #[test]
 fn late_rows_within_lateness_update_and_beyond_go_to_the_side_output() {
-    on_each_pane_store(late_rows_update_or_go_to_the_side_output);
+    on_each_buffered_backend(late_rows_update_or_go_to_the_side_output);
 }
 
 fn late_rows_update_or_go_to_the_side_output(backend: &StateBackend, buffered: usize) {
@@ -124,7 +124,7 @@ fn late_rows_update_or_go_to_the_side_output(backend: &StateBackend, buffered: u
 
 #[test]
 fn sliding_windows_merge_panes() {
-    on_each_pane_store(sliding_windows_merge_their_panes);
+    on_each_buffered_backend(sliding_windows_merge_their_panes);
 }
 
 fn sliding_windows_merge_their_panes(backend: &StateBackend, buffered: usize) {
@@ -201,7 +201,7 @@ fn every_aggregate_is_the_same_wherever_the_panes_live() {
     for (spec, aggregates, lateness) in cases {
         let on_heap = run(spec, &aggregates, lateness, &StateBackend::Memory, 100_000);
         assert!(on_heap.len() > 20, "{spec}: {} results", on_heap.len());
-        on_each_pane_store(|backend, buffered| {
+        on_each_buffered_backend(|backend, buffered| {
             let stored = run(spec, &aggregates, lateness, backend, buffered);
             assert_eq!(stored, on_heap, "{spec}, lateness {lateness}, {backend:?}, {buffered} buffered groups");
         });
@@ -252,7 +252,7 @@ fn dictionary_keys_work_wherever_the_panes_live() {
         let keys: DictionaryArray<Int32Type> = keys.into_iter().collect();
         RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(Int64Array::from(ts)), Arc::new(v)]).unwrap()
     };
-    on_each_pane_store(|backend, buffered| {
+    on_each_buffered_backend(|backend, buffered| {
         let op = WindowAggregateOperator::try_new(
             WindowSpec::tumbling(Duration::from_millis(10)),
             "ts",
@@ -385,7 +385,7 @@ fn xorshift(state: &mut u64) -> u64 {
 
 #[test]
 fn streaming_windows_equal_the_batch_group_by() {
-    on_each_pane_store(streaming_windows_equal_batch_group_by);
+    on_each_buffered_backend(streaming_windows_equal_batch_group_by);
 }
 
 fn streaming_windows_equal_batch_group_by(backend: &StateBackend, _buffered: usize) {

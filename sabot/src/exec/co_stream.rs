@@ -357,12 +357,14 @@ fn operator_factory(
         let rk: Vec<&str> = right_keys.iter().map(String::as_str).collect();
         let (l, r) = (left.clone(), right.clone());
         Ok(match &kind {
-            StreamJoinKind::Interval { left_time, right_time, lower, upper } => {
-                Box::new(IntervalJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *lower, *upper)?)
-            }
-            StreamJoinKind::Window { left_time, right_time, spec } => {
-                Box::new(WindowJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *spec)?)
-            }
+            StreamJoinKind::Interval { left_time, right_time, lower, upper } => Box::new(
+                IntervalJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *lower, *upper)?
+                    .with_state_backend(backend)?,
+            ),
+            StreamJoinKind::Window { left_time, right_time, spec } => Box::new(
+                WindowJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *spec)?
+                    .with_state_backend(backend)?,
+            ),
             StreamJoinKind::AsOf { left_time, right_time, tolerance } => {
                 Box::new(AsofJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *tolerance)?)
             }

@@ -3,15 +3,14 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::join_state::{
-    EncodedKeys, JoinKeys, JoinOutput, JoinProgress, Picks, RowRef, Side, TimeBuckets, restore_buffers,
-    snapshot_buffers, times_of,
-};
+use super::join_buffer::{self, JoinBuffer, Probe};
+use super::join_state::{JoinKeys, JoinOutput, JoinProgress, Picks, Side, restore_buffers, snapshot_buffers, times_of};
 use super::{Output, TwoInputOperator, Watermark};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::StreamJoinKind;
 use crate::plan::stream_join_output;
+use crate::state::StateBackend;
 
 /// Flink's interval join (inner): a left row `l` joins every right row `r` with the same key
 /// and `l.ts + lower <= r.ts <= l.ts + upper` (bounds in ms; `lower` may be negative).
@@ -21,6 +20,9 @@ use crate::plan::stream_join_output;
 /// right row can match it (`l.ts + upper < watermark`), a right row once no future left row
 /// can (`r.ts - lower < watermark`). Rows behind the watermark on arrival are late and
 /// dropped (counted by [`IntervalJoinOperator::late_rows`]).
+///
+/// Buffered rows live on the heap by default;
+/// [`with_state_backend`](Self::with_state_backend) keeps them in RocksDB instead.
 ///
 /// The output has every left column, then the right columns (right keys named like their left
 /// key are dropped, other clashing names get the suffix `_right`). The forwarded watermark is
@@ -57,8 +59,8 @@ pub struct IntervalJoinOperator {
     right_time: String,
     lower: i64,
     upper: i64,
-    left: TimeBuckets,
-    right: TimeBuckets,
+    left: Box<dyn JoinBuffer>,
+    right: Box<dyn JoinBuffer>,
     watermark: i64,
     forwarded: Option<i64>,
     late_rows: usize,
@@ -87,8 +89,7 @@ impl IntervalJoinOperator {
         };
         let output = stream_join_output(&left_schema, &right_schema, left_keys, right_keys, &kind)?;
         let keys = JoinKeys::try_new(&left_schema, &right_schema, left_keys, right_keys)?;
-        // A bucket as wide as the interval: each probe reads at most two buckets.
-        let width = upper.saturating_sub(lower).max(10);
+        let (left, right) = Self::buffers(&StateBackend::Memory, &output, left_time, right_time, lower, upper)?;
         Ok(IntervalJoinOperator {
             keys,
             output,
@@ -96,12 +97,72 @@ impl IntervalJoinOperator {
             right_time: right_time.to_string(),
             lower,
             upper,
-            left: TimeBuckets::new(width),
-            right: TimeBuckets::new(width),
+            left,
+            right,
             watermark: i64::MIN,
             forwarded: None,
             late_rows: 0,
         })
+    }
+
+    /// Empty buffers of both sides in `backend`.
+    fn buffers(
+        backend: &StateBackend,
+        output: &JoinOutput,
+        left_time: &str,
+        right_time: &str,
+        lower: i64,
+        upper: i64,
+    ) -> Result<(Box<dyn JoinBuffer>, Box<dyn JoinBuffer>)> {
+        // A bucket as wide as the interval: each probe reads at most two buckets.
+        let width = upper.saturating_sub(lower).max(10);
+        let open =
+            |side: Side, time: &str| join_buffer::open(backend, side, output.input_schema(side).clone(), time, width);
+        Ok((open(Side::Left, left_time)?, open(Side::Right, right_time)?))
+    }
+
+    /// Keeps the buffered rows in `backend`: on the heap for [`StateBackend::Memory`] (the
+    /// default), else in the backend's store (RocksDB: one entry per key and bucket of
+    /// event time, rows in Arrow's row format), so that they can outgrow memory. Call it
+    /// before the first row.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::operator::IntervalJoinOperator;
+    /// use sabot::state::StateBackend;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("k", DataType::Int64, false),
+    ///     Field::new("ts", DataType::Int64, false),
+    /// ]));
+    /// let backend = StateBackend::RocksDb { path: "/var/lib/sabot/worker-0".into() };
+    /// let op = IntervalJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", -5, 10)?
+    ///     .with_state_backend(&backend)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        (self.left, self.right) =
+            Self::buffers(backend, &self.output, &self.left_time, &self.right_time, self.lower, self.upper)?;
+        Ok(self)
+    }
+
+    /// Holds at most about `rows` new rows per side in memory before writing them to the
+    /// state backend (default 100,000; the heap backend holds every row anyway).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use arrow::datatypes::{DataType, Field, Schema};
+    /// # use sabot::operator::IntervalJoinOperator;
+    /// # let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("ts", DataType::Int64, false)]));
+    /// let op = IntervalJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", 0, 10)?
+    ///     .with_buffered_rows(10_000);
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_buffered_rows(mut self, rows: usize) -> Self {
+        self.left.limit_memory(rows);
+        self.right.limit_memory(rows);
+        self
     }
 
     /// The output schema.
@@ -126,9 +187,7 @@ impl IntervalJoinOperator {
         let times = times_of(&batch, column)?;
         let keys = self.keys.encode(&batch, side)?;
         let (lower, upper, watermark) = (self.lower, self.upper, self.watermark);
-        let other = if side == Side::Left { &self.right } else { &self.left };
-        let mut probe_rows: Vec<u32> = vec![];
-        let mut matched: Vec<RowRef> = vec![];
+        let mut probes = Vec::with_capacity(times.len());
         let mut keep: Vec<u32> = vec![];
         for (row, &t) in times.iter().enumerate() {
             if t < watermark {
@@ -141,39 +200,27 @@ impl IntervalJoinOperator {
                 Side::Left => (t.saturating_add(lower), t.saturating_add(upper), t.saturating_add(upper) >= watermark),
                 Side::Right => (t.saturating_sub(upper), t.saturating_sub(lower), t.saturating_sub(lower) >= watermark),
             };
-            other.probe(key, low, high, |r, _| {
-                probe_rows.push(row as u32);
-                matched.push(r);
-            });
+            probes.push(Probe { row: row as u32, key, low, high });
             if useful {
                 keep.push(row as u32);
             }
         }
-        if !matched.is_empty() {
-            let gathered = other.gather(&matched)?;
-            let arriving = Picks::Take(&batch, &probe_rows);
-            let buffered = gathered.picks();
+        let (own, other) = match side {
+            Side::Left => (&mut self.left, &mut self.right),
+            Side::Right => (&mut self.right, &mut self.left),
+        };
+        let matched = other.probe(&probes)?;
+        if !matched.rows.is_empty() {
+            let sources: Vec<&RecordBatch> = matched.sources.iter().collect();
+            let arriving = Picks::Take(&batch, &matched.probe_rows);
+            let buffered = Picks::Interleave(&sources, &matched.rows);
             let joined = match side {
                 Side::Left => self.output.build(arriving, buffered, vec![])?,
                 Side::Right => self.output.build(buffered, arriving, vec![])?,
             };
             out.emit(joined);
         }
-        self.store(side, &batch, &times, &keys, &keep)
-    }
-
-    fn store(
-        &mut self,
-        side: Side,
-        batch: &RecordBatch,
-        times: &[i64],
-        keys: &EncodedKeys,
-        rows: &[u32],
-    ) -> Result<()> {
-        match side {
-            Side::Left => self.left.insert(batch, times, keys, rows),
-            Side::Right => self.right.insert(batch, times, keys, rows),
-        }
+        own.insert(&batch, &times, &keys, &keep)
     }
 }
 
@@ -196,8 +243,8 @@ impl TwoInputOperator for IntervalJoinOperator {
         }
         self.watermark = watermark.0;
         let (lower, upper, w) = (self.lower, self.upper, watermark.0);
-        self.left.expire(|_, max| max.saturating_add(upper) < w);
-        self.right.expire(|_, max| max.saturating_sub(lower) < w);
+        self.left.expire(&|_, max| max.saturating_add(upper) < w)?;
+        self.right.expire(&|_, max| max.saturating_sub(lower) < w)?;
         let held = if w == i64::MAX { w } else { w.saturating_sub(upper.max(0)) };
         if self.forwarded.is_none_or(|f| held > f) {
             self.forwarded = Some(held);
@@ -208,15 +255,15 @@ impl TwoInputOperator for IntervalJoinOperator {
 
     fn on_close(&mut self, _out: &mut Output) -> Result<()> {
         // Every pair was emitted when its second row arrived: nothing is pending.
-        self.left.clear();
-        self.right.clear();
-        Ok(())
+        self.left.clear()?;
+        self.right.clear()
     }
-    /// Saves both sides' buffered rows (Arrow IPC, by bucket and arrival), the watermark,
+    /// Saves both sides' buffered rows (heap: Arrow IPC, by bucket and arrival; RocksDB: a
+    /// checkpoint of the backend), the watermark,
     /// the last forwarded watermark and the count of late rows.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
         let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
-        snapshot_buffers(snapshot, &self.output, &self.left, &self.right, progress)
+        snapshot_buffers(snapshot, self.left.as_mut(), self.right.as_mut(), progress)
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
@@ -235,9 +282,7 @@ impl IntervalJoinOperator {
     /// [`restore_buffers`]).
     fn restore(&mut self, restored: &RestoredState) -> Result<()> {
         let name = self.name().to_string();
-        let left = (&mut self.left, self.left_time.as_str());
-        let right = (&mut self.right, self.right_time.as_str());
-        if let Some(progress) = restore_buffers(restored, &name, &self.keys, left, right)? {
+        if let Some(progress) = restore_buffers(restored, &name, &self.keys, self.left.as_mut(), self.right.as_mut())? {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;
@@ -296,6 +341,62 @@ mod tests {
         h.process_right(rows(&[(None, 5, 3)])).unwrap();
         assert_eq!(h.output_rows(), 0);
         assert_eq!(h.operator().buffered_rows(), 1);
+    }
+
+    /// Two instances' buffers restored into three: each keeps the rows of the keys the
+    /// exchanges route to it, and together they join every key once.
+    #[test]
+    fn a_rescaled_join_keeps_the_rows_routed_to_each_instance() {
+        rescaled_join_keeps_the_rows_routed_to_each_instance(&StateBackend::Memory);
+        #[cfg(feature = "rocksdb")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("rocksdb");
+            rescaled_join_keeps_the_rows_routed_to_each_instance(&StateBackend::RocksDb { path });
+        }
+    }
+
+    fn rescaled_join_keeps_the_rows_routed_to_each_instance(backend: &StateBackend) {
+        let new = || {
+            IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", -10, 10)
+                .unwrap()
+                .with_state_backend(backend)
+                .unwrap()
+        };
+        let key_names: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+        let old: Vec<_> = (0..2)
+            .map(|instance| {
+                let mut h = TwoInputHarness::new(new());
+                let mine: Vec<(Option<&str>, i64, i64)> =
+                    key_names.iter().skip(instance).step_by(2).map(|k| (Some(k.as_str()), 100, 1)).collect();
+                h.process_left(rows(&mine)).unwrap();
+                h.snapshot().unwrap()
+            })
+            .collect();
+        let dirs: Vec<_> = old.iter().map(|s| s.restored_state().dir().to_path_buf()).collect();
+        let mut joined = vec![];
+        for partition in 0..3 {
+            let rescale = crate::checkpoint::Rescale { from: 2, to: 3, partition, snapshots: dirs.clone() };
+            let restored = RestoredState::rescaled(1, &dirs[0], rescale);
+            let mut op = new();
+            op.restore_rescaled_state(&restored).unwrap();
+            let routed_here = crate::operator::key_router_of_types(&[DataType::Utf8], 3, partition).unwrap();
+            let keys = JoinKeys::try_new(&schema(), &schema(), &["k"], &["k"]).unwrap();
+            let all: Vec<(Option<&str>, i64, i64)> = key_names.iter().map(|k| (Some(k.as_str()), 100, 2)).collect();
+            let encoded = keys.encode(&rows(&all), Side::Left).unwrap();
+            let here = (0..all.len()).filter(|&row| routed_here(encoded.get(row).unwrap())).count();
+            assert_eq!(op.buffered_rows(), here, "{backend:?}, instance {partition}: only its keys' rows");
+            let mut h = TwoInputHarness::new(op);
+            h.process_right(rows(&all)).unwrap();
+            for batch in h.take_output() {
+                let k = batch.column_by_name("k").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+                joined.extend(k.iter().map(|k| k.unwrap().to_string()));
+            }
+        }
+        joined.sort();
+        let mut expected = key_names.clone();
+        expected.sort();
+        assert_eq!(joined, expected, "{backend:?}: every key joined once");
     }
 
     #[test]

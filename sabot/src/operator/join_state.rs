@@ -1,7 +1,5 @@
-//! Building blocks shared by the streaming joins: join keys in Arrow's row format, buffered
-//! rows in event-time buckets, and the assembly of output batches from rows of both sides.
-
-use std::collections::BTreeMap;
+//! Building blocks shared by the streaming joins: join keys in Arrow's row format, the
+//! snapshots of their buffers, and the assembly of output batches from rows of both sides.
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, new_null_array};
 use arrow::buffer::NullBuffer;
@@ -9,6 +7,7 @@ use arrow::compute::{cast, interleave, take};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 
+use super::join_buffer::{JoinBuffer, KeepKeys};
 use crate::plan::JoinType;
 use crate::{Result, SabotError};
 
@@ -173,276 +172,57 @@ impl JoinProgress {
     }
 }
 
-/// Saves both sides' buffered rows (Arrow IPC, `left` and `right`) and `progress`.
+/// Saves both sides' buffered rows (as `left` and `right`) and `progress`.
 pub(crate) fn snapshot_buffers(
     snapshot: &mut crate::checkpoint::StateSnapshot,
-    output: &JoinOutput,
-    left: &TimeBuckets,
-    right: &TimeBuckets,
+    left: &mut dyn JoinBuffer,
+    right: &mut dyn JoinBuffer,
     progress: JoinProgress,
 ) -> Result<()> {
-    snapshot.put_batches("left", output.input_schema(Side::Left), &left.snapshot())?;
-    snapshot.put_batches("right", output.input_schema(Side::Right), &right.snapshot())?;
+    left.snapshot(snapshot, "left")?;
+    right.snapshot(snapshot, "right")?;
     snapshot.put_value("progress", &progress)
 }
 
-/// Loads what [`snapshot_buffers`] saved into empty stores: all of it, or, when the
+/// Loads what [`snapshot_buffers`] saved into empty buffers: all of it, or, when the
 /// parallelism changed, the rows of every old instance whose keys the exchanges now route to
 /// this instance (with the lowest progress of the old ones). `None` when nothing was saved.
 pub(crate) fn restore_buffers(
     restored: &crate::checkpoint::RestoredState,
     operator: &str,
     keys: &JoinKeys,
-    (left, left_time): (&mut TimeBuckets, &str),
-    (right, right_time): (&mut TimeBuckets, &str),
+    left: &mut dyn JoinBuffer,
+    right: &mut dyn JoinBuffer,
 ) -> Result<Option<JoinProgress>> {
-    left.clear();
-    right.clear();
+    left.clear()?;
+    right.clear()?;
     if restored.rescale().is_none() {
-        return merge_buffers(restored, keys, (left, left_time), (right, right_time), &|_| true);
+        return merge_buffers(restored, keys, left, right, None);
     }
     let saved = super::merge_rescaled(restored, operator, &keys.types, |old, keep| {
-        merge_buffers(old, keys, (&mut *left, left_time), (&mut *right, right_time), keep)
+        merge_buffers(old, keys, &mut *left, &mut *right, Some(keep))
     })?;
     Ok(saved.into_iter().fold(None, JoinProgress::merge))
 }
 
-/// Adds what [`snapshot_buffers`] saved to the stores, the rows whose keys `keep` accepts.
-/// `None` when nothing was saved.
+/// Adds what [`snapshot_buffers`] saved to the buffers, the rows whose keys `keep` accepts
+/// (all when `None`). `None` when nothing was saved.
 fn merge_buffers(
     restored: &crate::checkpoint::RestoredState,
     keys: &JoinKeys,
-    (left, left_time): (&mut TimeBuckets, &str),
-    (right, right_time): (&mut TimeBuckets, &str),
-    keep: &dyn Fn(&[u8]) -> bool,
+    left: &mut dyn JoinBuffer,
+    right: &mut dyn JoinBuffer,
+    keep: KeepKeys<'_>,
 ) -> Result<Option<JoinProgress>> {
     let Some(progress) = restored.value::<JoinProgress>("progress")? else { return Ok(None) };
-    for (store, side, time, name) in [(left, Side::Left, left_time, "left"), (right, Side::Right, right_time, "right")]
-    {
-        let batches = restored.batches(name)?.iter().map(|b| keys.filter(b, side, keep)).collect::<Result<Vec<_>>>()?;
-        store.extend(&batches, keys, side, time)?;
-    }
+    left.merge_snapshot(restored, "left", keys, keep)?;
+    right.merge_snapshot(restored, "right", keys, keep)?;
     Ok(Some(progress))
 }
 
 /// The event times of `column` in `batch` (ms), as a plain vector.
 pub(crate) fn times_of(batch: &RecordBatch, column: &str) -> Result<Vec<i64>> {
     Ok(super::event_times(batch, column)?.values().to_vec())
-}
-
-/// A row buffered in a [`TimeBuckets`] store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct RowRef {
-    bucket: i64,
-    batch: u32,
-    row: u32,
-}
-
-/// The rows of one bucket: batches in arrival order and an index of their rows by key.
-#[derive(Default)]
-pub(crate) struct Bucket {
-    batches: Vec<RecordBatch>,
-    times: Vec<Vec<i64>>,
-    /// Key → `(batch, row)` of every row with that key, in arrival order.
-    index: hashbrown::HashMap<Box<[u8]>, Vec<(u32, u32)>>,
-    max_time: i64,
-    rows: usize,
-}
-
-/// Buffered rows of one join input, by event time: rows are kept in buckets of `width` ms
-/// (a bucket holds whole batches of its rows, columnar) with an index by key. Rows leave in
-/// whole buckets once the watermark makes every row of the bucket useless, which bounds
-/// the state by event time.
-pub(crate) struct TimeBuckets {
-    width: i64,
-    buckets: BTreeMap<i64, Bucket>,
-    rows: usize,
-}
-
-impl TimeBuckets {
-    pub(crate) fn new(width: i64) -> Self {
-        TimeBuckets { width: width.max(1), buckets: BTreeMap::new(), rows: 0 }
-    }
-
-    fn bucket_of(&self, time: i64) -> i64 {
-        time.div_euclid(self.width).saturating_mul(self.width)
-    }
-
-    /// Buffers the rows `selected` of `batch`, whose event times and keys are `times` and `keys`
-    /// (one per row of `batch`); every selected row must have a key.
-    pub(crate) fn insert(
-        &mut self,
-        batch: &RecordBatch,
-        times: &[i64],
-        keys: &EncodedKeys,
-        selected: &[u32],
-    ) -> Result<()> {
-        if selected.is_empty() {
-            return Ok(());
-        }
-        let mut per_bucket: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-        for &row in selected {
-            per_bucket.entry(self.bucket_of(times[row as usize])).or_default().push(row);
-        }
-        for (start, rows) in per_bucket {
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                arrow::compute::take_record_batch(batch, &UInt32Array::from(rows.clone()))?
-            };
-            let bucket =
-                self.buckets.entry(start).or_insert_with(|| Bucket { max_time: i64::MIN, ..Bucket::default() });
-            let batch_no = u32::try_from(bucket.batches.len())
-                .map_err(|_| SabotError::Execution("too many buffered batches in one join bucket".into()))?;
-            let mut part_times = Vec::with_capacity(rows.len());
-            for (position, &row) in rows.iter().enumerate() {
-                let row = row as usize;
-                let key =
-                    keys.get(row).ok_or_else(|| SabotError::Execution("a buffered join row has a null key".into()))?;
-                let time = times[row];
-                part_times.push(time);
-                bucket.max_time = bucket.max_time.max(time);
-                let entry = (batch_no, position as u32);
-                match bucket.index.get_mut(key) {
-                    Some(list) => list.push(entry),
-                    None => {
-                        bucket.index.insert(Box::from(key), vec![entry]);
-                    }
-                }
-            }
-            bucket.rows += rows.len();
-            self.rows += rows.len();
-            bucket.batches.push(part);
-            bucket.times.push(part_times);
-        }
-        Ok(())
-    }
-
-    /// Calls `f` with every buffered row of `key` whose event time is in `[low, high]`, in
-    /// bucket order, then arrival order.
-    pub(crate) fn probe(&self, key: &[u8], low: i64, high: i64, mut f: impl FnMut(RowRef, i64)) {
-        if low > high {
-            return;
-        }
-        for (&start, bucket) in self.buckets.range(self.bucket_of(low)..=high) {
-            let Some(list) = bucket.index.get(key) else { continue };
-            for &(batch, row) in list {
-                let time = bucket.times[batch as usize][row as usize];
-                if time >= low && time <= high {
-                    f(RowRef { bucket: start, batch, row }, time);
-                }
-            }
-        }
-    }
-
-    /// Every bucket whose start is in `[from, to)`, in order.
-    pub(crate) fn buckets_in(&self, from: i64, to: i64) -> impl Iterator<Item = (i64, &Bucket)> {
-        self.buckets.range(from..to.max(from)).map(|(s, b)| (*s, b))
-    }
-
-    /// The starts of every bucket, in order.
-    pub(crate) fn starts(&self) -> Vec<i64> {
-        self.buckets.keys().copied().collect()
-    }
-
-    /// Drops every bucket for which `dead(start, max event time)` holds.
-    pub(crate) fn expire(&mut self, dead: impl Fn(i64, i64) -> bool) {
-        let mut removed = 0;
-        self.buckets.retain(|&start, b| {
-            let drop = dead(start, b.max_time);
-            if drop {
-                removed += b.rows;
-            }
-            !drop
-        });
-        self.rows -= removed;
-    }
-
-    /// Drops everything.
-    pub(crate) fn clear(&mut self) {
-        self.buckets.clear();
-        self.rows = 0;
-    }
-
-    /// The number of buffered rows.
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Every buffered batch, by bucket then arrival, for a checkpoint (each holds rows of one
-    /// bucket only, every one of them buffered): inserting them again in this order into an
-    /// empty store rebuilds the same buckets and key index, see [`TimeBuckets::extend`].
-    pub(crate) fn snapshot(&self) -> Vec<RecordBatch> {
-        self.buckets.values().flat_map(|b| b.batches.iter().cloned()).collect()
-    }
-
-    /// Buffers again the batches [`TimeBuckets::snapshot`] returned, rows of input `side`
-    /// with event times in `time_column`.
-    pub(crate) fn extend(
-        &mut self,
-        batches: &[RecordBatch],
-        keys: &JoinKeys,
-        side: Side,
-        time_column: &str,
-    ) -> Result<()> {
-        for batch in batches {
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let times = times_of(batch, time_column)?;
-            let encoded = keys.encode(batch, side)?;
-            let all: Vec<u32> = (0..batch.num_rows() as u32).collect();
-            self.insert(batch, &times, &encoded, &all)?;
-        }
-        Ok(())
-    }
-
-    /// The rows `refs` point to, as the batches holding them and `(batch, row)` pairs.
-    pub(crate) fn gather<'a>(&'a self, refs: &[RowRef]) -> Result<Gathered<'a>> {
-        let mut batches: Vec<&RecordBatch> = vec![];
-        let mut seen: hashbrown::HashMap<(i64, u32), usize> = hashbrown::HashMap::new();
-        let mut rows = Vec::with_capacity(refs.len());
-        for r in refs {
-            let source = match seen.get(&(r.bucket, r.batch)) {
-                Some(&i) => i,
-                None => {
-                    let batch = self
-                        .buckets
-                        .get(&r.bucket)
-                        .and_then(|b| b.batches.get(r.batch as usize))
-                        .ok_or_else(|| SabotError::Execution("a join row points to dropped state".into()))?;
-                    batches.push(batch);
-                    seen.insert((r.bucket, r.batch), batches.len() - 1);
-                    batches.len() - 1
-                }
-            };
-            rows.push(Some((source, r.row as usize)));
-        }
-        Ok(Gathered { batches, rows })
-    }
-}
-
-/// Buffered rows picked for an output: the batches holding them and, per output row,
-/// `(batch, row)` into them (the form `arrow::compute::interleave` takes).
-pub(crate) struct Gathered<'a> {
-    batches: Vec<&'a RecordBatch>,
-    rows: Vec<Option<(usize, usize)>>,
-}
-
-impl Gathered<'_> {
-    /// The rows, as one side of an output.
-    pub(crate) fn picks(&self) -> Picks<'_> {
-        Picks::Interleave(&self.batches, &self.rows)
-    }
-}
-
-impl Bucket {
-    /// Every key of the bucket with its rows.
-    pub(crate) fn keys(&self, start: i64) -> impl Iterator<Item = (&[u8], impl Iterator<Item = RowRef> + '_)> {
-        self.index.iter().map(move |(k, rows)| {
-            (k.as_ref(), rows.iter().map(move |&(batch, row)| RowRef { bucket: start, batch, row }))
-        })
-    }
 }
 
 /// Rows picked from one side for the output: a plain batch with row indices, or rows from
@@ -568,7 +348,7 @@ pub(crate) fn time_column(value: i64, rows: usize, data_type: &DataType) -> Resu
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Int32Array, Int64Array, StringArray};
+    use arrow::array::{Int32Array, Int64Array};
     use arrow::datatypes::Field;
 
     use super::*;
@@ -593,31 +373,5 @@ mod tests {
         assert!(err.to_string().contains("cannot be compared"), "{err}");
         let err = JoinKeys::try_new(&left, &right, &["a"], &["zz"]).err().unwrap();
         assert!(err.to_string().contains("'zz' not found on the right side"), "{err}");
-    }
-
-    #[test]
-    fn buckets_find_rows_by_key_and_time_and_expire_whole_buckets() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Utf8, false),
-            Field::new("ts", DataType::Int64, false),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(StringArray::from(vec!["a", "b", "a", "a"])), Arc::new(Int64Array::from(vec![5, 6, 15, 25]))],
-        )
-        .unwrap();
-        let keys = JoinKeys::try_new(&schema, &schema, &["k"], &["k"]).unwrap();
-        let encoded = keys.encode(&batch, Side::Left).unwrap();
-        let mut store = TimeBuckets::new(10);
-        store.insert(&batch, &[5, 6, 15, 25], &encoded, &[0, 1, 2, 3]).unwrap();
-        assert_eq!(store.rows(), 4);
-        let mut found = vec![];
-        store.probe(encoded.get(0).unwrap(), 4, 20, |_, t| found.push(t));
-        assert_eq!(found, vec![5, 15]);
-        store.expire(|_, max| max < 10);
-        assert_eq!(store.rows(), 2, "the bucket [0, 10) is gone");
-        let mut found = vec![];
-        store.probe(encoded.get(0).unwrap(), i64::MIN, i64::MAX, |_, t| found.push(t));
-        assert_eq!(found, vec![15, 25]);
     }
 }

@@ -40,6 +40,7 @@ mod window_aggregate;
 // Streaming joins: two-input operators.
 mod asof_join;
 mod interval_join;
+mod join_buffer;
 mod join_state;
 mod table_join;
 mod two_input;
@@ -392,4 +393,14 @@ pub(crate) fn decode_rows<'a>(
             })
         })
         .collect()
+}
+
+/// Bytes of [`time_prefix`].
+pub(crate) const TIME_PREFIX: usize = 8;
+
+/// The stored-key prefix of a namespace starting at event time `start` (a window's pane, a
+/// join's bucket): big-endian with the sign bit flipped, so that namespaces sort by start
+/// and each is one range of keys.
+pub(crate) fn time_prefix(start: i64) -> [u8; TIME_PREFIX] {
+    ((start as u64) ^ (1 << 63)).to_be_bytes()
 }

@@ -5,13 +5,14 @@ use std::collections::BTreeSet;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
+use super::join_buffer::{self, JoinBuffer};
 use super::join_state::{
-    JoinKeys, JoinOutput, JoinProgress, RowRef, Side, TimeBuckets, restore_buffers, snapshot_buffers, time_column,
-    times_of,
+    JoinKeys, JoinOutput, JoinProgress, Picks, Side, restore_buffers, snapshot_buffers, time_column, times_of,
 };
 use super::{Output, TwoInputOperator, Watermark};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
+use crate::state::StateBackend;
 use crate::window::WindowSpec;
 use crate::{Result, SabotError};
 
@@ -24,6 +25,8 @@ use crate::{Result, SabotError};
 /// Rows are buffered per pane (`gcd(size, slide)` ms) by key; a pane is dropped once the
 /// last window holding it has fired, which bounds the state by event time. Rows whose every
 /// window has already fired are late and dropped ([`WindowJoinOperator::late_rows`]).
+/// Buffered rows live on the heap by default;
+/// [`with_state_backend`](Self::with_state_backend) keeps them in RocksDB instead.
 ///
 /// The forwarded watermark is `window size - 1` behind the input's, so that the left
 /// event-time column stays a valid event time downstream: windows that fire later only hold
@@ -62,8 +65,8 @@ pub struct WindowJoinOperator {
     size: i64,
     slide: i64,
     pane: i64,
-    left: TimeBuckets,
-    right: TimeBuckets,
+    left: Box<dyn JoinBuffer>,
+    right: Box<dyn JoinBuffer>,
     watermark: i64,
     forwarded: Option<i64>,
     late_rows: usize,
@@ -92,6 +95,7 @@ impl WindowJoinOperator {
             .map_err(|_| SabotError::column_not_found(&left_schema, left_time))?
             .data_type()
             .clone();
+        let (left, right) = Self::buffers(&StateBackend::Memory, &output, left_time, right_time, pane)?;
         Ok(WindowJoinOperator {
             keys: JoinKeys::try_new(&left_schema, &right_schema, left_keys, right_keys)?,
             output,
@@ -101,12 +105,73 @@ impl WindowJoinOperator {
             size,
             slide,
             pane,
-            left: TimeBuckets::new(pane),
-            right: TimeBuckets::new(pane),
+            left,
+            right,
             watermark: i64::MIN,
             forwarded: None,
             late_rows: 0,
         })
+    }
+
+    /// Empty buffers of both sides in `backend`, in buckets of one pane.
+    fn buffers(
+        backend: &StateBackend,
+        output: &JoinOutput,
+        left_time: &str,
+        right_time: &str,
+        pane: i64,
+    ) -> Result<(Box<dyn JoinBuffer>, Box<dyn JoinBuffer>)> {
+        let open =
+            |side: Side, time: &str| join_buffer::open(backend, side, output.input_schema(side).clone(), time, pane);
+        Ok((open(Side::Left, left_time)?, open(Side::Right, right_time)?))
+    }
+
+    /// Keeps the buffered rows in `backend`: on the heap for [`StateBackend::Memory`] (the
+    /// default), else in the backend's store (RocksDB: one entry per key and pane, rows in
+    /// Arrow's row format), so that they can outgrow memory. Call it before the first row.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::operator::WindowJoinOperator;
+    /// use sabot::state::StateBackend;
+    /// use sabot::window::WindowSpec;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("k", DataType::Int64, false),
+    ///     Field::new("ts", DataType::Int64, false),
+    /// ]));
+    /// let spec = WindowSpec::tumbling(Duration::from_secs(60));
+    /// let backend = StateBackend::RocksDb { path: "/var/lib/sabot/worker-0".into() };
+    /// let op = WindowJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", spec)?
+    ///     .with_state_backend(&backend)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        (self.left, self.right) = Self::buffers(backend, &self.output, &self.left_time, &self.right_time, self.pane)?;
+        Ok(self)
+    }
+
+    /// Holds at most about `rows` new rows per side in memory before writing them to the
+    /// state backend (default 100,000; the heap backend holds every row anyway).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use arrow::datatypes::{DataType, Field, Schema};
+    /// # use sabot::operator::WindowJoinOperator;
+    /// # use sabot::window::WindowSpec;
+    /// # let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("ts", DataType::Int64, false)]));
+    /// let spec = WindowSpec::tumbling(Duration::from_secs(60));
+    /// let op = WindowJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", spec)?
+    ///     .with_buffered_rows(10_000);
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_buffered_rows(mut self, rows: usize) -> Self {
+        self.left.limit_memory(rows);
+        self.right.limit_memory(rows);
+        self
     }
 
     /// The output schema.
@@ -155,36 +220,23 @@ impl WindowJoinOperator {
     }
 
     /// Emits every pair of window `[start, start + size)`.
-    fn fire(&self, start: i64, out: &mut Output) -> Result<()> {
+    fn fire(&mut self, start: i64, out: &mut Output) -> Result<()> {
         let end = start.saturating_add(self.size);
-        let mut right_rows: hashbrown::HashMap<&[u8], Vec<RowRef>> = hashbrown::HashMap::new();
-        for (pane, bucket) in self.right.buckets_in(start, end) {
-            for (key, rows) in bucket.keys(pane) {
-                right_rows.entry(key).or_default().extend(rows);
-            }
-        }
-        if right_rows.is_empty() {
+        let rights = self.right.rows_in(start, end, &|_| true)?;
+        if rights.by_key.is_empty() {
             return Ok(());
         }
-        let mut left_rows: hashbrown::HashMap<&[u8], Vec<RowRef>> = hashbrown::HashMap::new();
-        for (pane, bucket) in self.left.buckets_in(start, end) {
-            for (key, rows) in bucket.keys(pane) {
-                if right_rows.contains_key(key) {
-                    left_rows.entry(key).or_default().extend(rows);
-                }
-            }
-        }
+        let lefts = self.left.rows_in(start, end, &|key| rights.by_key.contains_key(key))?;
         // Keys in order, not in the hash maps' (randomly seeded) order: the output of a window
-        // is the same in every run, and after a restore.
-        let mut keys: Vec<&[u8]> = left_rows.keys().copied().collect();
+        // is the same in every run, with every backend, and after a restore.
+        let mut keys: Vec<&[u8]> = lefts.by_key.keys().map(|k| k.as_ref()).collect();
         keys.sort_unstable();
         let (mut left_picks, mut right_picks) = (vec![], vec![]);
         for key in keys {
-            let (lefts, rights) = (&left_rows[key], &right_rows[key]);
-            for &l in lefts {
-                for &r in rights {
-                    left_picks.push(l);
-                    right_picks.push(r);
+            for &l in &lefts.by_key[key] {
+                for &r in &rights.by_key[key] {
+                    left_picks.push(Some(l));
+                    right_picks.push(Some(r));
                 }
             }
         }
@@ -192,9 +244,14 @@ impl WindowJoinOperator {
             return Ok(());
         }
         let rows = left_picks.len();
-        let (lefts, rights) = (self.left.gather(&left_picks)?, self.right.gather(&right_picks)?);
+        let (left_sources, right_sources): (Vec<&RecordBatch>, Vec<&RecordBatch>) =
+            (lefts.sources.iter().collect(), rights.sources.iter().collect());
         let bounds = vec![time_column(start, rows, &self.time_type)?, time_column(end, rows, &self.time_type)?];
-        out.emit(self.output.build(lefts.picks(), rights.picks(), bounds)?);
+        out.emit(self.output.build(
+            Picks::Interleave(&left_sources, &left_picks),
+            Picks::Interleave(&right_sources, &right_picks),
+            bounds,
+        )?);
         Ok(())
     }
 
@@ -215,9 +272,8 @@ impl WindowJoinOperator {
         }
         let (size, slide) = (self.size, self.slide);
         let done = |pane: i64| pane.div_euclid(slide).saturating_mul(slide).saturating_add(size) <= watermark;
-        self.left.expire(|pane, _| done(pane));
-        self.right.expire(|pane, _| done(pane));
-        Ok(())
+        self.left.expire(&|pane, _| done(pane))?;
+        self.right.expire(&|pane, _| done(pane))
     }
 }
 
@@ -257,11 +313,12 @@ impl TwoInputOperator for WindowJoinOperator {
         }
         Ok(())
     }
-    /// Saves both sides' buffered rows (Arrow IPC, by bucket and arrival), the watermark,
+    /// Saves both sides' buffered rows (heap: Arrow IPC, by bucket and arrival; RocksDB: a
+    /// checkpoint of the backend), the watermark,
     /// the last forwarded watermark and the count of late rows.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
         let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
-        snapshot_buffers(snapshot, &self.output, &self.left, &self.right, progress)
+        snapshot_buffers(snapshot, self.left.as_mut(), self.right.as_mut(), progress)
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
@@ -280,9 +337,7 @@ impl WindowJoinOperator {
     /// [`restore_buffers`]).
     fn restore(&mut self, restored: &RestoredState) -> Result<()> {
         let name = self.name().to_string();
-        let left = (&mut self.left, self.left_time.as_str());
-        let right = (&mut self.right, self.right_time.as_str());
-        if let Some(progress) = restore_buffers(restored, &name, &self.keys, left, right)? {
+        if let Some(progress) = restore_buffers(restored, &name, &self.keys, self.left.as_mut(), self.right.as_mut())? {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;

@@ -3,11 +3,11 @@
 
 use sabot::state::StateBackend;
 
-/// Runs `test` with every place window panes can live, given as a state backend and the
-/// groups buffered in memory: the heap; RocksDB in a fresh directory (with the `rocksdb`
-/// feature), both with a one-group buffer (nearly every batch is merged into RocksDB) and
-/// with the default buffer.
-pub fn on_each_pane_store(test: impl Fn(&StateBackend, usize)) {
+/// Runs `test` with every place an operator's buffered state (window panes, join rows) can
+/// live, given as a state backend and the entries (groups, rows) buffered in memory: the
+/// heap; RocksDB in a fresh directory (with the `rocksdb` feature), both with a one-entry
+/// buffer (nearly every batch is written to RocksDB) and with the default buffer.
+pub fn on_each_buffered_backend(test: impl Fn(&StateBackend, usize)) {
     let dir = tempfile::tempdir().unwrap();
     #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
     let mut setups = vec![(StateBackend::Memory, 100_000)];
@@ -16,8 +16,8 @@ pub fn on_each_pane_store(test: impl Fn(&StateBackend, usize)) {
         (StateBackend::RocksDb { path: dir.path().join("rocksdb") }, 1),
         (StateBackend::RocksDb { path: dir.path().join("rocksdb") }, 100_000),
     ]);
-    for (backend, buffered_groups) in &setups {
-        test(backend, *buffered_groups);
+    for (backend, buffered) in &setups {
+        test(backend, *buffered);
     }
     drop(dir);
 }

@@ -17,25 +17,16 @@ use arrow::row::{RowConverter, SortField};
 
 use super::panes::{PaneAggregation, PaneStore};
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::{AggregateOperator, Message, Operator, Output, decode_rows};
+use crate::operator::{AggregateOperator, Message, Operator, Output, TIME_PREFIX, decode_rows, time_prefix};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
 /// Groups the in-memory buffer holds, over all panes, before it is written to the store.
 pub(super) const DEFAULT_BUFFERED_GROUPS: usize = 100_000;
 
-/// Bytes of the pane start in front of every stored key.
-const PANE_PREFIX: usize = 8;
-
-/// The stored key prefix of the pane starting at `start`: big-endian with the sign bit
-/// flipped, so that panes sort by start.
-fn pane_prefix(start: i64) -> [u8; PANE_PREFIX] {
-    ((start as u64) ^ (1 << 63)).to_be_bytes()
-}
-
 /// The group key of a stored key.
 fn group_key(stored: &[u8]) -> &[u8] {
-    stored.get(PANE_PREFIX..).unwrap_or_default()
+    stored.get(TIME_PREFIX..).unwrap_or_default()
 }
 
 /// Panes in the keyed state backend.
@@ -129,9 +120,9 @@ impl StoredPanes {
             None => None,
         };
         let states = self.states.convert_columns(&groups.columns()[num_keys..])?;
-        let mut stored = pane_prefix(start).to_vec();
+        let mut stored = time_prefix(start).to_vec();
         for (row, state) in states.iter().enumerate() {
-            stored.truncate(PANE_PREFIX);
+            stored.truncate(TIME_PREFIX);
             if let Some(keys) = &keys {
                 stored.extend_from_slice(keys.row(row).data());
             }
@@ -150,7 +141,7 @@ impl StoredPanes {
             Some(converter) => Some(converter.convert_columns(&groups.columns()[..self.aggregation.keys.len()])?),
             None => None,
         };
-        let mut stored = pane_prefix(start).to_vec();
+        let mut stored = time_prefix(start).to_vec();
         let (mut found_keys, mut found_states) = (vec![], vec![]);
         if self.starts.contains(&start) {
             let stored_keys: Vec<Vec<u8>> = (0..groups.num_rows())
@@ -162,7 +153,7 @@ impl StoredPanes {
             self.groups.prefetch_for(&mut self.store, stored_keys.iter().map(Vec::as_slice))?;
             for row in 0..groups.num_rows() {
                 let key = keys.as_ref().map_or(&[][..], |keys| keys.row(row).data());
-                stored.truncate(PANE_PREFIX);
+                stored.truncate(TIME_PREFIX);
                 stored.extend_from_slice(key);
                 if let Some(state) = self.groups.value_for(&mut self.store, &stored)? {
                     found_keys.push(key);
@@ -188,7 +179,7 @@ impl StoredPanes {
 
     /// The groups of the pane at `start`, in the snapshot layout (`None` if it has none).
     fn read(&mut self, start: i64) -> Result<Option<RecordBatch>> {
-        let entries = self.groups.entries_with_prefix(&mut self.store, &pane_prefix(start))?;
+        let entries = self.groups.entries_with_prefix(&mut self.store, &time_prefix(start))?;
         if entries.is_empty() {
             return Ok(None);
         }
@@ -220,7 +211,7 @@ impl StoredPanes {
     }
 
     fn drop_pane(&mut self, start: i64) -> Result<()> {
-        self.groups.clear_prefix(&mut self.store, &pane_prefix(start))?;
+        self.groups.clear_prefix(&mut self.store, &time_prefix(start))?;
         self.starts.remove(&start);
         Ok(())
     }
