@@ -47,8 +47,8 @@
 //! cargo bench --bench state --features rocksdb -- table
 //! ```
 //!
-//! `joins`: an interval join (`[-1 s, +1 s]`) and a tumbling 1 s window join through
-//! `IntervalJoinOperator` / `WindowJoinOperator` driven directly, single thread: two sides of
+//! `joins`: an interval join (`[-1 s, +1 s]`), a tumbling 1 s window join and an as-of join
+//! (tolerance 5 s) through their operators driven directly, single thread: two sides of
 //! `--join-events` (default 1M) rows each over `--join-keys` (default 100K) keys, 100 rows
 //! per ms of event time, batches of 8,192 taken from both sides in turn, a watermark after
 //! each pair; the buffered rows on the heap and (with `--features rocksdb`) in RocksDB.
@@ -685,7 +685,7 @@ mod joins {
 
     use sabot::deps::arrow::array::{Int64Array, RecordBatch};
     use sabot::deps::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-    use sabot::operator::{IntervalJoinOperator, TwoInputOperator, WindowJoinOperator};
+    use sabot::operator::{AsofJoinOperator, IntervalJoinOperator, TwoInputOperator, WindowJoinOperator};
     use sabot::state::StateBackend;
     use sabot::testing::TwoInputHarness;
     use sabot::window::WindowSpec;
@@ -764,6 +764,14 @@ mod joins {
             let (rate, joined) = drive(op, &left, &right)?;
             check("window", joined);
             println!("window join   {label:<8} {:>6.2}M rows/s  ({joined} pairs, {keys} keys)", rate / 1e6);
+            Ok(rate)
+        })?;
+        super::on_heap_and_rocksdb("as-of join", |label, backend: &StateBackend| {
+            let op = AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", Some(5_000))?
+                .with_state_backend(backend)?;
+            let (rate, joined) = drive(op, &left, &right)?;
+            check("asof", joined);
+            println!("as-of join    {label:<8} {:>6.2}M rows/s  ({joined} rows, {keys} keys)", rate / 1e6);
             Ok(rate)
         })
     }

@@ -833,6 +833,14 @@ fn rocksdb_window_join_state_follows_its_keys_when_the_parallelism_changes() {
 
 #[cfg(feature = "rocksdb")]
 #[test]
+fn rocksdb_asof_join_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    joins_follow_their_keys(ClickJoin::AsOf, move || StateBackend::RocksDb { path: path.clone() });
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
 fn rocksdb_interval_join_state_follows_its_keys_when_the_parallelism_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rocksdb");

@@ -671,8 +671,17 @@ fn sliding_window_joins_restore_on(backend: &StateBackend, buffered: usize) -> E
 
 #[test]
 fn asof_joins_restore_pending_left_rows_and_sealed_right_rows() {
+    on_each_backend(asof_joins_restore_on);
+}
+
+fn asof_joins_restore_on(backend: &StateBackend) {
     for tolerance in [None, Some(8)] {
-        let make = || AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", tolerance).unwrap();
+        let make = || {
+            AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", tolerance)
+                .unwrap()
+                .with_state_backend(backend)
+                .unwrap()
+        };
         let steps = [
             Step2::Right(rows(&[("a", 1, 1), ("a", 5, 2), ("b", 3, 3), ("a", 5, 4)])),
             Step2::Left(rows(&[("a", 6, 5), ("b", 2, 6), ("c", 4, 7)])),

@@ -365,9 +365,10 @@ fn operator_factory(
                 WindowJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *spec)?
                     .with_state_backend(backend)?,
             ),
-            StreamJoinKind::AsOf { left_time, right_time, tolerance } => {
-                Box::new(AsofJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *tolerance)?)
-            }
+            StreamJoinKind::AsOf { left_time, right_time, tolerance } => Box::new(
+                AsofJoinOperator::try_new(l, r, &lk, &rk, left_time, right_time, *tolerance)?
+                    .with_state_backend(backend)?,
+            ),
             StreamJoinKind::Table { join_type } => {
                 Box::new(TableJoinOperator::try_new(l, r, &lk, &rk, *join_type)?.with_state_backend(backend)?)
             }

@@ -243,6 +243,15 @@ impl<V> MemTable<V> {
             .collect()
     }
 
+    /// The keys of the live entries below `bound`, in no particular order.
+    pub(super) fn keys_below(&self, bound: &[u8], now: u64) -> Vec<Box<[u8]>> {
+        self.table
+            .iter()
+            .filter(|slot| slot.expires_at > now && slot.key.as_slice() < bound)
+            .map(|slot| Box::from(slot.key.as_slice()))
+            .collect()
+    }
+
     /// Keeps only the keys `keep` accepts; returns how many were dropped.
     pub(super) fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> usize {
         let before = self.table.len();

@@ -549,6 +549,21 @@ impl RocksTables {
         Ok(live)
     }
 
+    /// The keys of the live entries of state `idx` below `bound`, in key order.
+    pub(super) fn keys_below(&mut self, idx: usize, bound: &[u8], now: u64) -> Result<Vec<Box<[u8]>>> {
+        let mut keys = Vec::new();
+        self.scan(idx, &[], |key, value| {
+            if key >= bound {
+                return false;
+            }
+            if codec::expires_at(value) > now {
+                keys.push(key.into());
+            }
+            true
+        })?;
+        Ok(keys)
+    }
+
     /// Deletes every entry of state `idx` under `prefix`.
     pub(super) fn delete_prefix(&mut self, idx: usize, prefix: &[u8]) -> Result<()> {
         let mut keys = Vec::new();

@@ -1,16 +1,20 @@
 //! As-of join: each left row with the latest right row of its key at or before its time.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod right_index;
+mod stored_latest;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 
-use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, Picks, Side, times_of};
+use super::join_state::{JoinKeys, JoinOutput, Picks, Side, times_of};
 use super::{Output, TwoInputOperator, Watermark};
+use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
-use crate::{Result, SabotError};
+use crate::state::StateBackend;
+use right_index::RightIndex;
+use stored_latest::StoredLatest;
 
 /// An as-of join (left outer): each left row `l` is joined with the latest right row `r`
 /// with the same key and `r.ts <= l.ts` (the one that arrived last among equal times), if
@@ -56,6 +60,9 @@ pub struct AsofJoinOperator {
     pending: Vec<Pending>,
     pending_rows: usize,
     right: RightIndex,
+    /// With a state backend other than memory: each key's latest right row before the
+    /// watermark (the heap index then holds only the rows at or after it).
+    sealed: Option<StoredLatest>,
     watermark: i64,
     late_rows: usize,
 }
@@ -93,9 +100,41 @@ impl AsofJoinOperator {
             pending: vec![],
             pending_rows: 0,
             right: RightIndex::default(),
+            sealed: None,
             watermark: i64::MIN,
             late_rows: 0,
         })
+    }
+
+    /// Keeps each key's latest right row before the watermark in `backend`: on the heap for
+    /// [`StateBackend::Memory`] (the default), else in the backend's store (RocksDB: one entry
+    /// per key, the row in Arrow's row format, and with a tolerance an index by time to
+    /// delete rows it makes useless), so that the rows of many keys can outgrow memory. Rows
+    /// at or after the watermark and left rows waiting for it, both bounded by the inputs'
+    /// out-of-orderness, stay on the heap. Call it before the first row.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::operator::AsofJoinOperator;
+    /// use sabot::state::StateBackend;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("k", DataType::Int64, false),
+    ///     Field::new("ts", DataType::Int64, false),
+    /// ]));
+    /// let backend = StateBackend::RocksDb { path: "/var/lib/sabot/worker-0".into() };
+    /// let op = AsofJoinOperator::try_new(schema.clone(), schema, &["k"], &["k"], "ts", "ts", Some(1_000))?
+    ///     .with_state_backend(&backend)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        self.sealed = match backend {
+            StateBackend::Memory => None,
+            #[allow(unreachable_patterns)]
+            _ => Some(StoredLatest::open(backend, self.output.input_schema(Side::Right).clone(), self.tolerance)?),
+        };
+        Ok(self)
     }
 
     /// The output schema.
@@ -105,7 +144,7 @@ impl AsofJoinOperator {
 
     /// The rows buffered: left rows waiting for the watermark and right rows kept for matching.
     pub fn buffered_rows(&self) -> usize {
-        self.pending_rows + self.right.rows
+        self.pending_rows + self.right.rows + self.sealed.as_ref().map_or(0, StoredLatest::rows)
     }
 
     /// The rows dropped because they arrived behind the watermark.
@@ -144,20 +183,26 @@ impl AsofJoinOperator {
         let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
         order.sort_by_key(|&i| due_times[i as usize]);
         let keys = self.keys.encode(&batch, Side::Left)?;
-        let mut sources: Vec<&RecordBatch> = vec![];
+        let mut sources: Vec<RecordBatch> = vec![];
         let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
         let mut picks = Vec::with_capacity(order.len());
+        // Rows with no match on the heap, for the sealed rows in the store: (pick, key, time).
+        let mut misses: Vec<(usize, &[u8], i64)> = vec![];
         for &row in &order {
-            let found =
-                keys.get(row as usize).and_then(|k| self.right.latest(k, due_times[row as usize], self.tolerance));
+            let (key, time) = (keys.get(row as usize), due_times[row as usize]);
+            let found = key.and_then(|k| self.right.latest(k, time, self.tolerance));
             picks.push(match found {
-                None => None,
+                None => {
+                    if let Some(key) = key {
+                        misses.push((picks.len(), key, time));
+                    }
+                    None
+                }
                 Some((segment, r)) => {
                     let source = match source_of.get(&segment) {
                         Some(&s) => s,
                         None => {
-                            let b = self.right.segment(segment)?;
-                            sources.push(b);
+                            sources.push(self.right.segment(segment)?.clone());
                             source_of.insert(segment, sources.len() - 1);
                             sources.len() - 1
                         }
@@ -166,6 +211,17 @@ impl AsofJoinOperator {
                 }
             });
         }
+        // A heap row of the key at or before the time is later than any sealed row.
+        if let Some(sealed) = self.sealed.as_mut().filter(|_| !misses.is_empty()) {
+            let probes: Vec<(&[u8], i64)> = misses.iter().map(|&(_, key, time)| (key, time)).collect();
+            let (rows, found) = sealed.lookup(&probes)?;
+            let source = sources.len();
+            sources.push(rows);
+            for (&(pick, _, _), found) in misses.iter().zip(found) {
+                picks[pick] = found.map(|row| (source, row));
+            }
+        }
+        let sources: Vec<&RecordBatch> = sources.iter().collect();
         out.emit(self.output.build(Picks::Take(&batch, &order), Picks::Interleave(&sources, &picks), vec![])?);
         Ok(())
     }
@@ -220,7 +276,15 @@ impl TwoInputOperator for AsofJoinOperator {
         }
         self.watermark = watermark.0;
         self.emit_due(Some(watermark.0), out)?;
-        self.right.seal(watermark.0, self.tolerance);
+        match self.sealed.as_mut() {
+            None => self.right.seal(watermark.0, self.tolerance),
+            Some(sealed) => {
+                if let Some(latest) = self.right.take_before(watermark.0)? {
+                    sealed.put(&latest)?;
+                }
+                sealed.seal(watermark.0)?;
+            }
+        }
         out.emit_watermark(watermark);
         Ok(())
     }
@@ -228,12 +292,16 @@ impl TwoInputOperator for AsofJoinOperator {
     fn on_close(&mut self, out: &mut Output) -> Result<()> {
         self.emit_due(None, out)?;
         self.right = RightIndex::default();
-        Ok(())
+        self.sealed.as_mut().map_or(Ok(()), StoredLatest::clear)
     }
     /// Saves the pending left rows (Arrow IPC, in arrival order), the right rows kept for
     /// matching (in arrival order, with whether each is the sealed latest row of its key
-    /// before the watermark), the watermark and the count of late rows.
+    /// before the watermark; with a state backend, a checkpoint of the sealed rows instead), the
+    /// watermark and the count of late rows.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        if let Some(sealed) = self.sealed.as_mut() {
+            sealed.snapshot(snapshot)?;
+        }
         let pending: Vec<RecordBatch> = self.pending.iter().map(|p| p.batch.clone()).collect();
         snapshot.put_batches("pending", self.output.input_schema(Side::Left), &pending)?;
         let right_schema = self.output.input_schema(Side::Right);
@@ -246,6 +314,9 @@ impl TwoInputOperator for AsofJoinOperator {
         self.pending.clear();
         self.pending_rows = 0;
         self.right = RightIndex::default();
+        if let Some(sealed) = self.sealed.as_mut() {
+            sealed.clear()?;
+        }
         if let Some(state) = self.merge_snapshot(restored, &|_| true)? {
             self.watermark = state.watermark;
             self.late_rows = state.late_rows;
@@ -270,6 +341,10 @@ impl AsofJoinOperator {
     /// snapshot of an instance of this operator; returns what it saved besides its rows.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<AsofState>> {
         let Some(state) = snapshot.value::<AsofState>("asof")? else { return Ok(None) };
+        match self.sealed.as_mut() {
+            Some(sealed) => sealed.merge_snapshot(snapshot, keep)?,
+            None => super::saved_by_another_backend(snapshot, "asof_join", "asof_stored", "rocksdb")?,
+        }
         for batch in snapshot.batches("pending")? {
             let batch = self.keys.filter(&batch, Side::Left, keep)?;
             if batch.num_rows() == 0 {
@@ -303,195 +378,6 @@ struct AsofState {
     late_rows: usize,
     /// For each saved right row: whether it is sealed (its key's latest row before the watermark).
     sealed: Vec<bool>,
-}
-
-/// The rows of one key, by `(time, arrival)`, each pointing to `(segment, row)`.
-struct KeyRows {
-    key: Box<[u8]>,
-    rows: BTreeMap<(i64, u64), (u64, u32)>,
-}
-
-/// The right side's rows, indexed by key and time. The columns stay in the arriving batches
-/// (segments), which are freed once none of their rows is kept.
-#[derive(Default)]
-struct RightIndex {
-    segments: hashbrown::HashMap<u64, (RecordBatch, usize)>,
-    next_segment: u64,
-    next_seq: u64,
-    ids: hashbrown::HashMap<Box<[u8]>, u32>,
-    keys: Vec<Option<KeyRows>>,
-    free: Vec<u32>,
-    /// `(time, arrival, key)` of the rows at or after the watermark.
-    unsealed: BTreeSet<(i64, u64, u32)>,
-    /// The latest row before the watermark, per key.
-    sealed: BTreeSet<(i64, u64, u32)>,
-    rows: usize,
-}
-
-impl RightIndex {
-    fn insert(&mut self, batch: &RecordBatch, times: &[i64], keys: &EncodedKeys, selected: &[u32]) -> Result<()> {
-        if selected.is_empty() {
-            return Ok(());
-        }
-        let part = if selected.len() == batch.num_rows() {
-            batch.clone()
-        } else {
-            arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(selected.to_vec()))?
-        };
-        let segment = self.next_segment;
-        self.next_segment += 1;
-        for (position, &row) in selected.iter().enumerate() {
-            let key =
-                keys.get(row as usize).ok_or_else(|| SabotError::Execution("a right row has a null key".into()))?;
-            let id = match self.ids.get(key) {
-                Some(&id) => id,
-                None => {
-                    let slot = KeyRows { key: Box::from(key), rows: BTreeMap::new() };
-                    let id = match self.free.pop() {
-                        Some(id) => {
-                            self.keys[id as usize] = Some(slot);
-                            id
-                        }
-                        None => {
-                            self.keys.push(Some(slot));
-                            u32::try_from(self.keys.len() - 1)
-                                .map_err(|_| SabotError::Execution("too many as-of join keys".into()))?
-                        }
-                    };
-                    self.ids.insert(Box::from(key), id);
-                    id
-                }
-            };
-            let (time, seq) = (times[row as usize], self.next_seq);
-            self.next_seq += 1;
-            if let Some(slot) = self.keys[id as usize].as_mut() {
-                slot.rows.insert((time, seq), (segment, position as u32));
-            }
-            self.unsealed.insert((time, seq, id));
-        }
-        self.rows += selected.len();
-        self.segments.insert(segment, (part, selected.len()));
-        Ok(())
-    }
-
-    /// Every kept row in arrival order, gathered into one batch of `schema`, with whether
-    /// each is sealed: inserting them again into an empty index (see [`RightIndex::restore`])
-    /// gives the same matches (arrival numbers are only compared with each other).
-    fn snapshot(&self, schema: &SchemaRef) -> Result<(RecordBatch, Vec<bool>)> {
-        let mut rows: Vec<(u64, i64, u32, (u64, u32))> = Vec::with_capacity(self.rows);
-        for (id, slot) in self.keys.iter().enumerate() {
-            let Some(slot) = slot else { continue };
-            rows.extend(slot.rows.iter().map(|(&(time, seq), &at)| (seq, time, id as u32, at)));
-        }
-        rows.sort_unstable_by_key(|r| r.0);
-        if rows.is_empty() {
-            return Ok((RecordBatch::new_empty(schema.clone()), vec![]));
-        }
-        let mut sources: Vec<&RecordBatch> = vec![];
-        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
-        let mut picks = Vec::with_capacity(rows.len());
-        let mut sealed = Vec::with_capacity(rows.len());
-        for &(seq, time, id, (segment, row)) in &rows {
-            let source = match source_of.get(&segment) {
-                Some(&s) => s,
-                None => {
-                    sources.push(self.segment(segment)?);
-                    source_of.insert(segment, sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
-            picks.push((source, row as usize));
-            sealed.push(self.sealed.contains(&(time, seq, id)));
-        }
-        Ok((arrow::compute::interleave_record_batch(&sources, &picks)?, sealed))
-    }
-
-    /// Loads the rows [`RightIndex::snapshot`] gave (with their `times`, `keys` and sealed
-    /// flags) into an empty index.
-    fn restore(&mut self, batch: &RecordBatch, times: &[i64], keys: &EncodedKeys, sealed: &[bool]) -> Result<()> {
-        if sealed.len() != batch.num_rows() {
-            return Err(SabotError::State {
-                state: "asof_join/right".into(),
-                message: format!("{} saved rows but {} sealed flags", batch.num_rows(), sealed.len()),
-            });
-        }
-        let first_seq = self.next_seq;
-        let all: Vec<u32> = (0..batch.num_rows() as u32).collect();
-        self.insert(batch, times, keys, &all)?;
-        for (row, _) in sealed.iter().enumerate().filter(|(_, s)| **s) {
-            let key = keys.get(row).ok_or_else(|| SabotError::Execution("a right row has a null key".into()))?;
-            let id = self.ids[key];
-            let entry = (times[row], first_seq + row as u64, id);
-            self.unsealed.remove(&entry);
-            self.sealed.insert(entry);
-        }
-        Ok(())
-    }
-
-    /// The latest row of `key` at or before `time`, within `tolerance`.
-    fn latest(&self, key: &[u8], time: i64, tolerance: Option<i64>) -> Option<(u64, u32)> {
-        let id = *self.ids.get(key)?;
-        let slot = self.keys[id as usize].as_ref()?;
-        let (&(found, _), &at) = slot.rows.range(..=(time, u64::MAX)).next_back()?;
-        tolerance.is_none_or(|tol| time.saturating_sub(found) <= tol).then_some(at)
-    }
-
-    fn segment(&self, id: u64) -> Result<&RecordBatch> {
-        self.segments
-            .get(&id)
-            .map(|(b, _)| b)
-            .ok_or_else(|| SabotError::Execution("an as-of join row points to dropped state".into()))
-    }
-
-    /// Forgets row `(time, seq)` of key `id`.
-    fn remove(&mut self, id: u32, time: i64, seq: u64) {
-        let Some(slot) = self.keys[id as usize].as_mut() else { return };
-        let Some((segment, _)) = slot.rows.remove(&(time, seq)) else { return };
-        self.rows -= 1;
-        if slot.rows.is_empty() {
-            self.ids.remove(&slot.key);
-            self.keys[id as usize] = None;
-            self.free.push(id);
-        }
-        if let Some((_, live)) = self.segments.get_mut(&segment) {
-            *live -= 1;
-            if *live == 0 {
-                self.segments.remove(&segment);
-            }
-        }
-    }
-
-    /// The watermark reached `watermark` and every left row before it was emitted: future
-    /// left rows are at or after it. Per key, only the latest row before the watermark can
-    /// still match (if within `tolerance` of it), plus the rows after it.
-    fn seal(&mut self, watermark: i64, tolerance: Option<i64>) {
-        while let Some(&(time, seq, id)) = self.unsealed.first() {
-            if time >= watermark {
-                break;
-            }
-            self.unsealed.pop_first();
-            // Every earlier row of the key is sealed already, and only the latest is kept.
-            let previous = self.keys[id as usize]
-                .as_ref()
-                .and_then(|slot| slot.rows.first_key_value().map(|(&k, _)| k))
-                .filter(|&k| k < (time, seq));
-            if let Some((old_time, old_seq)) = previous {
-                self.sealed.remove(&(old_time, old_seq, id));
-                self.remove(id, old_time, old_seq);
-            }
-            self.sealed.insert((time, seq, id));
-        }
-        if let Some(tolerance) = tolerance {
-            let oldest_useful = watermark.saturating_sub(tolerance);
-            while let Some(&(time, seq, id)) = self.sealed.first() {
-                if time >= oldest_useful {
-                    break;
-                }
-                self.sealed.pop_first();
-                self.remove(id, time, seq);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
