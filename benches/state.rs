@@ -36,7 +36,8 @@
 //! `sessions`: session windows (count and sum per key, gap 5 s) through
 //! `SessionWindowOperator` driven directly: `--session-events N` (default 2M) events over
 //! `--session-keys K` (default 10K) keys, 100 events per ms of event time, batches of 8,192, a
-//! watermark after each batch; most sessions span many watermarks.
+//! watermark after each batch; most sessions span many watermarks. The rows of open sessions
+//! on the heap and (with `--features rocksdb`) in RocksDB.
 //!
 //! `table`: a table join's lookups (`TableJoinOperator` driven directly, single thread):
 //! a table of `--table-keys` (default 1M) rows (key, 32-byte name) loaded in batches of 8,192,
@@ -544,30 +545,40 @@ mod windows {
                 RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(ts), Arc::new(v)]).expect("columns")
             })
             .collect();
-        let aggregates = vec![count_all(), sum(col("v")).alias("total")];
-        let op = SessionWindowOperator::try_new(5_000, "ts", schema, vec![col("k")], aggregates, 0, None)?;
-        let mut harness = OperatorHarness::new(op);
-        let mut counted = 0i64;
-        let start = Instant::now();
-        for batch in &batches {
-            let ts = batch.column(1).as_primitive::<Int64Type>();
-            let watermark = ts.value(ts.len() - 1);
-            harness.process(batch.clone())?;
-            harness.watermark(watermark)?;
+        let time = |label: &str, backend: &StateBackend| -> sabot::Result<f64> {
+            let aggregates = vec![count_all(), sum(col("v")).alias("total")];
+            let op = SessionWindowOperator::try_new(5_000, "ts", schema.clone(), vec![col("k")], aggregates, 0, None)?
+                .with_state_backend(backend)?;
+            let mut harness = OperatorHarness::new(op);
+            let mut counted = 0i64;
+            let start = Instant::now();
+            for batch in &batches {
+                let ts = batch.column(1).as_primitive::<Int64Type>();
+                let watermark = ts.value(ts.len() - 1);
+                harness.process(batch.clone())?;
+                harness.watermark(watermark)?;
+                for b in harness.take_output() {
+                    counted += b
+                        .column_by_name("count")
+                        .expect("count")
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .sum::<i64>();
+                }
+            }
+            harness.close()?;
             for b in harness.take_output() {
                 counted +=
                     b.column_by_name("count").expect("count").as_primitive::<Int64Type>().values().iter().sum::<i64>();
             }
-        }
-        harness.close()?;
-        for b in harness.take_output() {
-            counted +=
-                b.column_by_name("count").expect("count").as_primitive::<Int64Type>().values().iter().sum::<i64>();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(counted as u64, events, "every event counted once");
-        println!("sessions {:>8.2}M events/s  ({events} events, {keys} keys, {secs:.3} s)", events as f64 / secs / 1e6);
-        Ok(())
+            let secs = start.elapsed().as_secs_f64();
+            assert_eq!(counted as u64, events, "every event counted once");
+            let rate = events as f64 / secs;
+            println!("sessions {label:<8} {:>8.2}M events/s  ({events} events, {keys} keys, {secs:.3} s)", rate / 1e6);
+            Ok(rate)
+        };
+        super::on_heap_and_rocksdb("sessions", time)
     }
 
     /// Events per second through a window aggregation on `backend`.

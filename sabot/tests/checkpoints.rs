@@ -594,6 +594,14 @@ fn session_state_follows_its_partitions_when_workers_join_and_leave() {
     windows_follow_their_partitions(sessions(), |_| StateBackend::Memory);
 }
 
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_session_state_follows_its_partitions_when_workers_join_and_leave() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_path_buf();
+    windows_follow_their_partitions(sessions(), move |worker| StateBackend::RocksDb { path: root.join(worker) });
+}
+
 #[test]
 fn count_window_state_follows_its_partitions_when_workers_join_and_leave() {
     windows_follow_their_partitions(counts(), |_| StateBackend::Memory);
@@ -650,6 +658,14 @@ fn rocksdb_window_state_follows_its_keys_when_the_parallelism_changes() {
 #[test]
 fn session_state_follows_its_keys_when_the_parallelism_changes() {
     windows_follow_their_keys(sessions(), || StateBackend::Memory);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_session_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    windows_follow_their_keys(sessions(), move || StateBackend::RocksDb { path: path.clone() });
 }
 
 #[test]

@@ -361,8 +361,29 @@ fn a_global_tumbling_window_without_keys_restores_on(backend: &StateBackend, buf
 
 #[test]
 fn session_windows_restore_and_merge_across_the_snapshot() {
+    let out = same_on_each_buffered_backend(session_windows_restore_on);
+    assert_eq!(total_rows(&out.late), 1);
+    let starts: Vec<String> = out
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let (k, s, e) = (b.column(0).clone(), b.column(1).clone(), b.column(2).clone());
+            (0..b.num_rows()).map(move |i| {
+                use arrow::util::display::array_value_to_string as v;
+                format!("{}:{}-{}", v(&k, i).unwrap(), v(&s, i).unwrap(), v(&e, i).unwrap())
+            })
+        })
+        .collect();
+    assert!(starts.contains(&"a:0-30".to_string()), "the merged session fired: {starts:?}");
+}
+
+fn session_windows_restore_on(backend: &StateBackend, buffered: usize) -> Emitted {
     let make = |late: LateData| {
-        SessionWindowOperator::try_new(10, "ts", schema(), vec![col("k")], all_aggregates(), 5, Some(late)).unwrap()
+        SessionWindowOperator::try_new(10, "ts", schema(), vec![col("k")], all_aggregates(), 5, Some(late))
+            .unwrap()
+            .with_state_backend(backend)
+            .unwrap()
+            .with_buffered_rows(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 0, 1), ("a", 5, 2), ("b", 3, 3)])),
@@ -380,20 +401,7 @@ fn session_windows_restore_and_merge_across_the_snapshot() {
         Batch(rows(&[("c", 49, 11)])),
         Close,
     ];
-    let out = check_one(make, &steps);
-    assert_eq!(total_rows(&out.late), 1);
-    let starts: Vec<String> = out
-        .batches
-        .iter()
-        .flat_map(|b| {
-            let (k, s, e) = (b.column(0).clone(), b.column(1).clone(), b.column(2).clone());
-            (0..b.num_rows()).map(move |i| {
-                use arrow::util::display::array_value_to_string as v;
-                format!("{}:{}-{}", v(&k, i).unwrap(), v(&s, i).unwrap(), v(&e, i).unwrap())
-            })
-        })
-        .collect();
-    assert!(starts.contains(&"a:0-30".to_string()), "the merged session fired: {starts:?}");
+    check_one(make, &steps)
 }
 
 #[test]

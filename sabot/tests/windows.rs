@@ -208,19 +208,30 @@ fn every_aggregate_is_the_same_wherever_the_panes_live() {
     }
 }
 
+/// Session windows whose rows live in `backend`, holding `buffered` rows on the heap.
+fn sessions(
+    backend: &StateBackend,
+    buffered: usize,
+    gap: i64,
+    aggregates: Vec<AggExpr>,
+    lateness: i64,
+    late: Option<LateData>,
+) -> SessionWindowOperator {
+    SessionWindowOperator::try_new(gap, "ts", schema(), vec![col("k")], aggregates, lateness, late)
+        .unwrap()
+        .with_state_backend(backend)
+        .unwrap()
+        .with_buffered_rows(buffered)
+}
+
 #[test]
 fn sessions_merge_and_late_rows_bridge_them() {
-    let op = SessionWindowOperator::try_new(
-        10,
-        "ts",
-        schema(),
-        vec![col("k")],
-        vec![count_all(), sum(col("v")).alias("total")],
-        100,
-        None,
-    )
-    .unwrap();
-    let mut h = OperatorHarness::new(op);
+    on_each_buffered_backend(sessions_merge_on);
+}
+
+fn sessions_merge_on(backend: &StateBackend, buffered: usize) {
+    let aggregates = vec![count_all(), sum(col("v")).alias("total")];
+    let mut h = OperatorHarness::new(sessions(backend, buffered, 10, aggregates, 100, None));
     h.process(events(&[("a", 0, 1), ("a", 5, 2), ("b", 3, 5), ("a", 30, 4)])).unwrap();
     h.watermark(20).unwrap();
     assert_eq!(rows(&h.take_output()), ["a,0,15,2,3", "b,3,13,1,5"]);
@@ -278,11 +289,12 @@ fn dictionary_keys_work_wherever_the_panes_live() {
 /// Flink's merging windows); without one it is late.
 #[test]
 fn a_row_inside_an_open_session_is_not_late() {
+    on_each_buffered_backend(row_inside_an_open_session_on);
+}
+
+fn row_inside_an_open_session_on(backend: &StateBackend, buffered: usize) {
     let late = LateData::new();
-    let op =
-        SessionWindowOperator::try_new(10, "ts", schema(), vec![col("k")], vec![count_all()], 0, Some(late.clone()))
-            .unwrap();
-    let mut h = OperatorHarness::new(op);
+    let mut h = OperatorHarness::new(sessions(backend, buffered, 10, vec![count_all()], 0, Some(late.clone())));
     h.process(events(&[("a", 0, 1), ("a", 8, 1), ("a", 16, 1)])).unwrap();
     h.watermark(12).unwrap();
     assert_eq!(h.output_rows(), 0, "[0, 26) is open");
@@ -298,6 +310,10 @@ fn a_row_inside_an_open_session_is_not_late() {
 /// rows sorted by time, split where the next row is a gap or more after the latest.
 #[test]
 fn streaming_sessions_equal_the_batch_computation() {
+    on_each_buffered_backend(streaming_sessions_on);
+}
+
+fn streaming_sessions_on(backend: &StateBackend, buffered: usize) {
     for seed in 1..=4u64 {
         let mut state = seed * 0x2545_F491;
         let (gap, bound) = (30i64, 40i64);
@@ -314,17 +330,8 @@ fn streaming_sessions_equal_the_batch_computation() {
             rows_in.into_iter().map(|r| (r.1 + (xorshift(&mut state) % bound as u64) as i64, r)).collect();
         arriving.sort_by_key(|(arrival, _)| *arrival);
         let rows_in: Vec<(String, i64, i64)> = arriving.into_iter().map(|(_, r)| r).collect();
-        let op = SessionWindowOperator::try_new(
-            gap,
-            "ts",
-            schema(),
-            vec![col("k")],
-            vec![count_all(), sum(col("v")).alias("total")],
-            0,
-            None,
-        )
-        .unwrap();
-        let mut h = OperatorHarness::new(op);
+        let aggregates = vec![count_all(), sum(col("v")).alias("total")];
+        let mut h = OperatorHarness::new(sessions(backend, buffered, gap, aggregates, 0, None));
         let mut max_seen = i64::MIN;
         for chunk in rows_in.chunks(37) {
             h.process(events(&chunk.iter().map(|(k, t, v)| (k.as_str(), *t, *v)).collect::<Vec<_>>())).unwrap();
@@ -352,7 +359,7 @@ fn streaming_sessions_equal_the_batch_computation() {
             expected.push(format!("{k},{start},{},{count},{total}", latest + gap));
         }
         expected.sort();
-        assert_eq!(rows(&h.take_output()), expected, "seed {seed}");
+        assert_eq!(rows(&h.take_output()), expected, "seed {seed}, {backend:?}, {buffered} buffered rows");
     }
 }
 

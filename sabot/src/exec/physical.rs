@@ -491,15 +491,18 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
                         )?
                         .with_state_backend(backend)?,
                     ),
-                    WindowSpec::Session { gap } => Box::new(SessionWindowOperator::try_new(
-                        gap,
-                        &time()?,
-                        in_schema.clone(),
-                        keys.clone(),
-                        aggregates.clone(),
-                        lateness,
-                        late.clone(),
-                    )?),
+                    WindowSpec::Session { gap } => Box::new(
+                        SessionWindowOperator::try_new(
+                            gap,
+                            &time()?,
+                            in_schema.clone(),
+                            keys.clone(),
+                            aggregates.clone(),
+                            lateness,
+                            late.clone(),
+                        )?
+                        .with_state_backend(backend)?,
+                    ),
                     WindowSpec::Count { size } => Box::new(
                         CountWindowOperator::try_new(size, in_schema.clone(), keys.clone(), aggregates.clone())?
                             .with_state_backend(backend)?,

@@ -35,6 +35,7 @@ mod map_batches;
 mod project;
 mod session_window;
 mod sort;
+mod timed_rows;
 mod watermark_assigner;
 mod window_aggregate;
 // Streaming joins: two-input operators.

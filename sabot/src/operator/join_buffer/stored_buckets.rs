@@ -1,8 +1,8 @@
 //! A join buffer in the keyed state backend (RocksDB): rows larger than memory. The rows of
 //! one key in one bucket are one entry, keyed by the bucket's start then the join key, so
 //! that a probe reads one entry per bucket it spans and an expired bucket is one range of
-//! keys. The value lists the rows in arrival order, each as its event time, its length and
-//! the row in Arrow's row format.
+//! keys. The value lists the rows in arrival order with their event times
+//! ([`timed_rows`](crate::operator::timed_rows)).
 //!
 //! New rows first go to a bounded buffer on the heap ([`TimeBuckets`]); when it is full, and
 //! at checkpoints, its rows are appended to their entries, read through the store's
@@ -20,15 +20,13 @@ use super::time_buckets::{Gather, RowRef, TimeBuckets};
 use super::{JoinBuffer, KeepKeys, KeyedRows, Matches, Probe};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::join_state::{EncodedKeys, JoinKeys, Side};
+use crate::operator::timed_rows::{append_row, arena_rows, for_each_row};
 use crate::operator::{TIME_PREFIX, decode_rows, time_prefix};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
 /// Rows the heap buffer holds before they are written to the store.
 const DEFAULT_BUFFERED_ROWS: usize = 100_000;
-
-/// Bytes in front of each row of an entry: its event time (i64) and its length (u32).
-const ROW_HEADER: usize = 12;
 
 /// The stored key of `key`'s rows in the bucket starting at `start`.
 fn stored_key(start: i64, key: &[u8]) -> Vec<u8> {
@@ -38,13 +36,6 @@ fn stored_key(start: i64, key: &[u8]) -> Vec<u8> {
 /// The join key of a stored key.
 fn join_key(stored: &[u8]) -> &[u8] {
     stored.get(TIME_PREFIX..).unwrap_or_default()
-}
-
-/// Appends a row (event time `time`, row-encoded `row`) to an entry.
-fn append_row(entry: &mut Vec<u8>, time: i64, row: &[u8]) {
-    entry.extend_from_slice(&time.to_le_bytes());
-    entry.extend_from_slice(&(row.len() as u32).to_le_bytes());
-    entry.extend_from_slice(row);
 }
 
 /// What the store knows of a bucket without reading it.
@@ -117,31 +108,13 @@ impl StoredBuckets {
     }
 
     /// Calls `f` with the event time and encoding of every row of a stored entry.
-    fn for_each_row(&self, entry: &[u8], mut f: impl FnMut(i64, &[u8])) -> Result<()> {
-        let mut rest = entry;
-        while !rest.is_empty() {
-            let truncated = || SabotError::State {
-                state: self.operator.clone(),
-                message: "a stored join entry is truncated".into(),
-            };
-            let header = rest.get(..ROW_HEADER).ok_or_else(truncated)?;
-            let time = i64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-            let len = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
-            let row = rest.get(ROW_HEADER..ROW_HEADER + len).ok_or_else(truncated)?;
-            f(time, row);
-            rest = &rest[ROW_HEADER + len..];
-        }
-        Ok(())
+    fn for_each_row(&self, entry: &[u8], f: impl FnMut(i64, &[u8])) -> Result<()> {
+        for_each_row(entry, &self.operator, f)
     }
 
     /// Rows of the input's schema from the encodings `ends` delimits in `arena`.
     fn decode(&self, arena: &[u8], ends: &[usize]) -> Result<RecordBatch> {
-        let rows = ends.iter().scan(0, |start, &end| {
-            let row = &arena[*start..end];
-            *start = end;
-            Some(row)
-        });
-        let columns = decode_rows(&self.converter, rows, self.schema.fields())?;
+        let columns = decode_rows(&self.converter, arena_rows(arena, ends), self.schema.fields())?;
         let options = RecordBatchOptions::new().with_row_count(Some(ends.len()));
         Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
     }
