@@ -615,6 +615,14 @@ fn rocksdb_count_window_state_follows_its_partitions_when_workers_join_and_leave
     windows_follow_their_partitions(counts(), move |worker| StateBackend::RocksDb { path: root.join(worker) });
 }
 
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_global_window_state_follows_its_partitions_when_workers_join_and_leave() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path().to_path_buf();
+    windows_follow_their_partitions(global_counts(), move |worker| StateBackend::RocksDb { path: root.join(worker) });
+}
+
 #[test]
 fn global_window_state_follows_its_partitions_when_workers_join_and_leave() {
     windows_follow_their_partitions(global_counts(), |_| StateBackend::Memory);
@@ -684,6 +692,14 @@ fn rocksdb_count_window_state_follows_its_keys_when_the_parallelism_changes() {
 #[test]
 fn global_window_state_follows_its_keys_when_the_parallelism_changes() {
     windows_follow_their_keys(global_counts(), || StateBackend::Memory);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_global_window_state_follows_its_keys_when_the_parallelism_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rocksdb");
+    windows_follow_their_keys(global_counts(), move || StateBackend::RocksDb { path: path.clone() });
 }
 
 /// Joined clicks: (user, left page, right page).

@@ -1,6 +1,8 @@
 //! Global windows with triggers: count, continuous event time (cumulative and purging),
 //! processing time, and a user-defined trigger; driven by a harness with explicit
-//! watermarks, and end to end through the Stream API.
+//! watermarks (on the heap and with rows in RocksDB), and end to end through the Stream API.
+
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +11,12 @@ use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use sabot::operator::GlobalWindowOperator;
 use sabot::prelude::*;
+use sabot::state::StateBackend;
 use sabot::testing::OperatorHarness;
 use sabot::window::{
     CountTrigger, EventTimeTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerResult, TriggerState,
 };
+use support::on_each_buffered_backend;
 
 fn rows(data: &[(&str, i64, i64)]) -> RecordBatch {
     RecordBatch::try_from_iter([
@@ -23,7 +27,8 @@ fn rows(data: &[(&str, i64, i64)]) -> RecordBatch {
     .unwrap()
 }
 
-fn harness(trigger: impl Trigger) -> OperatorHarness<GlobalWindowOperator> {
+/// Global windows whose rows live in `backend`, holding `buffered` rows on the heap.
+fn harness(trigger: impl Trigger, backend: &StateBackend, buffered: usize) -> OperatorHarness<GlobalWindowOperator> {
     let schema = rows(&[]).schema();
     let op = GlobalWindowOperator::try_new(
         Arc::new(trigger),
@@ -32,7 +37,10 @@ fn harness(trigger: impl Trigger) -> OperatorHarness<GlobalWindowOperator> {
         vec![sum(col("x")).alias("total"), count_all()],
         Some("ts".into()),
     )
-    .unwrap();
+    .unwrap()
+    .with_state_backend(backend)
+    .unwrap()
+    .with_buffered_rows(buffered);
     OperatorHarness::new(op)
 }
 
@@ -52,7 +60,11 @@ fn fired(h: &mut OperatorHarness<GlobalWindowOperator>) -> Vec<(String, i64, i64
 
 #[test]
 fn a_count_trigger_fires_and_purges_every_n_rows_of_a_key() {
-    let mut h = harness(CountTrigger(2));
+    on_each_buffered_backend(count_trigger_on);
+}
+
+fn count_trigger_on(backend: &StateBackend, buffered: usize) {
+    let mut h = harness(CountTrigger(2), backend, buffered);
     h.process(rows(&[("a", 1, 10), ("b", 5, 11), ("a", 2, 12), ("a", 3, 13)])).unwrap();
     assert_eq!(fired(&mut h), vec![("a".into(), 10, 13, 3, 2)]);
     h.process(rows(&[("a", 4, 20), ("b", 6, 21)])).unwrap();
@@ -63,7 +75,11 @@ fn a_count_trigger_fires_and_purges_every_n_rows_of_a_key() {
 
 #[test]
 fn a_continuous_event_time_trigger_fires_cumulative_results_as_the_watermark_passes() {
-    let mut h = harness(EventTimeTrigger(Duration::from_secs(10)));
+    on_each_buffered_backend(continuous_event_time_trigger_on);
+}
+
+fn continuous_event_time_trigger_on(backend: &StateBackend, buffered: usize) {
+    let mut h = harness(EventTimeTrigger(Duration::from_secs(10)), backend, buffered);
     h.process(rows(&[("a", 1, 1_000), ("a", 2, 5_000), ("b", 7, 9_000)])).unwrap();
     h.watermark(9_999).unwrap();
     assert_eq!(fired(&mut h), vec![]);
@@ -81,7 +97,11 @@ fn a_continuous_event_time_trigger_fires_cumulative_results_as_the_watermark_pas
 
 #[test]
 fn a_purging_trigger_fires_only_the_rows_since_the_last_firing() {
-    let mut h = harness(PurgingTrigger::of(EventTimeTrigger(Duration::from_secs(10))));
+    on_each_buffered_backend(purging_trigger_on);
+}
+
+fn purging_trigger_on(backend: &StateBackend, buffered: usize) {
+    let mut h = harness(PurgingTrigger::of(EventTimeTrigger(Duration::from_secs(10))), backend, buffered);
     h.process(rows(&[("a", 1, 1_000), ("a", 2, 5_000)])).unwrap();
     h.watermark(10_000).unwrap();
     assert_eq!(fired(&mut h), vec![("a".into(), 1_000, 5_001, 3, 2)]);
@@ -94,7 +114,7 @@ fn a_purging_trigger_fires_only_the_rows_since_the_last_firing() {
 
 #[test]
 fn a_processing_time_trigger_fires_on_a_heartbeat_without_new_rows() {
-    let mut h = harness(ProcessingTimeTrigger(Duration::from_millis(50)));
+    let mut h = harness(ProcessingTimeTrigger(Duration::from_millis(50)), &StateBackend::Memory, 0);
     h.process(rows(&[("a", 1, 1), ("a", 2, 2)])).unwrap();
     h.watermark(i64::MIN).unwrap();
     assert_eq!(fired(&mut h), vec![]);
@@ -123,7 +143,11 @@ impl Trigger for CountOrAge {
 
 #[test]
 fn a_user_defined_trigger_combines_count_and_age() {
-    let mut h = harness(CountOrAge);
+    on_each_buffered_backend(user_defined_trigger_on);
+}
+
+fn user_defined_trigger_on(backend: &StateBackend, buffered: usize) {
+    let mut h = harness(CountOrAge, backend, buffered);
     h.process(rows(&[("a", 1, 0), ("b", 1, 100), ("a", 1, 200), ("a", 1, 300)])).unwrap();
     assert_eq!(fired(&mut h), vec![("a".into(), 0, 301, 3, 3)]);
     h.watermark(5_100).unwrap();
@@ -132,11 +156,16 @@ fn a_user_defined_trigger_combines_count_and_age() {
 
 #[test]
 fn global_windows_through_the_stream_api_match_count_windows() {
+    support::on_each_backend(stream_api_matches_count_windows_on);
+}
+
+fn stream_api_matches_count_windows_on(backend: &StateBackend) {
     let data: Vec<(String, i64, i64)> = (0..300).map(|i| (format!("k{}", i % 7), i * 3 % 11, i)).collect();
     let refs: Vec<(&str, i64, i64)> = data.iter().map(|(k, x, t)| (k.as_str(), *x, *t)).collect();
     // One input batch: per-key order is the input order, so both window kinds see the same
     // rows in the same order after the repartition to 2 partitions.
-    let stream = Stream::from_batches(vec![rows(&refs)]).unwrap().with_parallelism(2);
+    let config = ExecConfig::default().with_parallelism(2).with_state_backend(backend.clone());
+    let stream = Stream::from_batches(vec![rows(&refs)]).unwrap().with_config(config);
     let sums = |s: Stream| -> Vec<(String, i64)> {
         let b = s.collect_batch().unwrap();
         let k = b.column_by_name("k").unwrap().as_string::<i32>().clone();

@@ -453,6 +453,11 @@ fn count_windows_restore_after_many_batches_on(backend: &StateBackend) {
 
 #[test]
 fn global_windows_with_a_count_trigger_restore() {
+    let out = same_on_each_buffered_backend(global_windows_with_a_count_trigger_on);
+    assert_eq!(total_rows(&out.batches), 3, "a at its 3rd row, b at its 3rd, a at its 6th");
+}
+
+fn global_windows_with_a_count_trigger_on(backend: &StateBackend, buffered: usize) -> Emitted {
     let make = |_: LateData| {
         GlobalWindowOperator::try_new(
             Arc::new(CountTrigger(3)),
@@ -462,6 +467,9 @@ fn global_windows_with_a_count_trigger_restore() {
             Some("ts".into()),
         )
         .unwrap()
+        .with_state_backend(backend)
+        .unwrap()
+        .with_buffered_rows(buffered)
     };
     let steps = [
         Batch(rows(&[("a", 1, 1), ("b", 2, 2), ("a", 3, 3)])),
@@ -471,12 +479,16 @@ fn global_windows_with_a_count_trigger_restore() {
         Batch(rows(&[("a", 10, 11), ("b", 11, 12)])),
         Close,
     ];
-    let out = check_one(make, &steps);
-    assert_eq!(total_rows(&out.batches), 3, "a at its 3rd row, b at its 3rd, a at its 6th");
+    check_one(make, &steps)
 }
 
 #[test]
 fn global_windows_with_event_time_triggers_restore_timers() {
+    same_on_each_buffered_backend(global_windows_with_event_time_triggers_on);
+}
+
+fn global_windows_with_event_time_triggers_on(backend: &StateBackend, buffered: usize) -> Emitted {
+    let mut all = Emitted { batches: vec![], watermarks: vec![], late: vec![] };
     for purging in [false, true] {
         let make = |_: LateData| {
             let trigger = EventTimeTrigger(Duration::from_millis(10));
@@ -484,6 +496,9 @@ fn global_windows_with_event_time_triggers_restore_timers() {
                 if purging { Arc::new(PurgingTrigger::of(trigger)) } else { Arc::new(trigger) };
             GlobalWindowOperator::try_new(trigger, schema(), vec![col("k")], all_aggregates(), Some("ts".into()))
                 .unwrap()
+                .with_state_backend(backend)
+                .unwrap()
+                .with_buffered_rows(buffered)
         };
         let steps = [
             Batch(rows(&[("a", 1, 1), ("b", 2, 2), ("c", 3, 3)])),
@@ -499,7 +514,10 @@ fn global_windows_with_event_time_triggers_restore_timers() {
         ];
         let out = check_one(make, &steps);
         assert!(total_rows(&out.batches) >= 6, "purging {purging}: {}", total_rows(&out.batches));
+        all.batches.extend(out.batches);
+        all.watermarks.extend(out.watermarks);
     }
+    all
 }
 
 // ---------------------------------------------------------------------------------------------

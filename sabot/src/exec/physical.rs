@@ -464,7 +464,7 @@ pub fn create_physical_plan(plan: &LogicalPlan, config: &ExecConfig) -> Result<P
             let child = create_physical_plan(input, config)?;
             let exchanged = by_key(child, keys);
             let (name, factory, backend) = (name.clone(), factory.clone(), config.state_backend.clone());
-            let make: OperatorFactory = Arc::new(move |partition| Ok(factory(format!("{name}-{partition}"), &backend)));
+            let make: OperatorFactory = Arc::new(move |partition| factory(format!("{name}-{partition}"), &backend));
             operator(exchanged, plan.describe(), schema.clone(), make)
         }
         LogicalPlan::Window { input, keys, time_column, spec, aggregates, allowed_lateness, late_data, schema } => {

@@ -9,12 +9,17 @@ use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 
+use super::row_lists::RowLists;
 use super::window_aggregate::{window_output_schema, with_window_columns};
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::expr::{AggExpr, Expr};
+use crate::state::StateBackend;
 use crate::window::{Trigger, TriggerResult, TriggerState};
+
+/// Rows the heap holds before they are moved to the state backend (when there is one).
+const DEFAULT_BUFFERED_ROWS: usize = 100_000;
 
 /// Keeps memory proportional to the rows still referenced: once many batches are held, the
 /// referenced rows are copied into one batch and the rest is released.
@@ -175,11 +180,21 @@ impl WindowAggregation<'_> {
     }
 }
 
-/// One key's window: what the trigger knows and the `(batch, row)` positions of its rows.
+/// A window's rows: the batches holding them and `(batch, row)` positions into those.
+#[derive(Default)]
+struct WindowRows {
+    sources: Vec<RecordBatch>,
+    rows: Vec<(usize, usize)>,
+}
+
+/// One key's window: what the trigger knows and the `(batch, row)` positions of its rows on
+/// the heap.
 #[derive(Default)]
 struct KeyWindow {
     state: TriggerState,
     rows: Vec<(usize, usize)>,
+    /// Rows moved to the state backend (they arrived before the heap's rows).
+    stored: usize,
 }
 
 /// Per key, rows gather in a window that only the trigger closes: on each row
@@ -187,6 +202,9 @@ struct KeyWindow {
 /// the exchange in front repeats its watermark as a heartbeat when idle). A firing emits the
 /// key's aggregates with `window_start` / `window_end` spanning its rows' times (event time
 /// when the input has an event-time column, arrival time otherwise).
+///
+/// With [`with_state_backend`](Self::with_state_backend) the windows' rows move to RocksDB in
+/// bulk whenever the heap holds more than a bound; each key's trigger state stays on the heap.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -219,6 +237,11 @@ pub struct GlobalWindowOperator {
     batches: Vec<RecordBatch>,
     open: HashMap<Box<[u8]>, KeyWindow>,
     watermark: i64,
+    /// Where rows go when the heap holds more than `buffer_limit` (none: they stay).
+    store: Option<RowLists>,
+    buffer_limit: usize,
+    /// Rows of open windows on the heap.
+    held: usize,
 }
 
 impl GlobalWindowOperator {
@@ -258,7 +281,103 @@ impl GlobalWindowOperator {
             batches: vec![],
             open: HashMap::new(),
             watermark: i64::MIN,
+            store: None,
+            buffer_limit: DEFAULT_BUFFERED_ROWS,
+            held: 0,
         }
+    }
+
+    /// Keeps the rows of open windows in `backend`: on the heap for [`StateBackend::Memory`]
+    /// (the default), else in the backend's store (RocksDB: one entry per key listing its
+    /// rows in Arrow's row format), moved there whenever the heap holds more than the
+    /// buffered rows (see [`with_buffered_rows`](Self::with_buffered_rows)) and at
+    /// checkpoints. Call it before the first row.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use sabot::expr::{col, sum};
+    /// use sabot::operator::GlobalWindowOperator;
+    /// use sabot::state::StateBackend;
+    /// use sabot::window::CountTrigger;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![
+    ///     Field::new("k", DataType::Utf8, false),
+    ///     Field::new("x", DataType::Int64, false),
+    /// ]));
+    /// let backend = StateBackend::RocksDb { path: "/var/lib/sabot/worker-0".into() };
+    /// let op = GlobalWindowOperator::try_new(Arc::new(CountTrigger(1_000)), schema, vec![col("k")], vec![sum(col("x"))], None)?
+    ///     .with_state_backend(&backend)?;
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
+        self.store = match backend {
+            StateBackend::Memory => None,
+            #[allow(unreachable_patterns)]
+            _ => Some(RowLists::open(backend, "global_window", self.input_schema.clone())?),
+        };
+        Ok(self)
+    }
+
+    /// Holds at most about `rows` rows on the heap before moving them to the state backend
+    /// (default 100,000; the heap backend holds every row anyway).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use arrow::datatypes::{DataType, Field, Schema};
+    /// # use sabot::expr::{col, sum};
+    /// # use sabot::operator::GlobalWindowOperator;
+    /// # use sabot::window::CountTrigger;
+    /// # let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false), Field::new("x", DataType::Int64, false)]));
+    /// let op = GlobalWindowOperator::try_new(Arc::new(CountTrigger(10)), schema, vec![col("k")], vec![sum(col("x"))], None)?
+    ///     .with_buffered_rows(10_000);
+    /// # Ok::<(), sabot::SabotError>(())
+    /// ```
+    pub fn with_buffered_rows(mut self, rows: usize) -> Self {
+        self.buffer_limit = rows;
+        self
+    }
+
+    /// Moves every row on the heap to the store (if any).
+    fn flush(&mut self) -> Result<()> {
+        let Some(store) = self.store.as_mut() else { return Ok(()) };
+        if self.held == 0 {
+            return Ok(());
+        }
+        let mut appended = vec![];
+        for (key, window) in &mut self.open {
+            if window.rows.is_empty() {
+                continue;
+            }
+            window.stored += window.rows.len();
+            let rows = window.rows.drain(..).map(|(batch, row)| (batch as u64, row as u32, 0)).collect();
+            appended.push((key.clone(), rows));
+        }
+        // One key at a time in key order: RocksDB reads and writes sorted keys faster.
+        appended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let batches = &self.batches;
+        store.append(&appended, |id| batches.get(id as usize))?;
+        self.batches.clear();
+        self.held = 0;
+        Ok(())
+    }
+
+    /// The rows of `key`'s window: stored ones first, then those on the heap.
+    fn window_rows(&mut self, key: &[u8]) -> Result<WindowRows> {
+        let Some(window) = self.open.get(key) else { return Ok(WindowRows::default()) };
+        let mut sources = vec![];
+        let mut rows = vec![];
+        if window.stored > 0
+            && let Some(store) = self.store.as_mut()
+        {
+            let (stored, _) = store.read(&[(key, i64::MIN, i64::MAX)])?;
+            rows.extend((0..stored.num_rows()).map(|row| (0, row)));
+            sources.push(stored);
+        }
+        let offset = sources.len();
+        sources.extend(self.batches.iter().cloned());
+        rows.extend(window.rows.iter().map(|&(batch, row)| (offset + batch, row)));
+        Ok(WindowRows { sources, rows })
     }
 
     /// The schema of the results.
@@ -277,24 +396,31 @@ impl GlobalWindowOperator {
         if result == TriggerResult::Continue {
             return Ok(());
         }
-        let Some(window) = self.open.get_mut(key) else { return Ok(()) };
-        if window.rows.is_empty() {
+        let Some(window) = self.open.get(key) else { return Ok(()) };
+        if window.rows.is_empty() && window.stored == 0 {
             return Ok(());
         }
         let (start, end) = (window.state.first_time.unwrap_or(0), window.state.last_time.unwrap_or(0) + 1);
-        let rows = if result == TriggerResult::FireAndPurge {
+        let WindowRows { sources, rows } = self.window_rows(key)?;
+        if result == TriggerResult::FireAndPurge
+            && let Some(window) = self.open.get_mut(key)
+        {
             window.state = TriggerState { timer: window.state.timer, ..TriggerState::default() };
-            std::mem::take(&mut window.rows)
-        } else {
-            window.rows.clone()
-        };
+            self.held -= window.rows.len();
+            window.rows.clear();
+            if std::mem::take(&mut window.stored) > 0
+                && let Some(store) = self.store.as_mut()
+            {
+                store.delete(&[(key, i64::MIN, i64::MAX)])?;
+            }
+        }
         WindowAggregation {
             input_schema: &self.input_schema,
             output_schema: &self.output_schema,
             keys: &self.keys,
             aggregates: &self.aggregates,
         }
-        .emit(&self.batches, &rows, (start, end), out)
+        .emit(&sources, &rows, (start, end), out)
     }
 
     /// Asks the trigger about every key with a timer; keys that fire do so in key order.
@@ -343,12 +469,16 @@ impl Operator for GlobalWindowOperator {
             let time = times.as_ref().map_or(now, |t| t.value(row));
             let window = self.open.entry(key.clone()).or_default();
             window.rows.push((batch_index, row));
+            self.held += 1;
             let state = &mut window.state;
             state.count += 1;
             state.first_time = Some(state.first_time.map_or(time, |t| t.min(time)));
             state.last_time = Some(state.last_time.map_or(time, |t| t.max(time)));
             let result = self.trigger.on_element(state, self.watermark, now);
             self.fire(&key, result, out)?;
+        }
+        if self.store.is_some() && self.held > self.buffer_limit {
+            return self.flush();
         }
         compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
     }
@@ -371,8 +501,17 @@ impl Operator for GlobalWindowOperator {
     }
 
     /// Saves, per key, the trigger's state and the window's rows (gathered into one Arrow
-    /// IPC batch), and the watermark.
+    /// IPC batch; with a state backend, a checkpoint of the stored rows), and the watermark.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        if self.store.is_some() {
+            self.flush()?;
+            let store = self.store.as_mut().expect("checked above");
+            store.snapshot(snapshot)?;
+            let mut keys: Vec<(Vec<u8>, TriggerState, usize)> =
+                self.open.iter().map(|(key, w)| (key.to_vec(), w.state, w.stored)).collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            return snapshot.put_value("windows_stored", &GlobalWindowState { watermark: self.watermark, keys });
+        }
         let mut windows: Vec<(&Box<[u8]>, &KeyWindow)> = self.open.iter().collect();
         windows.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let rows = gather_open_rows(&self.input_schema, &self.batches, windows.iter().map(|(_, w)| &w.rows[..]))?;
@@ -384,6 +523,10 @@ impl Operator for GlobalWindowOperator {
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
         self.open.clear();
         self.batches.clear();
+        self.held = 0;
+        if let Some(store) = self.store.as_mut() {
+            store.clear()?;
+        }
         if let Some(watermark) = self.merge_snapshot(restored, &|_| true)? {
             self.watermark = watermark;
         }
@@ -397,7 +540,18 @@ impl Operator for GlobalWindowOperator {
     /// Drops the windows of released key groups; adds those of acquired ones that the
     /// exchange routes here from the other worker's snapshots.
     fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
-        self.open.retain(|key, _| !handover.releases(key));
+        let mut released = 0;
+        self.open.retain(|key, window| {
+            let keep = !handover.releases(key);
+            if !keep {
+                released += window.rows.len();
+            }
+            keep
+        });
+        self.held -= released;
+        if let Some(store) = self.store.as_mut() {
+            store.retain_keys(&|key| !handover.releases(key))?;
+        }
         let (name, types) = (self.name().to_string(), super::key_types(&self.keys, &self.input_schema)?);
         super::merge_acquired(handover, &name, &types, |snapshot, keep| self.merge_snapshot(snapshot, keep).map(drop))?;
         compact_rows(&mut self.batches, self.open.values_mut().map(|w| &mut w.rows))
@@ -417,13 +571,34 @@ impl GlobalWindowOperator {
     /// Adds the windows whose keys `keep` accepts from a snapshot of an instance of this
     /// operator. Returns the snapshot's watermark.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<i64>> {
+        if let Some(state) = snapshot.value::<GlobalWindowState>("windows_stored")? {
+            let Some(store) = self.store.as_mut() else {
+                return Err(crate::SabotError::State {
+                    state: self.name().to_string(),
+                    message: "the checkpoint holds state of the rocksdb state backend; restore it with that backend"
+                        .into(),
+                });
+            };
+            store.merge_snapshot(snapshot, keep)?;
+            for (key, trigger_state, stored) in state.keys.into_iter().filter(|(key, _, _)| keep(key)) {
+                self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows: vec![], stored });
+            }
+            return Ok(Some(state.watermark));
+        }
         let Some(state) = snapshot.value::<GlobalWindowState>("windows")? else { return Ok(None) };
+        if self.store.is_some() {
+            return Err(crate::SabotError::State {
+                state: self.name().to_string(),
+                message: "the checkpoint holds state of the memory state backend; restore it with that backend".into(),
+            });
+        }
         let rows = saved_rows(snapshot, &self.input_schema)?;
         let mut positions = OpenRows::new(self.batches.len(), &rows);
         for (key, trigger_state, count) in state.keys {
             let rows = positions.take(count, self.name())?;
             if keep(&key) {
-                self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows });
+                self.held += rows.len();
+                self.open.insert(key.into_boxed_slice(), KeyWindow { state: trigger_state, rows, stored: 0 });
             }
         }
         self.batches.push(rows);
@@ -435,6 +610,7 @@ impl GlobalWindowOperator {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct GlobalWindowState {
     watermark: i64,
-    /// Per key (encoded, in order): the trigger's state and the number of rows of its window.
+    /// Per key (encoded, in order): the trigger's state and the number of rows of its window
+    /// (saved with the state on the heap; in the backend's checkpoint with a state backend).
     keys: Vec<(Vec<u8>, TriggerState, usize)>,
 }

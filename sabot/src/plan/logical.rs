@@ -14,7 +14,7 @@ use crate::{Result, SabotError};
 /// Makes the operator of a keyed process function for one partition, from its operator id
 /// and the state backend.
 pub type ProcessFactory =
-    Arc<dyn Fn(String, &crate::state::StateBackend) -> Box<dyn crate::operator::Operator> + Send + Sync>;
+    Arc<dyn Fn(String, &crate::state::StateBackend) -> Result<Box<dyn crate::operator::Operator>> + Send + Sync>;
 
 /// A user function from one batch to another, used by typed `map`, `flat_map` and closure filters.
 pub type BatchFn = Arc<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;

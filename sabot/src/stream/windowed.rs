@@ -127,7 +127,7 @@ impl KeyedStream {
         let name = std::any::type_name::<F>().rsplit("::").next().unwrap_or("process").to_string();
         let keys = self.keys.clone();
         let factory: ProcessFactory = Arc::new(move |operator_id, backend| {
-            Box::new(KeyedProcessOperator::new(operator_id, make(), keys.clone(), backend.clone()))
+            Ok(Box::new(KeyedProcessOperator::new(operator_id, make(), keys.clone(), backend.clone())))
         });
         let plan = LogicalPlan::KeyedProcess {
             input: typed.plan.clone(),
@@ -164,15 +164,17 @@ impl GlobalWindowedStream {
         let schema = checked.output_schema();
         let (trigger, keys) = (self.trigger.clone(), self.keys.clone());
         let output = schema.clone();
-        let factory: ProcessFactory = Arc::new(move |_, _| {
-            Box::new(GlobalWindowOperator::validated(
+        let factory: ProcessFactory = Arc::new(move |_, backend| {
+            let operator = GlobalWindowOperator::validated(
                 trigger.clone(),
                 input_schema.clone(),
                 output.clone(),
                 keys.clone(),
                 aggregates.clone(),
                 time_column.clone(),
-            ))
+            )
+            .with_state_backend(backend)?;
+            Ok(Box::new(operator))
         });
         let plan = LogicalPlan::KeyedProcess {
             input: self.input.plan.clone(),

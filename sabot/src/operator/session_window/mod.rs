@@ -1,13 +1,13 @@
 //! Session windows: per key, rows closer than a gap to each other form one window.
 
 mod sessions;
-mod stored_rows;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
 
 use super::global_window::WindowAggregation;
+use super::row_lists::RowLists;
 use super::watermark_assigner::event_times;
 use super::window_aggregate::window_output_schema;
 use super::{AggregateMode, AggregateOperator, Operator, Output, Watermark};
@@ -17,7 +17,6 @@ use crate::state::StateBackend;
 use crate::window::{LateData, divert_late_rows};
 use crate::{Result, SabotError};
 use sessions::{Emitted, SavedSession, Sessions};
-use stored_rows::StoredRows;
 
 /// Session windows over event time. A row at `t` opens the window `[t, t + gap)`; windows of
 /// one key that overlap merge. A session fires when the watermark passes its end; rows that
@@ -102,7 +101,7 @@ impl SessionWindowOperator {
         self.sessions = match backend {
             StateBackend::Memory => Sessions::default(),
             #[allow(unreachable_patterns)]
-            _ => Sessions::with_store(StoredRows::open(backend, self.input_schema.clone())?),
+            _ => Sessions::with_store(RowLists::open(backend, "session_window", self.input_schema.clone())?),
         };
         Ok(self)
     }

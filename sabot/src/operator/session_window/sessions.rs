@@ -1,6 +1,6 @@
 //! The sessions of a session-window instance: per key, its sessions with their rows, and lazy
 //! indices of when each fires and expires. Rows stay in the arriving batches (segments) on
-//! the heap; with a state backend they are moved to it in bulk ([`StoredRows`]) whenever the
+//! the heap; with a state backend they are moved to it in bulk ([`RowLists`]) whenever the
 //! heap holds too many, so that the rows of open sessions can outgrow memory. The sessions
 //! themselves (bounds and counts) and their indices stay on the heap, as Flink's heap timers.
 
@@ -11,9 +11,9 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::SchemaRef;
 
-use super::stored_rows::StoredRows;
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
+use crate::operator::row_lists::RowLists;
 
 /// Rows the heap holds before they are moved to the state backend (when there is one).
 const DEFAULT_BUFFERED_ROWS: usize = 100_000;
@@ -71,13 +71,13 @@ pub(super) struct Sessions {
     pub(super) retained: usize,
     pub(super) held: usize,
     /// Where rows go when the heap holds more than `buffer_limit` (none: they stay).
-    store: Option<StoredRows>,
+    store: Option<RowLists>,
     buffer_limit: usize,
 }
 
 impl Sessions {
     /// Sessions whose rows move to `store` when the heap holds too many.
-    pub(super) fn with_store(store: StoredRows) -> Self {
+    pub(super) fn with_store(store: RowLists) -> Self {
         Sessions { store: Some(store), buffer_limit: DEFAULT_BUFFERED_ROWS, ..Sessions::default() }
     }
 
@@ -98,7 +98,7 @@ impl Sessions {
     /// The keys with rows in the store (none without one).
     #[cfg(all(test, feature = "rocksdb"))]
     pub(super) fn stored_entries(&mut self) -> Result<usize> {
-        self.store.as_mut().map_or(Ok(0), StoredRows::stored_entries)
+        self.store.as_mut().map_or(Ok(0), RowLists::stored_entries)
     }
 
     /// Whether rows move to a state backend.
@@ -178,7 +178,7 @@ impl Sessions {
                 appended.push((key.clone(), rows));
             }
         }
-        store.append(&appended, &self.segments)?;
+        store.append(&appended, |id| self.segments.get(&id).map(|(batch, _)| batch))?;
         // Every held row is now in the store: no session points into a segment.
         self.segments.clear();
         (self.retained, self.held) = (0, 0);
