@@ -486,8 +486,13 @@ fn rocksdb_panes_live_in_the_workers_instance_while_the_operator_runs() {
     let dir = tempfile::tempdir().unwrap();
     let backend = StateBackend::RocksDb { path: dir.path().join("rocksdb") };
     let instance = sabot::state::RocksDbInstance::open(dir.path().join("rocksdb")).unwrap();
-    let pane_families =
-        || instance.column_families().into_iter().filter(|cf| cf.starts_with("window_aggregate-")).collect::<Vec<_>>();
+    let pane_families = || {
+        instance
+            .column_families()
+            .into_iter()
+            .filter(|cf| cf.starts_with("transient.window_aggregate-"))
+            .collect::<Vec<_>>()
+    };
     let mut h = tumbling(10, 0, None, &backend, 1);
     h.process(events(&[("a", 1, 1), ("b", 2, 2), ("a", 12, 3)])).unwrap();
     assert_eq!(pane_families().len(), 1, "{:?}", instance.column_families());

@@ -152,6 +152,17 @@ impl RocksDbInstance {
             cfs.insert(name, ColumnFamilyState { clock, _options: None });
         }
         let db = Db::open_cf_descriptors(&db_opts, &path, descriptors).map_err(|e| rocks_error(&shown, e))?;
+        // Transient stores of an earlier process that died before dropping them: nothing in
+        // this process uses them yet (the instance was not open), and restores never read them.
+        let leftovers: Vec<String> =
+            cfs.keys().filter(|name| name.starts_with(super::store::TRANSIENT_PREFIX)).cloned().collect();
+        for name in &leftovers {
+            db.drop_cf(name).map_err(|e| rocks_error(name, e))?;
+            cfs.remove(name);
+        }
+        if !leftovers.is_empty() {
+            tracing::info!(path = %shown, dropped = leftovers.len(), "dropped transient state left by an earlier run");
+        }
         tracing::info!(path = %shown, column_families = cfs.len(), "opened RocksDB state instance");
         let instance = Arc::new(RocksDbInstance {
             db,

@@ -200,13 +200,14 @@ impl KeyedStateStore {
 
     /// Opens a store that holds state only while the operator instance runs, for operators
     /// that restore from their snapshots alone (window panes, join tables): named
-    /// `{kind}-{n}` (unique in the process, so instances never share column families), empty
-    /// on open (a crashed run's leftovers of that name are dropped), and deleted from the
-    /// backend when dropped. [`operator`](Self::operator) gives the name, which snapshots
+    /// `transient.{kind}-{n}` (unique in the process, so instances never share column
+    /// families), empty on open, and deleted from the backend when dropped. A crashed
+    /// process cannot delete its transient stores: the next process to open the RocksDB
+    /// instance drops them all. [`operator`](Self::operator) gives the name, which snapshots
     /// record for restores to copy from.
     pub(crate) fn open_transient(backend: &StateBackend, kind: &str) -> Result<Self> {
         static NEXT_TRANSIENT: AtomicU64 = AtomicU64::new(1);
-        let operator = format!("{kind}-{}", NEXT_TRANSIENT.fetch_add(1, Ordering::Relaxed));
+        let operator = format!("{TRANSIENT_PREFIX}{kind}-{}", NEXT_TRANSIENT.fetch_add(1, Ordering::Relaxed));
         let mut store = Self::open(backend, &operator)?;
         #[cfg(feature = "rocksdb")]
         if let Backend::RocksDb(tables) = &mut store.backend {
@@ -841,6 +842,9 @@ impl KeyedStateStore {
         Ok(())
     }
 }
+
+/// The prefix of the operator ids of transient stores ([`KeyedStateStore::open_transient`]).
+pub(crate) const TRANSIENT_PREFIX: &str = "transient.";
 
 /// The key part of a key stored in RocksDB: map states store `len (u32 BE) | key | user key`.
 #[cfg(feature = "rocksdb")]
