@@ -357,10 +357,8 @@ fn partition_rows(batch: &RecordBatch, keys: &[Expr], targets: usize) -> Result<
     if let [single] = arrays.as_slice()
         && single.data_type().is_integer()
     {
-        let widened = arrow::compute::cast(single, &arrow::datatypes::DataType::Int64)?;
-        let values = widened.as_any().downcast_ref::<arrow::array::Int64Array>().expect("cast to Int64");
-        for (row, v) in values.iter().enumerate() {
-            let h = v.map_or(0, |v| crate::operator::hash_u64(v as u64));
+        for (row, v) in crate::operator::integer_key_bits(single.as_ref())?.into_iter().enumerate() {
+            let h = v.map_or(0, crate::operator::hash_u64);
             out[(h % targets as u64) as usize].push(row as u32);
         }
         return Ok(out);
@@ -471,6 +469,30 @@ mod tests {
         assert_eq!(merge.update(1, Watermark(150)), Some(Watermark(100)));
         assert_eq!(merge.update(1, Watermark(120)), None, "an input's watermark never goes back");
         assert_eq!(merge.finish(0), Some(Watermark(150)), "an ended input no longer holds the others back");
+    }
+
+    /// Large unsigned keys keep their own hash (a cast to i64 once made every key above
+    /// `i64::MAX` null, all in one partition), and each key's rows go where the key router of
+    /// restores and key-group handovers looks for them.
+    #[test]
+    fn unsigned_keys_above_i64_max_spread_and_match_the_key_router() {
+        use arrow::array::UInt64Array;
+        let keys: Vec<u64> = (0..64).map(|i| u64::MAX - i * 7_919).collect();
+        let batch =
+            RecordBatch::try_from_iter([("k", std::sync::Arc::new(UInt64Array::from(keys.clone())) as _)]).unwrap();
+        let parts = partition_rows(&batch, &[crate::expr::col("k")], 4).unwrap();
+        assert!(parts.iter().all(|rows| !rows.is_empty()), "every partition gets keys: {parts:?}");
+        let converter =
+            arrow::row::RowConverter::new(vec![arrow::row::SortField::new(arrow::datatypes::DataType::UInt64)])
+                .unwrap();
+        let encoded = converter.convert_columns(&[batch.column(0).clone()]).unwrap();
+        for (partition, rows) in parts.iter().enumerate() {
+            let router =
+                crate::operator::key_router_of_types(&[arrow::datatypes::DataType::UInt64], 4, partition).unwrap();
+            for &row in rows {
+                assert!(router(encoded.row(row as usize).as_ref()), "key {} routed to {partition}", keys[row as usize]);
+            }
+        }
     }
 
     #[test]

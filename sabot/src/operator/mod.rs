@@ -259,17 +259,32 @@ pub(crate) fn key_router_of_types(
                 let value = converter
                     .convert_rows([parser.parse(key)])
                     .ok()
-                    .and_then(|arrays| arrow::compute::cast(&arrays[0], &arrow::datatypes::DataType::Int64).ok())
-                    .and_then(|a| {
-                        let a = a.as_any().downcast_ref::<arrow::array::Int64Array>()?.clone();
-                        (!arrow::array::Array::is_null(&a, 0)).then(|| a.value(0))
-                    });
-                let hash = value.map_or(0, |v| hash_u64(v as u64));
+                    .and_then(|arrays| integer_key_bits(arrays[0].as_ref()).ok())
+                    .and_then(|bits| bits.first().copied().flatten());
+                let hash = value.map_or(0, hash_u64);
                 hash % n == me
             }))
         }
         _ => Ok(std::sync::Arc::new(move |key: &[u8]| hash_bytes(key) % n == me)),
     }
+}
+
+/// The values of a single integer key column as the `u64` the hash exchange hashes: signed
+/// values by their two's-complement bits, unsigned ones as they are (so `UInt64` keys above
+/// `i64::MAX` stay distinct); `None` for nulls.
+pub(crate) fn integer_key_bits(array: &dyn arrow::array::Array) -> Result<Vec<Option<u64>>> {
+    use arrow::datatypes::DataType;
+    let unsigned =
+        matches!(array.data_type(), DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64);
+    Ok(if unsigned {
+        let values = arrow::compute::cast(array, &DataType::UInt64)?;
+        let values = values.as_any().downcast_ref::<arrow::array::UInt64Array>().expect("cast to UInt64");
+        values.iter().collect()
+    } else {
+        let values = arrow::compute::cast(array, &DataType::Int64)?;
+        let values = values.as_any().downcast_ref::<arrow::array::Int64Array>().expect("cast to Int64");
+        values.iter().map(|v| v.map(|v| v as u64)).collect()
+    })
 }
 
 /// The rows of `batch` whose key (its first `keys` columns, encoded as the hash exchange and
