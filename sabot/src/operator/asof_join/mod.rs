@@ -13,7 +13,7 @@ use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
 use crate::state::StateBackend;
-use right_index::RightIndex;
+use right_index::{Picker, RightIndex};
 use stored_latest::StoredLatest;
 
 /// An as-of join (left outer): each left row `l` is joined with the latest right row `r`
@@ -183,8 +183,7 @@ impl AsofJoinOperator {
         let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
         order.sort_by_key(|&i| due_times[i as usize]);
         let keys = self.keys.encode(&batch, Side::Left)?;
-        let mut sources: Vec<RecordBatch> = vec![];
-        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picker = Picker::default();
         let mut picks = Vec::with_capacity(order.len());
         // Rows with no match on the heap, for the sealed rows in the store: (pick, key, time).
         let mut misses: Vec<(usize, &[u8], i64)> = vec![];
@@ -198,19 +197,10 @@ impl AsofJoinOperator {
                     }
                     None
                 }
-                Some((segment, r)) => {
-                    let source = match source_of.get(&segment) {
-                        Some(&s) => s,
-                        None => {
-                            sources.push(self.right.segment(segment)?.clone());
-                            source_of.insert(segment, sources.len() - 1);
-                            sources.len() - 1
-                        }
-                    };
-                    Some((source, r as usize))
-                }
+                Some((segment, r)) => Some(picker.pick(&self.right, segment, r)?),
             });
         }
+        let mut sources: Vec<RecordBatch> = picker.sources.into_iter().cloned().collect();
         // A heap row of the key at or before the time is later than any sealed row.
         if let Some(sealed) = self.sealed.as_mut().filter(|_| !misses.is_empty()) {
             let probes: Vec<(&[u8], i64)> = misses.iter().map(|&(_, key, time)| (key, time)).collect();

@@ -15,6 +15,28 @@ struct KeyRows {
     rows: BTreeMap<(i64, u64), (u64, u32)>,
 }
 
+/// Picks rows of an index's segments as `(source, row)`, each segment a source once.
+#[derive(Default)]
+pub(super) struct Picker<'a> {
+    pub(super) sources: Vec<&'a RecordBatch>,
+    source_of: hashbrown::HashMap<u64, usize>,
+}
+
+impl<'a> Picker<'a> {
+    /// The `(source, row)` of `row` of `segment` of `index`.
+    pub(super) fn pick(&mut self, index: &'a RightIndex, segment: u64, row: u32) -> Result<(usize, usize)> {
+        let source = match self.source_of.get(&segment) {
+            Some(&s) => s,
+            None => {
+                self.sources.push(index.segment(segment)?);
+                self.source_of.insert(segment, self.sources.len() - 1);
+                self.sources.len() - 1
+            }
+        };
+        Ok((source, row as usize))
+    }
+}
+
 /// The latest row of each of some keys, with its time and key.
 pub(super) struct LatestRows {
     pub(super) rows: RecordBatch,
@@ -104,23 +126,14 @@ impl RightIndex {
         if rows.is_empty() {
             return Ok((RecordBatch::new_empty(schema.clone()), vec![]));
         }
-        let mut sources: Vec<&RecordBatch> = vec![];
-        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picker = Picker::default();
         let mut picks = Vec::with_capacity(rows.len());
         let mut sealed = Vec::with_capacity(rows.len());
         for &(seq, time, id, (segment, row)) in &rows {
-            let source = match source_of.get(&segment) {
-                Some(&s) => s,
-                None => {
-                    sources.push(self.segment(segment)?);
-                    source_of.insert(segment, sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
-            picks.push((source, row as usize));
+            picks.push(picker.pick(self, segment, row)?);
             sealed.push(self.sealed.contains(&(time, seq, id)));
         }
-        Ok((arrow::compute::interleave_record_batch(&sources, &picks)?, sealed))
+        Ok((arrow::compute::interleave_record_batch(&picker.sources, &picks)?, sealed))
     }
 
     /// Loads the rows [`RightIndex::snapshot`] gave (with their `times`, `keys` and sealed
@@ -171,8 +184,7 @@ impl RightIndex {
         }
         let mut chosen: Vec<(i64, u64, u32)> = latest.into_iter().map(|(id, (time, seq))| (time, seq, id)).collect();
         chosen.sort_unstable();
-        let mut sources: Vec<&RecordBatch> = vec![];
-        let mut source_of: hashbrown::HashMap<u64, usize> = hashbrown::HashMap::new();
+        let mut picker = Picker::default();
         let (mut picks, mut times, mut keys) = (vec![], vec![], vec![]);
         for &(time, seq, id) in &chosen {
             let slot = self.keys[id as usize]
@@ -182,19 +194,11 @@ impl RightIndex {
                 .rows
                 .get(&(time, seq))
                 .ok_or_else(|| SabotError::Execution("an as-of join row points to dropped state".into()))?;
-            let source = match source_of.get(&segment) {
-                Some(&s) => s,
-                None => {
-                    sources.push(self.segment(segment)?);
-                    source_of.insert(segment, sources.len() - 1);
-                    sources.len() - 1
-                }
-            };
-            picks.push((source, row as usize));
+            picks.push(picker.pick(self, segment, row)?);
             times.push(time);
             keys.push(slot.key.clone());
         }
-        let rows = arrow::compute::interleave_record_batch(&sources, &picks)?;
+        let rows = arrow::compute::interleave_record_batch(&picker.sources, &picks)?;
         for (time, seq, id) in taken {
             self.remove(id, time, seq);
         }
