@@ -879,6 +879,31 @@ fn rocksdb_interval_join_state_follows_its_keys_when_the_parallelism_changes() {
     joins_follow_their_keys(ClickJoin::Interval, move || StateBackend::RocksDb { path: path.clone() });
 }
 
+/// Workers sharing a checkpoint store hand keyed state over per key group; stream joins
+/// cannot follow key groups yet, so such a pipeline is refused with a clear error rather than
+/// run with pairs silently missed.
+#[test]
+fn a_stream_join_is_refused_where_workers_share_key_groups() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    cluster.create_topic("left-clicks", 2).unwrap();
+    cluster.create_topic("right-clicks", 2).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let side = |topic: &str| {
+        KafkaSource::with_config(cluster.config(), topic)
+            .group("joined")
+            .format(JsonFormat::for_record::<Click>())
+            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+            .partitioned_by(vec![col("user")])
+    };
+    let left = Stream::from_kafka(side("left-clicks"))
+        .unwrap()
+        .with_checkpointing(CheckpointConfig::new(store.path()).shared_by("w1"));
+    let joined = ClickJoin::Interval.join(left, Stream::from_kafka(side("right-clicks")).unwrap()).unwrap();
+    let err = joined.for_each_batch(|_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("stream joins do not follow key groups across workers yet"), "{err}");
+    assert!(err.contains("interval"), "the error names the join: {err}");
+}
+
 /// Waits until `condition` holds, failing after 60 s.
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);

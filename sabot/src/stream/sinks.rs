@@ -104,6 +104,14 @@ impl<T> Stream<T> {
             && self.sources().iter().any(|(_, source)| source.partitions_are_key_groups())
         {
             if coordinator.shared_root().is_some() {
+                if let Some(join) = stream_join_in(self.optimized_plan()?.as_ref()) {
+                    return Err(SabotError::plan(format!(
+                        "{join}: stream joins do not follow key groups across workers yet (the two topics' \
+                         partitions are not assigned together, and join state is not handed over), so the \
+                         workers sharing these checkpoints (CheckpointConfig::shared_by) would miss pairs; \
+                         run a pipeline with a stream join in one worker, with its own checkpoints"
+                    )));
+                }
                 coordinator.set_key_groups();
             } else {
                 tracing::warn!(
@@ -360,4 +368,12 @@ fn decode_all<U: Record>(batches: Vec<RecordBatch>) -> Result<Vec<U>> {
         out.extend(U::from_batch(&batch)?);
     }
     Ok(out)
+}
+
+/// The description of the first stream join in `plan`, if it has one.
+fn stream_join_in(plan: &LogicalPlan) -> Option<String> {
+    if matches!(plan, LogicalPlan::StreamJoin { .. }) {
+        return Some(plan.describe());
+    }
+    plan.inputs().into_iter().find_map(|input| stream_join_in(input))
 }
