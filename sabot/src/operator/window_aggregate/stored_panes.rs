@@ -50,6 +50,9 @@ pub(super) struct StoredPanes {
     keys: Option<RowConverter>,
     /// Encodes the state columns.
     states: RowConverter,
+    /// The partial states of the panes the last firing window read (sliding windows): the
+    /// next window shares all but one of them. Dropped when a pane is written or dropped.
+    read_panes: BTreeMap<i64, Vec<RecordBatch>>,
 }
 
 /// What a snapshot records besides the backend's checkpoint.
@@ -96,6 +99,7 @@ impl StoredPanes {
             layout,
             keys,
             states,
+            read_panes: BTreeMap::new(),
         })
     }
 
@@ -129,6 +133,7 @@ impl StoredPanes {
             self.groups.update_for(&mut self.store, &stored, state.data().to_vec())?;
         }
         self.starts.insert(start);
+        self.read_panes.remove(&start);
         Ok(())
     }
 
@@ -213,6 +218,7 @@ impl StoredPanes {
     fn drop_pane(&mut self, start: i64) -> Result<()> {
         self.groups.clear_prefix(&mut self.store, &time_prefix(start))?;
         self.starts.remove(&start);
+        self.read_panes.remove(&start);
         Ok(())
     }
 }
@@ -260,12 +266,22 @@ impl PaneStore for StoredPanes {
     fn partials(&mut self, from: i64, to: i64) -> Result<Vec<RecordBatch>> {
         let buffered: Vec<i64> = self.buffer.range(from..to).map(|(start, _)| *start).collect();
         buffered.into_iter().try_for_each(|start| self.flush(start))?;
+        // Windows fire in order: panes before this one's are not read again (a late re-firing
+        // reads them from the store).
+        self.read_panes = self.read_panes.split_off(&from);
         let starts: Vec<i64> = self.starts.range(from..to).copied().collect();
         let mut partials = vec![];
         for start in starts {
-            if let Some(saved) = self.read(start)? {
-                partials.extend(self.aggregate_saved(&saved)?);
+            if let Some(read) = self.read_panes.get(&start) {
+                partials.extend(read.iter().cloned());
+                continue;
             }
+            let pane = match self.read(start)? {
+                Some(saved) => self.aggregate_saved(&saved)?,
+                None => vec![],
+            };
+            partials.extend(pane.iter().cloned());
+            self.read_panes.insert(start, pane);
         }
         Ok(partials)
     }
@@ -278,6 +294,7 @@ impl PaneStore for StoredPanes {
 
     fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<()> {
         self.flush_all()?;
+        self.read_panes.clear();
         self.store.retain_keys(&|stored: &[u8]| keep(group_key(stored)))?;
         Ok(())
     }
@@ -307,6 +324,7 @@ impl PaneStore for StoredPanes {
         let source = SnapshotSource { dir, operator: layout.operator };
         self.store.import_keys(&[source], &|stored: &[u8]| keep(group_key(stored)))?;
         self.starts.extend(layout.starts);
+        self.read_panes.clear();
         Ok(())
     }
 }
