@@ -3,8 +3,8 @@
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use super::join_buffer::{self, JoinBuffer, Probe};
-use super::join_state::{JoinKeys, JoinOutput, JoinProgress, Picks, Side, restore_buffers, snapshot_buffers, times_of};
+use super::join_buffer::{JoinBuffers, Probe};
+use super::join_state::{JoinKeys, JoinOutput, JoinProgress, Picks, Side, times_of};
 use super::{Output, TwoInputOperator, Watermark};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
@@ -55,12 +55,9 @@ use crate::state::StateBackend;
 pub struct IntervalJoinOperator {
     keys: JoinKeys,
     output: JoinOutput,
-    left_time: String,
-    right_time: String,
     lower: i64,
     upper: i64,
-    left: Box<dyn JoinBuffer>,
-    right: Box<dyn JoinBuffer>,
+    buffers: JoinBuffers,
     watermark: i64,
     forwarded: Option<i64>,
     late_rows: usize,
@@ -89,36 +86,18 @@ impl IntervalJoinOperator {
         };
         let output = stream_join_output(&left_schema, &right_schema, left_keys, right_keys, &kind)?;
         let keys = JoinKeys::try_new(&left_schema, &right_schema, left_keys, right_keys)?;
-        let (left, right) = Self::buffers(&StateBackend::Memory, &output, left_time, right_time, lower, upper)?;
+        // A bucket as wide as the interval: each probe reads at most two buckets.
+        let buffers = JoinBuffers::new(&output, left_time, right_time, upper.saturating_sub(lower).max(10))?;
         Ok(IntervalJoinOperator {
             keys,
             output,
-            left_time: left_time.to_string(),
-            right_time: right_time.to_string(),
             lower,
             upper,
-            left,
-            right,
+            buffers,
             watermark: i64::MIN,
             forwarded: None,
             late_rows: 0,
         })
-    }
-
-    /// Empty buffers of both sides in `backend`.
-    fn buffers(
-        backend: &StateBackend,
-        output: &JoinOutput,
-        left_time: &str,
-        right_time: &str,
-        lower: i64,
-        upper: i64,
-    ) -> Result<(Box<dyn JoinBuffer>, Box<dyn JoinBuffer>)> {
-        // A bucket as wide as the interval: each probe reads at most two buckets.
-        let width = upper.saturating_sub(lower).max(10);
-        let open =
-            |side: Side, time: &str| join_buffer::open(backend, side, output.input_schema(side).clone(), time, width);
-        Ok((open(Side::Left, left_time)?, open(Side::Right, right_time)?))
     }
 
     /// Keeps the buffered rows in `backend`: on the heap for [`StateBackend::Memory`] (the
@@ -142,8 +121,7 @@ impl IntervalJoinOperator {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
-        (self.left, self.right) =
-            Self::buffers(backend, &self.output, &self.left_time, &self.right_time, self.lower, self.upper)?;
+        self.buffers.reopen(backend, &self.output)?;
         Ok(self)
     }
 
@@ -160,8 +138,7 @@ impl IntervalJoinOperator {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn with_buffered_rows(mut self, rows: usize) -> Self {
-        self.left.limit_memory(rows);
-        self.right.limit_memory(rows);
+        self.buffers.limit_memory(rows);
         self
     }
 
@@ -172,7 +149,7 @@ impl IntervalJoinOperator {
 
     /// The rows buffered on both sides (bounded by the watermark).
     pub fn buffered_rows(&self) -> usize {
-        self.left.rows() + self.right.rows()
+        self.buffers.rows()
     }
 
     /// The rows dropped because they arrived behind the watermark.
@@ -183,8 +160,7 @@ impl IntervalJoinOperator {
     /// Probes the other side's buffer with the arriving `batch` of `side`, emits the pairs,
     /// and buffers the rows that may still match future rows of the other side.
     fn process(&mut self, side: Side, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        let column = if side == Side::Left { &self.left_time } else { &self.right_time };
-        let times = times_of(&batch, column)?;
+        let times = times_of(&batch, self.buffers.time_column(side))?;
         let keys = self.keys.encode(&batch, side)?;
         let (lower, upper, watermark) = (self.lower, self.upper, self.watermark);
         let mut probes = Vec::with_capacity(times.len());
@@ -205,10 +181,7 @@ impl IntervalJoinOperator {
                 keep.push(row as u32);
             }
         }
-        let (own, other) = match side {
-            Side::Left => (&mut self.left, &mut self.right),
-            Side::Right => (&mut self.right, &mut self.left),
-        };
+        let (own, other) = self.buffers.own_and_other(side);
         let matched = other.probe(&probes)?;
         if !matched.rows.is_empty() {
             let sources: Vec<&RecordBatch> = matched.sources.iter().collect();
@@ -243,8 +216,8 @@ impl TwoInputOperator for IntervalJoinOperator {
         }
         self.watermark = watermark.0;
         let (lower, upper, w) = (self.lower, self.upper, watermark.0);
-        self.left.expire(&|_, max| max.saturating_add(upper) < w)?;
-        self.right.expire(&|_, max| max.saturating_sub(lower) < w)?;
+        self.buffers.left.expire(&|_, max| max.saturating_add(upper) < w)?;
+        self.buffers.right.expire(&|_, max| max.saturating_sub(lower) < w)?;
         let held = if w == i64::MAX { w } else { w.saturating_sub(upper.max(0)) };
         if self.forwarded.is_none_or(|f| held > f) {
             self.forwarded = Some(held);
@@ -255,15 +228,14 @@ impl TwoInputOperator for IntervalJoinOperator {
 
     fn on_close(&mut self, _out: &mut Output) -> Result<()> {
         // Every pair was emitted when its second row arrived: nothing is pending.
-        self.left.clear()?;
-        self.right.clear()
+        self.buffers.clear()
     }
     /// Saves both sides' buffered rows (heap: Arrow IPC, by bucket and arrival; RocksDB: a
     /// checkpoint of the backend), the watermark,
     /// the last forwarded watermark and the count of late rows.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
         let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
-        snapshot_buffers(snapshot, self.left.as_mut(), self.right.as_mut(), progress)
+        self.buffers.snapshot(snapshot, progress)
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
@@ -282,7 +254,7 @@ impl IntervalJoinOperator {
     /// [`restore_buffers`]).
     fn restore(&mut self, restored: &RestoredState) -> Result<()> {
         let name = self.name().to_string();
-        if let Some(progress) = restore_buffers(restored, &name, &self.keys, self.left.as_mut(), self.right.as_mut())? {
+        if let Some(progress) = self.buffers.restore(restored, &name, &self.keys)? {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;

@@ -7,7 +7,6 @@ use arrow::compute::{cast, interleave, take};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 
-use super::join_buffer::{JoinBuffer, KeepKeys};
 use crate::plan::JoinType;
 use crate::{Result, SabotError};
 
@@ -170,54 +169,6 @@ impl JoinProgress {
             (one, None) | (None, one) => one,
         }
     }
-}
-
-/// Saves both sides' buffered rows (as `left` and `right`) and `progress`.
-pub(crate) fn snapshot_buffers(
-    snapshot: &mut crate::checkpoint::StateSnapshot,
-    left: &mut dyn JoinBuffer,
-    right: &mut dyn JoinBuffer,
-    progress: JoinProgress,
-) -> Result<()> {
-    left.snapshot(snapshot, "left")?;
-    right.snapshot(snapshot, "right")?;
-    snapshot.put_value("progress", &progress)
-}
-
-/// Loads what [`snapshot_buffers`] saved into empty buffers: all of it, or, when the
-/// parallelism changed, the rows of every old instance whose keys the exchanges now route to
-/// this instance (with the lowest progress of the old ones). `None` when nothing was saved.
-pub(crate) fn restore_buffers(
-    restored: &crate::checkpoint::RestoredState,
-    operator: &str,
-    keys: &JoinKeys,
-    left: &mut dyn JoinBuffer,
-    right: &mut dyn JoinBuffer,
-) -> Result<Option<JoinProgress>> {
-    left.clear()?;
-    right.clear()?;
-    if restored.rescale().is_none() {
-        return merge_buffers(restored, keys, left, right, None);
-    }
-    let saved = super::merge_rescaled(restored, operator, &keys.types, |old, keep| {
-        merge_buffers(old, keys, &mut *left, &mut *right, Some(keep))
-    })?;
-    Ok(saved.into_iter().fold(None, JoinProgress::merge))
-}
-
-/// Adds what [`snapshot_buffers`] saved to the buffers, the rows whose keys `keep` accepts
-/// (all when `None`). `None` when nothing was saved.
-fn merge_buffers(
-    restored: &crate::checkpoint::RestoredState,
-    keys: &JoinKeys,
-    left: &mut dyn JoinBuffer,
-    right: &mut dyn JoinBuffer,
-    keep: KeepKeys<'_>,
-) -> Result<Option<JoinProgress>> {
-    let Some(progress) = restored.value::<JoinProgress>("progress")? else { return Ok(None) };
-    left.merge_snapshot(restored, "left", keys, keep)?;
-    right.merge_snapshot(restored, "right", keys, keep)?;
-    Ok(Some(progress))
 }
 
 /// The event times of `column` in `batch` (ms), as a plain vector.

@@ -5,10 +5,8 @@ use std::collections::BTreeSet;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 
-use super::join_buffer::{self, JoinBuffer};
-use super::join_state::{
-    JoinKeys, JoinOutput, JoinProgress, Picks, Side, restore_buffers, snapshot_buffers, time_column, times_of,
-};
+use super::join_buffer::JoinBuffers;
+use super::join_state::{JoinKeys, JoinOutput, JoinProgress, Picks, Side, time_column, times_of};
 use super::{Output, TwoInputOperator, Watermark};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::plan::{StreamJoinKind, stream_join_output};
@@ -59,14 +57,11 @@ use crate::{Result, SabotError};
 pub struct WindowJoinOperator {
     keys: JoinKeys,
     output: JoinOutput,
-    left_time: String,
-    right_time: String,
     time_type: DataType,
     size: i64,
     slide: i64,
     pane: i64,
-    left: Box<dyn JoinBuffer>,
-    right: Box<dyn JoinBuffer>,
+    buffers: JoinBuffers,
     watermark: i64,
     forwarded: Option<i64>,
     late_rows: usize,
@@ -95,35 +90,19 @@ impl WindowJoinOperator {
             .map_err(|_| SabotError::column_not_found(&left_schema, left_time))?
             .data_type()
             .clone();
-        let (left, right) = Self::buffers(&StateBackend::Memory, &output, left_time, right_time, pane)?;
+        let buffers = JoinBuffers::new(&output, left_time, right_time, pane)?;
         Ok(WindowJoinOperator {
             keys: JoinKeys::try_new(&left_schema, &right_schema, left_keys, right_keys)?,
             output,
-            left_time: left_time.to_string(),
-            right_time: right_time.to_string(),
             time_type,
             size,
             slide,
             pane,
-            left,
-            right,
+            buffers,
             watermark: i64::MIN,
             forwarded: None,
             late_rows: 0,
         })
-    }
-
-    /// Empty buffers of both sides in `backend`, in buckets of one pane.
-    fn buffers(
-        backend: &StateBackend,
-        output: &JoinOutput,
-        left_time: &str,
-        right_time: &str,
-        pane: i64,
-    ) -> Result<(Box<dyn JoinBuffer>, Box<dyn JoinBuffer>)> {
-        let open =
-            |side: Side, time: &str| join_buffer::open(backend, side, output.input_schema(side).clone(), time, pane);
-        Ok((open(Side::Left, left_time)?, open(Side::Right, right_time)?))
     }
 
     /// Keeps the buffered rows in `backend`: on the heap for [`StateBackend::Memory`] (the
@@ -149,7 +128,7 @@ impl WindowJoinOperator {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn with_state_backend(mut self, backend: &StateBackend) -> Result<Self> {
-        (self.left, self.right) = Self::buffers(backend, &self.output, &self.left_time, &self.right_time, self.pane)?;
+        self.buffers.reopen(backend, &self.output)?;
         Ok(self)
     }
 
@@ -169,8 +148,7 @@ impl WindowJoinOperator {
     /// # Ok::<(), sabot::SabotError>(())
     /// ```
     pub fn with_buffered_rows(mut self, rows: usize) -> Self {
-        self.left.limit_memory(rows);
-        self.right.limit_memory(rows);
+        self.buffers.limit_memory(rows);
         self
     }
 
@@ -181,7 +159,7 @@ impl WindowJoinOperator {
 
     /// The rows buffered on both sides (bounded by the watermark).
     pub fn buffered_rows(&self) -> usize {
-        self.left.rows() + self.right.rows()
+        self.buffers.rows()
     }
 
     /// The rows dropped because all their windows had fired when they arrived.
@@ -204,8 +182,7 @@ impl WindowJoinOperator {
     }
 
     fn buffer(&mut self, side: Side, batch: RecordBatch) -> Result<()> {
-        let column = if side == Side::Left { &self.left_time } else { &self.right_time };
-        let times = times_of(&batch, column)?;
+        let times = times_of(&batch, self.buffers.time_column(side))?;
         let keys = self.keys.encode(&batch, side)?;
         let mut keep = Vec::with_capacity(times.len());
         for (row, &t) in times.iter().enumerate() {
@@ -215,18 +192,18 @@ impl WindowJoinOperator {
                 keep.push(row as u32);
             }
         }
-        let store = if side == Side::Left { &mut self.left } else { &mut self.right };
+        let (store, _) = self.buffers.own_and_other(side);
         store.insert(&batch, &times, &keys, &keep)
     }
 
     /// Emits every pair of window `[start, start + size)`.
     fn fire(&mut self, start: i64, out: &mut Output) -> Result<()> {
         let end = start.saturating_add(self.size);
-        let rights = self.right.rows_in(start, end, &|_| true)?;
+        let rights = self.buffers.right.rows_in(start, end, &|_| true)?;
         if rights.by_key.is_empty() {
             return Ok(());
         }
-        let lefts = self.left.rows_in(start, end, &|key| rights.by_key.contains_key(key))?;
+        let lefts = self.buffers.left.rows_in(start, end, &|key| rights.by_key.contains_key(key))?;
         // Keys in order, not in the hash maps' (randomly seeded) order: the output of a window
         // is the same in every run, with every backend, and after a restore.
         let mut keys: Vec<&[u8]> = lefts.by_key.keys().map(|k| k.as_ref()).collect();
@@ -259,7 +236,7 @@ impl WindowJoinOperator {
     /// window still to fire holds.
     fn advance(&mut self, previous: i64, watermark: i64, out: &mut Output) -> Result<()> {
         let mut due = BTreeSet::new();
-        for pane in self.left.starts() {
+        for pane in self.buffers.left.starts() {
             for start in self.windows_of_pane(pane) {
                 let end = start.saturating_add(self.size);
                 if end > previous && end <= watermark {
@@ -272,8 +249,8 @@ impl WindowJoinOperator {
         }
         let (size, slide) = (self.size, self.slide);
         let done = |pane: i64| pane.div_euclid(slide).saturating_mul(slide).saturating_add(size) <= watermark;
-        self.left.expire(&|pane, _| done(pane))?;
-        self.right.expire(&|pane, _| done(pane))
+        self.buffers.left.expire(&|pane, _| done(pane))?;
+        self.buffers.right.expire(&|pane, _| done(pane))
     }
 }
 
@@ -318,7 +295,7 @@ impl TwoInputOperator for WindowJoinOperator {
     /// the last forwarded watermark and the count of late rows.
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
         let progress = JoinProgress { watermark: self.watermark, forwarded: self.forwarded, late_rows: self.late_rows };
-        snapshot_buffers(snapshot, self.left.as_mut(), self.right.as_mut(), progress)
+        self.buffers.snapshot(snapshot, progress)
     }
 
     fn restore_state(&mut self, restored: &RestoredState) -> Result<()> {
@@ -337,7 +314,7 @@ impl WindowJoinOperator {
     /// [`restore_buffers`]).
     fn restore(&mut self, restored: &RestoredState) -> Result<()> {
         let name = self.name().to_string();
-        if let Some(progress) = restore_buffers(restored, &name, &self.keys, self.left.as_mut(), self.right.as_mut())? {
+        if let Some(progress) = self.buffers.restore(restored, &name, &self.keys)? {
             self.watermark = progress.watermark;
             self.forwarded = progress.forwarded;
             self.late_rows = progress.late_rows;

@@ -12,7 +12,7 @@ use arrow::datatypes::SchemaRef;
 pub(crate) use stored_buckets::StoredBuckets;
 pub(crate) use time_buckets::TimeBuckets;
 
-use super::join_state::{EncodedKeys, JoinKeys, Side};
+use super::join_state::{EncodedKeys, JoinKeys, JoinOutput, JoinProgress, Side};
 use crate::Result;
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::state::StateBackend;
@@ -100,9 +100,111 @@ pub(crate) trait JoinBuffer: Send {
     ) -> Result<()>;
 }
 
+/// Both inputs' buffers of an event-time join, in buckets of one width.
+pub(crate) struct JoinBuffers {
+    pub(crate) left: Box<dyn JoinBuffer>,
+    pub(crate) right: Box<dyn JoinBuffer>,
+    /// Each input's event-time column.
+    times: [String; 2],
+    width: i64,
+    /// The memory limit set, kept when the buffers are reopened.
+    memory_limit: Option<usize>,
+}
+
+impl JoinBuffers {
+    /// Empty heap buffers for the inputs of `output`, with event times in `left_time` and
+    /// `right_time`, in buckets of `width` ms.
+    pub(crate) fn new(output: &JoinOutput, left_time: &str, right_time: &str, width: i64) -> Result<Self> {
+        Self::open_in(&StateBackend::Memory, output, [left_time.to_string(), right_time.to_string()], width)
+    }
+
+    /// Empty buffers in `backend`.
+    fn open_in(backend: &StateBackend, output: &JoinOutput, times: [String; 2], width: i64) -> Result<Self> {
+        let open = |side: Side, time: &str| open(backend, side, output.input_schema(side).clone(), time, width);
+        let (left, right) = (open(Side::Left, &times[0])?, open(Side::Right, &times[1])?);
+        Ok(JoinBuffers { left, right, times, width, memory_limit: None })
+    }
+
+    /// Replaces both buffers by empty ones in `backend`.
+    pub(crate) fn reopen(&mut self, backend: &StateBackend, output: &JoinOutput) -> Result<()> {
+        let limit = self.memory_limit;
+        *self = Self::open_in(backend, output, self.times.clone(), self.width)?;
+        if let Some(rows) = limit {
+            self.limit_memory(rows);
+        }
+        Ok(())
+    }
+
+    /// See [`JoinBuffer::limit_memory`].
+    pub(crate) fn limit_memory(&mut self, rows: usize) {
+        self.memory_limit = Some(rows);
+        self.left.limit_memory(rows);
+        self.right.limit_memory(rows);
+    }
+
+    /// The rows buffered on both sides.
+    pub(crate) fn rows(&self) -> usize {
+        self.left.rows() + self.right.rows()
+    }
+
+    /// The event-time column of input `side`.
+    pub(crate) fn time_column(&self, side: Side) -> &str {
+        &self.times[usize::from(side == Side::Right)]
+    }
+
+    /// The buffer of input `side`, then the other one.
+    pub(crate) fn own_and_other(&mut self, side: Side) -> (&mut dyn JoinBuffer, &mut dyn JoinBuffer) {
+        match side {
+            Side::Left => (self.left.as_mut(), self.right.as_mut()),
+            Side::Right => (self.right.as_mut(), self.left.as_mut()),
+        }
+    }
+
+    /// Drops everything.
+    pub(crate) fn clear(&mut self) -> Result<()> {
+        self.left.clear()?;
+        self.right.clear()
+    }
+
+    /// Saves both sides' buffered rows (as `left` and `right`) and `progress`.
+    pub(crate) fn snapshot(&mut self, snapshot: &mut StateSnapshot, progress: JoinProgress) -> Result<()> {
+        self.left.snapshot(snapshot, "left")?;
+        self.right.snapshot(snapshot, "right")?;
+        snapshot.put_value("progress", &progress)
+    }
+
+    /// Loads what [`snapshot`](Self::snapshot) saved into the emptied buffers: all of it,
+    /// or, when the parallelism changed, the rows of every old instance whose keys the
+    /// exchanges now route to this instance (with the lowest progress of the old ones).
+    /// `None` when nothing was saved.
+    pub(crate) fn restore(
+        &mut self,
+        restored: &RestoredState,
+        operator: &str,
+        keys: &JoinKeys,
+    ) -> Result<Option<JoinProgress>> {
+        self.clear()?;
+        if restored.rescale().is_none() {
+            return self.merge(restored, keys, None);
+        }
+        let saved = crate::operator::merge_rescaled(restored, operator, keys.types(), |old, keep| {
+            self.merge(old, keys, Some(keep))
+        })?;
+        Ok(saved.into_iter().fold(None, JoinProgress::merge))
+    }
+
+    /// Adds what [`snapshot`](Self::snapshot) saved, the rows whose keys `keep` accepts.
+    fn merge(&mut self, restored: &RestoredState, keys: &JoinKeys, keep: KeepKeys<'_>) -> Result<Option<JoinProgress>> {
+        let Some(progress) = restored.value::<JoinProgress>("progress")? else { return Ok(None) };
+        self.left.merge_snapshot(restored, "left", keys, keep)?;
+        self.right.merge_snapshot(restored, "right", keys, keep)?;
+        Ok(Some(progress))
+    }
+}
+
 /// An empty buffer for the rows of input `side` (of `schema`, event times in `time_column`),
 /// in buckets of `width` ms, in `backend`: the heap for [`StateBackend::Memory`].
-pub(crate) fn open(
+fn open(
     backend: &StateBackend,
     side: Side,
     schema: SchemaRef,
