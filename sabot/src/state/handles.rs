@@ -283,6 +283,34 @@ impl<T: StateValue> ValueState<T> {
         }
     }
 
+    /// Up to `limit` of the entries [`entries_with_prefix`](Self::entries_with_prefix)
+    /// returns, those whose stored key sorts after `after` (from the first with `None`): a
+    /// namespace read a page at a time.
+    pub(crate) fn entries_with_prefix_after(
+        &self,
+        store: &mut KeyedStateStore,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Box<[u8]>, T)>> {
+        let a = store.access(self.id, Some(prefix))?;
+        match a.backend {
+            Backend::Memory(tables) => {
+                let mut entries = table::<ValueTable<T>>(tables, a.idx, a.state)?.0.entries_with_prefix(prefix, a.now);
+                entries.retain(|(key, _)| after.is_none_or(|after| key.as_ref() > after));
+                entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+                entries.truncate(limit);
+                Ok(entries)
+            }
+            #[cfg(feature = "rocksdb")]
+            Backend::RocksDb(r) => r
+                .scan_page(a.idx, prefix, after, limit, a.now)?
+                .into_iter()
+                .map(|(key, stored)| Ok((key, codec::decode(a.state, super::rocks::payload(&stored))?)))
+                .collect(),
+        }
+    }
+
     /// Removes every entry whose stored key starts with `prefix`.
     pub(crate) fn clear_prefix(&self, store: &mut KeyedStateStore, prefix: &[u8]) -> Result<()> {
         let a = store.access(self.id, Some(prefix))?;

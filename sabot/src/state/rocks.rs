@@ -510,11 +510,23 @@ impl RocksTables {
 
     /// Visits every stored entry of state `idx` whose key starts with `prefix`, in key order,
     /// until `visit` returns false. Pending writes are written first.
-    fn scan(&mut self, idx: usize, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan(&mut self, idx: usize, prefix: &[u8], visit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.scan_from(idx, prefix, prefix, visit)
+    }
+
+    /// [`scan`](Self::scan) starting at the first key at or after `from` (which sorts at or
+    /// after `prefix`).
+    fn scan_from(
+        &mut self,
+        idx: usize,
+        prefix: &[u8],
+        from: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         self.write_batch()?;
         let name = &self.cfs[idx];
         let cf = self.instance.cf(name)?;
-        let mode = if prefix.is_empty() { IteratorMode::Start } else { IteratorMode::From(prefix, Direction::Forward) };
+        let mode = if from.is_empty() { IteratorMode::Start } else { IteratorMode::From(from, Direction::Forward) };
         for item in self.instance.db.iterator_cf(&cf, mode) {
             let (key, value) = item.map_err(|e| rocks_error(name, e))?;
             if !key.starts_with(prefix) || !visit(&key, &value) {
@@ -558,6 +570,29 @@ impl RocksTables {
         })?;
         self.delete_keys(idx, &expired)?;
         Ok(live)
+    }
+
+    /// Up to `limit` live entries of state `idx` under `prefix` whose keys sort after `after`
+    /// (from the first with `None`), in key order.
+    pub(super) fn scan_page(
+        &mut self,
+        idx: usize,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Vec<RawEntry>> {
+        let mut page = Vec::new();
+        self.scan_from(idx, prefix, after.unwrap_or(prefix), |key, value| {
+            if after.is_some_and(|after| key <= after) {
+                return true;
+            }
+            if codec::expires_at(value) > now {
+                page.push((key.into(), value.into()));
+            }
+            page.len() < limit
+        })?;
+        Ok(page)
     }
 
     /// The keys of the live entries of state `idx` below `bound`, in key order.

@@ -255,12 +255,20 @@ impl PaneStore for StoredPanes {
             return self.aggregate_saved(&self.sorted_by_key(groups)?);
         }
         self.flush(start)?;
-        let Some(saved) = self.read(start)? else {
-            self.starts.remove(&start);
-            return Ok(vec![]);
-        };
+        // As many groups at a time as the buffer holds: only the pane's results are held whole.
+        let (prefix, page_size) = (time_prefix(start), self.buffer_limit.max(1));
+        let mut results = vec![];
+        let mut after: Option<Box<[u8]>> = None;
+        loop {
+            let page = self.groups.entries_with_prefix_after(&mut self.store, &prefix, after.as_deref(), page_size)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            let keys: Vec<&[u8]> = page.iter().map(|(k, _)| group_key(k)).collect();
+            let states: Vec<&[u8]> = page.iter().map(|(_, s)| s.as_slice()).collect();
+            results.extend(self.aggregate_saved(&self.decode(&keys, &states)?)?);
+        }
         self.drop_pane(start)?;
-        self.aggregate_saved(&saved)
+        Ok(results)
     }
 
     fn partials(&mut self, from: i64, to: i64) -> Result<Vec<RecordBatch>> {
