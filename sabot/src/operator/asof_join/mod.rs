@@ -63,6 +63,10 @@ pub struct AsofJoinOperator {
     /// With a state backend other than memory: each key's latest right row before the
     /// watermark (the heap index then holds only the rows at or after it).
     sealed: Option<StoredLatest>,
+    /// After a rescale, the highest watermark of the old instances: rows they sealed may be
+    /// as recent as that, later than rows on the heap, so a heap match older than it is
+    /// compared with the sealed row.
+    sealed_until: i64,
     watermark: i64,
     late_rows: usize,
 }
@@ -101,6 +105,7 @@ impl AsofJoinOperator {
             pending_rows: 0,
             right: RightIndex::default(),
             sealed: None,
+            sealed_until: i64::MIN,
             watermark: i64::MIN,
             late_rows: 0,
         })
@@ -185,30 +190,38 @@ impl AsofJoinOperator {
         let keys = self.keys.encode(&batch, Side::Left)?;
         let mut picker = Picker::default();
         let mut picks = Vec::with_capacity(order.len());
-        // Rows with no match on the heap, for the sealed rows in the store: (pick, key, time).
-        let mut misses: Vec<(usize, &[u8], i64)> = vec![];
+        // Rows to look up among the sealed rows in the store: (pick, key, time, heap match's
+        // time). A heap row is later than any sealed row, but for rows sealed by instances
+        // ahead of this one before a rescale.
+        let mut in_store: Vec<(usize, &[u8], i64, Option<i64>)> = vec![];
+        let stored = self.sealed.is_some();
         for &row in &order {
             let (key, time) = (keys.get(row as usize), due_times[row as usize]);
             let found = key.and_then(|k| self.right.latest(k, time, self.tolerance));
+            if let Some(key) = key.filter(|_| stored)
+                && found.is_none_or(|(_, at)| at < self.sealed_until)
+            {
+                in_store.push((picks.len(), key, time, found.map(|(_, at)| at)));
+            }
             picks.push(match found {
-                None => {
-                    if let Some(key) = key {
-                        misses.push((picks.len(), key, time));
-                    }
-                    None
-                }
-                Some((segment, r)) => Some(picker.pick(&self.right, segment, r)?),
+                None => None,
+                Some(((segment, r), _)) => Some(picker.pick(&self.right, segment, r)?),
             });
         }
         let mut sources: Vec<RecordBatch> = picker.sources.into_iter().cloned().collect();
         // A heap row of the key at or before the time is later than any sealed row.
-        if let Some(sealed) = self.sealed.as_mut().filter(|_| !misses.is_empty()) {
-            let probes: Vec<(&[u8], i64)> = misses.iter().map(|&(_, key, time)| (key, time)).collect();
+        if let Some(sealed) = self.sealed.as_mut().filter(|_| !in_store.is_empty()) {
+            let probes: Vec<(&[u8], i64)> = in_store.iter().map(|&(_, key, time, _)| (key, time)).collect();
             let (rows, found) = sealed.lookup(&probes)?;
             let source = sources.len();
             sources.push(rows);
-            for (&(pick, _, _), found) in misses.iter().zip(found) {
-                picks[pick] = found.map(|row| (source, row));
+            for (&(pick, _, _, on_heap), found) in in_store.iter().zip(found) {
+                // The later row wins; on a tie the heap's, which arrived later.
+                if let Some((row, at)) = found
+                    && on_heap.is_none_or(|heap| at > heap)
+                {
+                    picks[pick] = Some((source, row));
+                }
             }
         }
         let sources: Vec<&RecordBatch> = sources.iter().collect();
@@ -291,6 +304,7 @@ impl TwoInputOperator for AsofJoinOperator {
     fn snapshot_state(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
         if let Some(sealed) = self.sealed.as_mut() {
             sealed.snapshot(snapshot)?;
+            snapshot.put_value("asof_sealed_until", &self.sealed_until)?;
         }
         let pending: Vec<RecordBatch> = self.pending.iter().map(|p| p.batch.clone()).collect();
         snapshot.put_batches("pending", self.output.input_schema(Side::Left), &pending)?;
@@ -304,6 +318,7 @@ impl TwoInputOperator for AsofJoinOperator {
         self.pending.clear();
         self.pending_rows = 0;
         self.right = RightIndex::default();
+        self.sealed_until = i64::MIN;
         if let Some(sealed) = self.sealed.as_mut() {
             sealed.clear()?;
         }
@@ -321,6 +336,9 @@ impl TwoInputOperator for AsofJoinOperator {
         let saved = super::merge_rescaled(restored, &name, &types, |old, keep| self.merge_snapshot(old, keep))?;
         let saved: Vec<AsofState> = saved.into_iter().flatten().collect();
         self.watermark = saved.iter().map(|s| s.watermark).min().unwrap_or(i64::MIN);
+        // Every old instance sealed rows up to its watermark.
+        let ahead = saved.iter().map(|s| s.watermark).max().unwrap_or(i64::MIN);
+        self.sealed_until = self.sealed_until.max(ahead);
         self.late_rows += saved.iter().map(|s| s.late_rows).sum::<usize>();
         Ok(())
     }
@@ -331,6 +349,8 @@ impl AsofJoinOperator {
     /// snapshot of an instance of this operator; returns what it saved besides its rows.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keep: &dyn Fn(&[u8]) -> bool) -> Result<Option<AsofState>> {
         let Some(state) = snapshot.value::<AsofState>("asof")? else { return Ok(None) };
+        let sealed_until = snapshot.value::<i64>("asof_sealed_until")?.unwrap_or(i64::MIN);
+        self.sealed_until = self.sealed_until.max(sealed_until);
         match self.sealed.as_mut() {
             Some(sealed) => sealed.merge_snapshot(snapshot, keep)?,
             None => super::saved_by_another_backend(snapshot, "asof_join", "asof_stored", "rocksdb")?,
@@ -422,6 +442,52 @@ mod tests {
         h.process_left(rows(&[(Some(1), 27, 0), (Some(2), 1000, 0), (None, 26, 0)])).unwrap();
         h.watermark(2000).unwrap();
         assert_eq!(matched(&h.take_output()), vec![(26, None), (27, Some(2)), (1000, Some(9))]);
+    }
+
+    /// After a rescale the new instance's watermark is the lowest old one's, so right rows
+    /// older than rows another old instance sealed still arrive on time: the later row wins
+    /// wherever the sealed rows live, and survives sealing and another restore.
+    #[test]
+    fn rows_sealed_ahead_of_a_rescaled_watermark_stay_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
+        let mut backends = vec![StateBackend::Memory];
+        #[cfg(feature = "rocksdb")]
+        backends.push(StateBackend::RocksDb { path: dir.path().join("rocksdb") });
+        for backend in &backends {
+            let new = || {
+                AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", None)
+                    .unwrap()
+                    .with_state_backend(backend)
+                    .unwrap()
+            };
+            // Old instance 0 sealed key 1's row at 90 (watermark 100); instance 1 is at 50.
+            let mut ahead = TwoInputHarness::new(new());
+            ahead.process_right(rows(&[(Some(1), 90, 90)])).unwrap();
+            ahead.watermark(100).unwrap();
+            let mut behind = TwoInputHarness::new(new());
+            behind.watermark(50).unwrap();
+            let old = [ahead.snapshot().unwrap(), behind.snapshot().unwrap()];
+            let dirs: Vec<_> = old.iter().map(|s| s.restored_state().dir().to_path_buf()).collect();
+            let rescale = crate::checkpoint::Rescale { from: 2, to: 1, partition: 0, snapshots: dirs.clone() };
+            let mut op = new();
+            op.restore_rescaled_state(&RestoredState::rescaled(1, &dirs[0], rescale)).unwrap();
+            let mut h = TwoInputHarness::new(op);
+            h.process_right(rows(&[(Some(1), 60, 60)])).unwrap();
+            h.process_left(rows(&[(Some(1), 95, 0)])).unwrap();
+            h.watermark(96).unwrap();
+            // Sealing 60 must not replace 90; nor must a plain restore forget 90 is ahead.
+            h.watermark(101).unwrap();
+            let snapshot = h.snapshot().unwrap();
+            let mut out = h.take_output();
+            let mut r = TwoInputHarness::restore(new(), &snapshot).unwrap();
+            r.process_right(rows(&[(Some(1), 70, 70)])).unwrap(); // late: behind 101
+            r.process_left(rows(&[(Some(1), 120, 0)])).unwrap();
+            r.watermark(130).unwrap();
+            out.extend(r.take_output());
+            assert_eq!(matched(&out), vec![(95, Some(90)), (120, Some(90))], "{backend:?}");
+        }
+        drop(dir);
     }
 
     #[test]

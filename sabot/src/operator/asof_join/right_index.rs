@@ -206,11 +206,12 @@ impl RightIndex {
     }
 
     /// The latest row of `key` at or before `time`, within `tolerance`.
-    pub(super) fn latest(&self, key: &[u8], time: i64, tolerance: Option<i64>) -> Option<(u64, u32)> {
+    /// Returns its `(segment, row)` and its time.
+    pub(super) fn latest(&self, key: &[u8], time: i64, tolerance: Option<i64>) -> Option<((u64, u32), i64)> {
         let id = *self.ids.get(key)?;
         let slot = self.keys[id as usize].as_ref()?;
         let (&(found, _), &at) = slot.rows.range(..=(time, u64::MAX)).next_back()?;
-        tolerance.is_none_or(|tol| time.saturating_sub(found) <= tol).then_some(at)
+        tolerance.is_none_or(|tol| time.saturating_sub(found) <= tol).then_some((at, found))
     }
 
     pub(super) fn segment(&self, id: u64) -> Result<&RecordBatch> {

@@ -84,8 +84,8 @@ impl StoredLatest {
         self.rows
     }
 
-    /// Makes `latest` (one row per key, each later than the key's stored row) the latest
-    /// sealed rows of their keys.
+    /// Makes `latest` (one row per key) the latest sealed rows of their keys, except where a
+    /// key's stored row is later (restored from an instance whose watermark was ahead).
     pub(super) fn put(&mut self, latest: &LatestRows) -> Result<()> {
         let LatestRows { rows, times, keys } = latest;
         let encoded = self.converter.convert_columns(rows.columns())?;
@@ -93,12 +93,16 @@ impl StoredLatest {
         for (row, key) in keys.iter().enumerate() {
             let previous = self.latest.value_for(&mut self.latest_store, key)?;
             match previous {
-                Some(old) if self.tolerance.is_some() => {
+                Some(old) => {
                     let (old_time, _) = split_entry(&old, self.latest_store.operator())?;
-                    let old_index = [&time_prefix(old_time)[..], key].concat();
-                    self.by_time.clear_for(&mut self.by_time_store, &old_index)?;
+                    if old_time > times[row] {
+                        continue;
+                    }
+                    if self.tolerance.is_some() {
+                        let old_index = [&time_prefix(old_time)[..], key].concat();
+                        self.by_time.clear_for(&mut self.by_time_store, &old_index)?;
+                    }
                 }
-                Some(_) => {}
                 None => self.rows += 1,
             }
             let entry = [&times[row].to_le_bytes()[..], encoded.row(row).data()].concat();
@@ -127,8 +131,8 @@ impl StoredLatest {
     }
 
     /// For each `(key, time)`: the key's sealed row if it is at or before `time` and within
-    /// the tolerance, as a row of the returned batch.
-    pub(super) fn lookup(&mut self, probes: &[(&[u8], i64)]) -> Result<(RecordBatch, Vec<Option<usize>>)> {
+    /// the tolerance, as a row of the returned batch with its time.
+    pub(super) fn lookup(&mut self, probes: &[(&[u8], i64)]) -> Result<(RecordBatch, Vec<Option<(usize, i64)>>)> {
         self.latest.prefetch_for(&mut self.latest_store, probes.iter().map(|(k, _)| *k))?;
         let (mut found, mut picks) = (vec![], Vec::with_capacity(probes.len()));
         for &(key, time) in probes {
@@ -136,14 +140,14 @@ impl StoredLatest {
             let matched = match &entry {
                 Some(entry) => {
                     let (at, _) = split_entry(entry, self.latest_store.operator())?;
-                    at <= time && self.tolerance.is_none_or(|tol| time.saturating_sub(at) <= tol)
+                    (at <= time && self.tolerance.is_none_or(|tol| time.saturating_sub(at) <= tol)).then_some(at)
                 }
-                None => false,
+                None => None,
             };
-            picks.push(match entry {
-                Some(entry) if matched => {
+            picks.push(match (entry, matched) {
+                (Some(entry), Some(at)) => {
                     found.push(entry);
-                    Some(found.len() - 1)
+                    Some((found.len() - 1, at))
                 }
                 _ => None,
             });

@@ -239,18 +239,28 @@ impl Sessions {
                 gone.push((key, session.start, session.end));
             }
         }
-        if let Some(store) = self.store.as_mut() {
-            store.delete(&gone)?;
-        } else {
-            self.compact_if_sparse();
+        match self.store.as_mut() {
+            Some(store) => {
+                store.delete(&gone)?;
+                // Long sessions pin the batches they had a row in: move the held rows out.
+                if self.is_sparse() {
+                    self.flush()?;
+                }
+            }
+            None => self.compact_if_sparse(),
         }
         Ok(())
+    }
+
+    /// Whether the retained batches hold mostly released rows.
+    fn is_sparse(&self) -> bool {
+        self.retained > 2 * self.held + 65_536
     }
 
     /// Copies the rows sessions hold into one new segment when the retained batches hold
     /// mostly released rows: a long session must not keep every batch it had a row in.
     fn compact_if_sparse(&mut self) {
-        if self.retained <= 2 * self.held + 65_536 {
+        if !self.is_sparse() {
             return;
         }
         let mut refs: Vec<(u64, u32)> = self
