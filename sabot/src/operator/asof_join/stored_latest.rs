@@ -17,6 +17,9 @@ use crate::operator::{TIME_PREFIX, decode_rows, time_prefix};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
+/// Per probe of [`StoredLatest::lookup`]: the row of the returned batch and its time.
+pub(super) type Found = Vec<Option<(usize, i64)>>;
+
 /// What a snapshot records besides the backends' checkpoints.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredLayout {
@@ -132,7 +135,7 @@ impl StoredLatest {
 
     /// For each `(key, time)`: the key's sealed row if it is at or before `time` and within
     /// the tolerance, as a row of the returned batch with its time.
-    pub(super) fn lookup(&mut self, probes: &[(&[u8], i64)]) -> Result<(RecordBatch, Vec<Option<(usize, i64)>>)> {
+    pub(super) fn lookup(&mut self, probes: &[(&[u8], i64)]) -> Result<(RecordBatch, Found)> {
         self.latest.prefetch_for(&mut self.latest_store, probes.iter().map(|(k, _)| *k))?;
         let (mut found, mut picks) = (vec![], Vec::with_capacity(probes.len()));
         for &(key, time) in probes {

@@ -371,6 +371,7 @@ mod tests {
         for backend in &backends {
             long_session_does_not_keep_every_batch_on(backend);
         }
+        drop(dir);
     }
 
     fn long_session_does_not_keep_every_batch_on(backend: &StateBackend) {
