@@ -150,14 +150,68 @@ pub struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Reads `file` and records it under the name `relative`.
+    /// Records `file` under the name `relative`, for a checkpoint being written: a RocksDB
+    /// table file whose checksum an earlier checkpoint computed is not read again.
     pub(crate) fn read(file: &Path, relative: &Path) -> Result<Self> {
+        let immutable = immutable_file_id(file)?;
+        if let Some((id, len)) = &immutable
+            && let Some(&crc32) = IMMUTABLE_CRCS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id)
+        {
+            return Ok(SnapshotFile { path: relative_name(file, relative)?, len: *len, crc32 });
+        }
+        let read = Self::read_fresh(file, relative)?;
+        if let Some((id, _)) = immutable {
+            let mut known = IMMUTABLE_CRCS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if known.len() >= MAX_KNOWN_CRCS {
+                known.clear();
+            }
+            known.insert(id, read.crc32);
+        }
+        Ok(read)
+    }
+
+    /// Reads `file` whole and records it under the name `relative` (verifying a checkpoint).
+    pub(crate) fn read_fresh(file: &Path, relative: &Path) -> Result<Self> {
         let mut hasher = crc32fast::Hasher::new();
         let mut reader = fs::File::open(file).map_err(|e| SabotError::io(file, e))?;
         let len = std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(|e| SabotError::io(file, e))?;
-        let path = relative.to_str().ok_or_else(|| SabotError::checkpoint(file, "file name is not UTF-8"))?;
-        Ok(SnapshotFile { path: path.replace('\\', "/"), len, crc32: hasher.finalize() })
+        Ok(SnapshotFile { path: relative_name(file, relative)?, len, crc32: hasher.finalize() })
     }
+}
+
+/// `relative` as a checkpoint records it (UTF-8, `/`-separated).
+fn relative_name(file: &Path, relative: &Path) -> Result<String> {
+    let path = relative.to_str().ok_or_else(|| SabotError::checkpoint(file, "file name is not UTF-8"))?;
+    Ok(path.replace('\\', "/"))
+}
+
+/// Checksums of immutable files already read, by file identity: RocksDB checkpoints hard-link
+/// the same table files again and again, so each checkpoint reads only the files that are new
+/// since the last one (incremental, as the checkpoints themselves are).
+static IMMUTABLE_CRCS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<FileId, u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Checksums remembered at most (then forgotten all at once).
+const MAX_KNOWN_CRCS: usize = 1 << 20;
+
+/// Device, inode, length and modification time (s, ns): the same file, unchanged.
+type FileId = (u64, u64, u64, i64, i64);
+
+/// The identity of `file` and its length if it is a RocksDB table file, which RocksDB never
+/// changes once written (hard links of it share the identity); `None` for other files.
+fn immutable_file_id(file: &Path) -> Result<Option<(FileId, u64)>> {
+    if file.extension().is_none_or(|e| e != "sst" && e != "blob") {
+        return Ok(None);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(file).map_err(|e| SabotError::io(file, e))?;
+        let id = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        Ok(Some((id, meta.len())))
+    }
+    #[cfg(not(unix))]
+    Ok(None)
 }
 
 struct HashWriter<'a>(&'a mut crc32fast::Hasher);
@@ -322,5 +376,25 @@ mod tests {
                 SnapshotFile { path: "db/x.sst".into(), len: 3, crc32: crc32fast::hash(b"abc") },
             ]
         );
+    }
+
+    /// A table file linked into the next checkpoint keeps its checksum without being read;
+    /// a rewritten one is read again, and verification always reads.
+    #[cfg(unix)]
+    #[test]
+    fn table_files_are_checksummed_once_per_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, linked) = (dir.path().join("000007.sst"), dir.path().join("000007-linked.sst"));
+        fs::write(&first, b"table").unwrap();
+        fs::hard_link(&first, &linked).unwrap();
+        let read = |file: &Path| SnapshotFile::read(file, Path::new("t.sst")).unwrap().crc32;
+        assert_eq!(read(&first), crc32fast::hash(b"table"));
+        assert_eq!(read(&linked), crc32fast::hash(b"table"), "a hard link is the same file");
+        // Same length, new content (RocksDB never does this; a damaged copy might).
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(&first, b"TABLE").unwrap();
+        assert_eq!(read(&first), crc32fast::hash(b"TABLE"), "a changed file is read again");
+        let fresh = SnapshotFile::read_fresh(&linked, Path::new("t.sst")).unwrap();
+        assert_eq!(fresh.crc32, crc32fast::hash(b"TABLE"), "verification reads the file");
     }
 }

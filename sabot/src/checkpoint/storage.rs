@@ -402,7 +402,7 @@ pub fn verify(dir: &Path) -> Result<CheckpointMetadata> {
     }
     for file in &meta.files {
         let full = dir.join(&file.path);
-        let found = SnapshotFile::read(&full, Path::new(&file.path))
+        let found = SnapshotFile::read_fresh(&full, Path::new(&file.path))
             .map_err(|e| SabotError::checkpoint(dir, format!("missing state file {}: {e}", file.path)))?;
         if found.len != file.len || found.crc32 != file.crc32 {
             return Err(SabotError::checkpoint(
