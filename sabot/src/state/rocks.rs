@@ -32,6 +32,10 @@ const DEFAULT_BATCH_SIZE: usize = 16 * 1024;
 /// The write-back cache holds up to this many batches' worth of entries (256K entries, a few
 /// tens of MB): a working set of that many keys is read from RocksDB once.
 const CACHE_BATCHES: usize = 16;
+
+/// Most bytes of keys and values the write-back cache of one store holds: operators that
+/// keep long values (lists of rows) must not keep copies of all of them in memory.
+const CACHE_BYTES: usize = 64 << 20;
 /// Entries per batch when copying or deleting in bulk.
 const BULK_BATCH: usize = 64 * 1024;
 
@@ -253,6 +257,13 @@ struct Pending {
     dirty: bool,
 }
 
+impl Pending {
+    /// The bytes of its key and value.
+    fn bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// The stored value's payload (after the expiry header).
 #[inline]
 pub(super) fn payload(stored: &[u8]) -> &[u8] {
@@ -272,6 +283,8 @@ pub(super) struct RocksTables {
     pending_len: usize,
     /// All cached entries, dirty or clean.
     cached: usize,
+    /// Bytes of the keys and values of all cached entries.
+    cached_bytes: usize,
     batch_size: usize,
     cache_capacity: usize,
     scratch: Vec<u8>,
@@ -297,6 +310,7 @@ impl RocksTables {
             pending: Vec::new(),
             pending_len: 0,
             cached: 0,
+            cached_bytes: 0,
             batch_size: DEFAULT_BATCH_SIZE,
             cache_capacity: CACHE_BATCHES * DEFAULT_BATCH_SIZE,
             scratch: Vec::new(),
@@ -343,7 +357,7 @@ impl RocksTables {
                 return decode(payload(stored)).map(Some);
             }
         } else {
-            if self.cached >= self.cache_capacity {
+            if self.cached >= self.cache_capacity || self.cached_bytes >= CACHE_BYTES {
                 self.evict_clean();
             }
             let name = &self.cfs[idx];
@@ -354,6 +368,7 @@ impl RocksTables {
             if found.is_none() || live {
                 // Cache what RocksDB said (value or absence), clean.
                 let value = found.as_deref().map(<[u8]>::to_vec);
+                self.cached_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
                 self.pending[idx]
                     .insert_unique(hash, Pending { hash, key: key.into(), value, dirty: false }, |p| p.hash);
                 self.cached += 1;
@@ -383,7 +398,7 @@ impl RocksTables {
         }
         misses.sort_unstable_by(|a, b| a.0.cmp(b.0));
         misses.dedup_by(|a, b| a.0 == b.0);
-        if self.cached + misses.len() > self.cache_capacity {
+        if self.cached + misses.len() > self.cache_capacity || self.cached_bytes >= CACHE_BYTES {
             self.evict_clean();
         }
         let name = &self.cfs[idx];
@@ -395,6 +410,7 @@ impl RocksTables {
             if value.as_ref().is_some_and(|stored| codec::expires_at(stored) <= now) {
                 continue;
             }
+            self.cached_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             self.pending[idx].insert_unique(hash, Pending { hash, key: key.into(), value, dirty: false }, |p| p.hash);
             self.cached += 1;
         }
@@ -416,6 +432,7 @@ impl RocksTables {
         match self.pending[idx].entry(hash, |p| p.hash == hash && *p.key == *key, |p| p.hash) {
             Entry::Occupied(mut entry) => {
                 let p = entry.get_mut();
+                let old = p.value.as_ref().map_or(0, Vec::len);
                 match &mut p.value {
                     Some(buf) => {
                         buf.clear();
@@ -423,6 +440,7 @@ impl RocksTables {
                     }
                     slot @ None => *slot = Some(value.clone()),
                 }
+                self.cached_bytes = self.cached_bytes - old + value.len();
                 if !p.dirty {
                     p.dirty = true;
                     self.pending_len += 1;
@@ -432,9 +450,10 @@ impl RocksTables {
                 entry.insert(Pending { hash, key: key.into(), value: Some(value.clone()), dirty: true });
                 self.pending_len += 1;
                 self.cached += 1;
+                self.cached_bytes += key.len() + value.len();
             }
         }
-        if self.pending_len >= self.batch_size {
+        if self.pending_len >= self.batch_size || self.cached_bytes >= CACHE_BYTES {
             self.write_batch()?;
         }
         Ok(())
@@ -445,7 +464,7 @@ impl RocksTables {
         match self.pending[idx].entry(hash, |p| p.hash == hash && *p.key == *key, |p| p.hash) {
             Entry::Occupied(mut entry) => {
                 let p = entry.get_mut();
-                p.value = None;
+                self.cached_bytes -= p.value.take().map_or(0, |v| v.len());
                 if !p.dirty {
                     p.dirty = true;
                     self.pending_len += 1;
@@ -455,6 +474,7 @@ impl RocksTables {
                 entry.insert(Pending { hash, key: key.into(), value: None, dirty: true });
                 self.pending_len += 1;
                 self.cached += 1;
+                self.cached_bytes += key.len();
             }
         }
         if self.pending_len >= self.batch_size {
@@ -486,7 +506,7 @@ impl RocksTables {
             table.iter_mut().for_each(|p| p.dirty = false);
         }
         self.pending_len = 0;
-        if self.cached > self.cache_capacity {
+        if self.cached > self.cache_capacity || self.cached_bytes >= CACHE_BYTES {
             self.evict_clean();
         }
         Ok(())
@@ -498,6 +518,7 @@ impl RocksTables {
             table.retain(|p| p.dirty);
         }
         self.cached = self.pending_len;
+        self.cached_bytes = self.pending.iter().flat_map(|t| t.iter()).map(Pending::bytes).sum();
     }
 
     /// Forgets the cached entries of state `idx` after RocksDB was changed directly. Only
@@ -505,6 +526,7 @@ impl RocksTables {
     fn invalidate(&mut self, idx: usize) {
         debug_assert_eq!(self.pending_len, 0);
         self.cached -= self.pending[idx].len();
+        self.cached_bytes -= self.pending[idx].iter().map(Pending::bytes).sum::<usize>();
         self.pending[idx].clear();
     }
 
@@ -732,7 +754,7 @@ impl RocksTables {
     /// not needed any more (it lives on in checkpoints only).
     pub(super) fn discard(&mut self) -> Result<()> {
         self.pending.iter_mut().for_each(HashTable::clear);
-        (self.pending_len, self.cached) = (0, 0);
+        (self.pending_len, self.cached, self.cached_bytes) = (0, 0, 0);
         self.drop_all()
     }
 
@@ -787,5 +809,44 @@ impl Drop for RocksTables {
             tracing::warn!(operator = %self.operator, error = %err, "could not write pending state on close");
         }
         self.instance.operators.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.operator);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Long values (lists of rows) do not pile up in the write-back cache: its bytes stay
+    /// bounded however many are written and read, and every value reads back.
+    #[test]
+    fn the_write_back_cache_is_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        let mut tables = RocksTables::new(instance, "lists").unwrap();
+        tables.add_state("lists/rows", &StateClock::System).unwrap();
+        let idx = 0;
+        let value = |i: u64| {
+            let mut stored = vec![];
+            codec::start(&mut stored, u64::MAX);
+            stored.resize(HEADER + (1 << 20), i as u8);
+            stored
+        };
+        let hash = |key: &[u8]| key.iter().fold(7u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        for i in 0..200u64 {
+            let key = i.to_be_bytes();
+            tables
+                .write(idx, &key, hash(&key), |buf| {
+                    buf.extend_from_slice(&value(i));
+                    Ok(())
+                })
+                .unwrap();
+            assert!(tables.cached_bytes <= CACHE_BYTES + (2 << 20), "{} bytes cached", tables.cached_bytes);
+        }
+        for i in 0..200u64 {
+            let key = i.to_be_bytes();
+            let read = tables.read(idx, &key, hash(&key), 0, |bytes| Ok(bytes.to_vec())).unwrap();
+            assert_eq!(read.as_deref(), Some(&value(i)[HEADER..]), "value {i}");
+            assert!(tables.cached_bytes <= CACHE_BYTES + (2 << 20), "{} bytes cached", tables.cached_bytes);
+        }
     }
 }
