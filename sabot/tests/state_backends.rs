@@ -516,33 +516,11 @@ mod rocksdb_only {
         Ok(())
     }
 
-    /// Operators' transient stores (window panes, join buffers) are dropped when the operator
-    /// is; a crashed process leaves them behind, and the next process to open the instance
-    /// drops them, keeping every other state.
     #[test]
-    fn transient_state_left_by_a_crashed_run_is_dropped_on_open() -> R {
+    fn transient_operator_ids_are_reserved() {
         let env = rocksdb();
-        let StateBackend::RocksDb { path } = &env.backend else { unreachable!() };
-        {
-            // What a crashed run leaves: a transient store's column family, and durable state.
-            let mut leftover = KeyedStateStore::open(&env.backend, "transient.window_aggregate-7")?;
-            let panes = leftover.value_state(&ValueStateDescriptor::<u8>::new("groups"))?;
-            panes.update_for(&mut leftover, b"k", 1)?;
-            leftover.flush()?;
-            let mut durable = KeyedStateStore::open(&env.backend, "counter")?;
-            let count = durable.value_state(&ValueStateDescriptor::<u8>::new("count"))?;
-            count.update_for(&mut durable, b"k", 2)?;
-            durable.flush()?;
-            let instance = RocksDbInstance::open(path)?;
-            assert_eq!(instance.column_families(), ["counter/count", "transient.window_aggregate-7/groups"]);
-        }
-        // Every handle is gone: the next open is a new instance, as after a restart.
-        let instance = RocksDbInstance::open(path)?;
-        assert_eq!(instance.column_families(), ["counter/count"]);
-        let mut durable = KeyedStateStore::open(&env.backend, "counter")?;
-        let count = durable.value_state(&ValueStateDescriptor::<u8>::new("count"))?;
-        assert_eq!(count.value_for(&mut durable, b"k")?, Some(2));
-        Ok(())
+        let err = KeyedStateStore::open(&env.backend, "transient.mine").err().expect("refused");
+        assert!(err.to_string().contains("reserved"), "{err}");
     }
 
     #[test]

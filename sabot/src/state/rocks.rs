@@ -815,6 +815,35 @@ impl Drop for RocksTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{KeyedStateStore, StateBackend, ValueStateDescriptor};
+
+    /// Operators' transient stores (window panes, join buffers) are dropped when the operator
+    /// is; a crashed process leaves them behind, and the next process to open the instance
+    /// drops them, keeping every other state.
+    #[test]
+    fn transient_state_left_by_a_crashed_run_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = StateBackend::RocksDb { path: dir.path().to_path_buf() };
+        {
+            // What a crashed run leaves: a transient store's column family, and durable state.
+            let mut leftover = KeyedStateStore::open_any(&backend, "transient.window_aggregate-7").unwrap();
+            let panes = leftover.value_state(&ValueStateDescriptor::<u8>::new("groups")).unwrap();
+            panes.update_for(&mut leftover, b"k", 1).unwrap();
+            leftover.flush().unwrap();
+            let mut durable = KeyedStateStore::open(&backend, "counter").unwrap();
+            let count = durable.value_state(&ValueStateDescriptor::<u8>::new("count")).unwrap();
+            count.update_for(&mut durable, b"k", 2).unwrap();
+            durable.flush().unwrap();
+            let instance = RocksDbInstance::open(dir.path()).unwrap();
+            assert_eq!(instance.column_families(), ["counter/count", "transient.window_aggregate-7/groups"]);
+        }
+        // Every handle is gone: the next open is a new instance, as after a restart.
+        let instance = RocksDbInstance::open(dir.path()).unwrap();
+        assert_eq!(instance.column_families(), ["counter/count"]);
+        let mut durable = KeyedStateStore::open(&backend, "counter").unwrap();
+        let count = durable.value_state(&ValueStateDescriptor::<u8>::new("count")).unwrap();
+        assert_eq!(count.value_for(&mut durable, b"k").unwrap(), Some(2));
+    }
 
     /// Long values (lists of rows) do not pile up in the write-back cache: its bytes stay
     /// bounded however many are written and read, and every value reads back.

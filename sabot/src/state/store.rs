@@ -170,7 +170,21 @@ impl KeyedStateStore {
     /// let store = KeyedStateStore::open(&StateBackend::Memory, "sessions").unwrap();
     /// assert_eq!(store.operator(), "sessions");
     /// ```
+    ///
+    /// Operator ids starting with `transient.` are reserved (operators' own stores, which a
+    /// RocksDB instance drops when it opens).
     pub fn open(backend: &StateBackend, operator: &str) -> Result<Self> {
+        if operator.starts_with(TRANSIENT_PREFIX) {
+            return Err(SabotError::State {
+                state: operator.to_string(),
+                message: format!("operator ids starting with '{TRANSIENT_PREFIX}' are reserved"),
+            });
+        }
+        Self::open_any(backend, operator)
+    }
+
+    /// [`open`](Self::open) without the reserved-name check.
+    pub(crate) fn open_any(backend: &StateBackend, operator: &str) -> Result<Self> {
         check_name("operator", operator)?;
         let backend = match backend {
             StateBackend::Memory => Backend::Memory(Vec::new()),
@@ -208,7 +222,7 @@ impl KeyedStateStore {
     pub(crate) fn open_transient(backend: &StateBackend, kind: &str) -> Result<Self> {
         static NEXT_TRANSIENT: AtomicU64 = AtomicU64::new(1);
         let operator = format!("{TRANSIENT_PREFIX}{kind}-{}", NEXT_TRANSIENT.fetch_add(1, Ordering::Relaxed));
-        let mut store = Self::open(backend, &operator)?;
+        let mut store = Self::open_any(backend, &operator)?;
         #[cfg(feature = "rocksdb")]
         if let Backend::RocksDb(tables) = &mut store.backend {
             tables.drop_all()?;
