@@ -266,20 +266,25 @@ impl<T: StateValue> ValueState<T> {
         }
     }
 
-    /// The keys of the live entries whose stored key sorts below `bound`, in key order:
+    /// The keys of the live entries whose stored key sorts in `[from, bound)`, in key order:
     /// operators that put an event time in front of the key (see
-    /// [`time_prefix`](crate::operator::time_prefix)) read what expired. On RocksDB a scan
-    /// from the first key; in memory a pass over the whole table.
-    pub(crate) fn keys_below(&self, store: &mut KeyedStateStore, bound: &[u8]) -> Result<Vec<Box<[u8]>>> {
+    /// [`time_prefix`](crate::operator::time_prefix)) read what expired since they last
+    /// looked. On RocksDB a bounded scan; in memory a pass over the whole table.
+    pub(crate) fn keys_between(
+        &self,
+        store: &mut KeyedStateStore,
+        from: &[u8],
+        bound: &[u8],
+    ) -> Result<Vec<Box<[u8]>>> {
         let a = store.access(self.id, Some(bound))?;
         match a.backend {
             Backend::Memory(tables) => {
-                let mut keys = table::<ValueTable<T>>(tables, a.idx, a.state)?.0.keys_below(bound, a.now);
+                let mut keys = table::<ValueTable<T>>(tables, a.idx, a.state)?.0.keys_between(from, bound, a.now);
                 keys.sort_unstable();
                 Ok(keys)
             }
             #[cfg(feature = "rocksdb")]
-            Backend::RocksDb(r) => r.keys_below(a.idx, bound, a.now),
+            Backend::RocksDb(r) => r.keys_between(a.idx, from, bound, a.now),
         }
     }
 

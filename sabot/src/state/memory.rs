@@ -243,11 +243,11 @@ impl<V> MemTable<V> {
             .collect()
     }
 
-    /// The keys of the live entries below `bound`, in no particular order.
-    pub(super) fn keys_below(&self, bound: &[u8], now: u64) -> Vec<Box<[u8]>> {
+    /// The keys of the live entries in `[from, bound)`, in no particular order.
+    pub(super) fn keys_between(&self, from: &[u8], bound: &[u8], now: u64) -> Vec<Box<[u8]>> {
         self.table
             .iter()
-            .filter(|slot| slot.expires_at > now && slot.key.as_slice() < bound)
+            .filter(|slot| slot.expires_at > now && (from..bound).contains(&slot.key.as_slice()))
             .map(|slot| Box::from(slot.key.as_slice()))
             .collect()
     }

@@ -617,18 +617,21 @@ impl RocksTables {
         Ok(page)
     }
 
-    /// The keys of the live entries of state `idx` below `bound`, in key order.
-    pub(super) fn keys_below(&mut self, idx: usize, bound: &[u8], now: u64) -> Result<Vec<Box<[u8]>>> {
+    /// The keys of the live entries of state `idx` in `[from, bound)`, in key order. The
+    /// iterator is bounded above, so it does not wade through deleted keys past `bound`.
+    pub(super) fn keys_between(&mut self, idx: usize, from: &[u8], bound: &[u8], now: u64) -> Result<Vec<Box<[u8]>>> {
+        self.write_batch()?;
+        let name = &self.cfs[idx];
+        let cf = self.instance.cf(name)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(bound.to_vec());
         let mut keys = Vec::new();
-        self.scan(idx, &[], |key, value| {
-            if key >= bound {
-                return false;
+        for item in self.instance.db.iterator_cf_opt(&cf, opts, IteratorMode::From(from, Direction::Forward)) {
+            let (key, value) = item.map_err(|e| rocks_error(name, e))?;
+            if codec::expires_at(&value) > now {
+                keys.push(key);
             }
-            if codec::expires_at(value) > now {
-                keys.push(key.into());
-            }
-            true
-        })?;
+        }
         Ok(keys)
     }
 

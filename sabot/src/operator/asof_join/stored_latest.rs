@@ -37,6 +37,8 @@ pub(super) struct StoredLatest {
     /// Time prefix and join key → nothing: the sealed rows by time (with a tolerance only).
     by_time: ValueState<()>,
     tolerance: Option<i64>,
+    /// Sealed rows before this time are deleted already: expiry scans start here.
+    expired_before: i64,
     schema: SchemaRef,
     /// Encodes whole right rows.
     converter: RowConverter,
@@ -76,6 +78,7 @@ impl StoredLatest {
             by_time_store,
             by_time,
             tolerance,
+            expired_before: i64::MIN,
             schema,
             converter: RowConverter::new(fields)?,
             rows: 0,
@@ -123,7 +126,12 @@ impl StoredLatest {
     pub(super) fn seal(&mut self, watermark: i64) -> Result<()> {
         let Some(tolerance) = self.tolerance else { return Ok(()) };
         let oldest_useful = watermark.saturating_sub(tolerance);
-        let expired = self.by_time.keys_below(&mut self.by_time_store, &time_prefix(oldest_useful))?;
+        if oldest_useful <= self.expired_before {
+            return Ok(());
+        }
+        let (from, bound) = (time_prefix(self.expired_before), time_prefix(oldest_useful));
+        let expired = self.by_time.keys_between(&mut self.by_time_store, &from, &bound)?;
+        self.expired_before = oldest_useful;
         for index in expired {
             let key = index.get(TIME_PREFIX..).unwrap_or_default();
             self.latest.clear_for(&mut self.latest_store, key)?;
@@ -165,7 +173,7 @@ impl StoredLatest {
     pub(super) fn clear(&mut self) -> Result<()> {
         self.latest_store.retain_keys(&|_| false)?;
         self.by_time_store.retain_keys(&|_| false)?;
-        self.rows = 0;
+        (self.rows, self.expired_before) = (0, i64::MIN);
         Ok(())
     }
 
@@ -195,6 +203,8 @@ impl StoredLatest {
                 message: format!("the snapshot lists stored as-of join rows but holds no {name} directory"),
             })
         };
+        // Imported rows may be of any age: the next expiry scans from the start.
+        self.expired_before = i64::MIN;
         let latest = SnapshotSource { dir: directory("sealed_latest")?, operator: layout.latest };
         self.latest_store.import_keys(&[latest], keep)?;
         let by_time = SnapshotSource { dir: directory("sealed_by_time")?, operator: layout.by_time };
