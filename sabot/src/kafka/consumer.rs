@@ -170,9 +170,9 @@ impl RdConsumerContext for ConsumerContext {
                 if self.defer_revoke(consumer, tpl) {
                     return;
                 }
-                if self.checkpointing {
-                    self.hand_over(consumer, tpl);
-                }
+                // Where this reader left them: another reader of this process that gets them
+                // resumes there, after the messages already in the pipeline.
+                self.hand_over(consumer, tpl);
                 self.shared.forget(self.reader, &lost);
                 self.shared.metrics.assigned.fetch_sub(lost.len() as u64, Ordering::Relaxed);
                 if let Err(e) = consumer.unassign() {
@@ -283,14 +283,19 @@ impl ConsumerContext {
             let first = started.insert((topic.clone(), partition));
             // With checkpoints, where this run left the partition (or the restored position)
             // wins over the committed offset, and a partition this run never read starts at
-            // the start offset again; without, later assignments resume from the committed
-            // offsets.
+            // the start offset again. Without, a partition another reader of this run gave up
+            // resumes where that reader left it (its messages are in the pipeline: the
+            // committed offset lags behind them, and resuming there would process them
+            // twice); other later assignments resume from the committed offsets.
             let resume = if self.checkpointing {
                 handover.get(&(topic.clone(), partition))
             } else if first {
                 self.shared.restored.get(&(topic.clone(), partition))
             } else {
-                continue;
+                match handover.get(&(topic.clone(), partition)) {
+                    Some(next) => Some(next),
+                    None => continue,
+                }
             };
             let offset = match (resume, self.start) {
                 (Some(next), _) => Offset::Offset(*next),
