@@ -319,13 +319,7 @@ mod tests {
     /// exchanges route to it, and together they join every key once.
     #[test]
     fn a_rescaled_join_keeps_the_rows_routed_to_each_instance() {
-        rescaled_join_keeps_the_rows_routed_to_each_instance(&StateBackend::Memory);
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("rocksdb");
-            rescaled_join_keeps_the_rows_routed_to_each_instance(&StateBackend::RocksDb { path });
-        }
+        crate::state::on_each_backend(rescaled_join_keeps_the_rows_routed_to_each_instance);
     }
 
     fn rescaled_join_keeps_the_rows_routed_to_each_instance(backend: &StateBackend) {

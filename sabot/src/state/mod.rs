@@ -79,3 +79,15 @@ pub use store::{KeyedStateStore, StateBackend};
 pub trait StateValue: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static {}
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static> StateValue for T {}
+
+/// Runs `test` with every state backend: memory, and RocksDB in a fresh directory (with the
+/// `rocksdb` feature). For the crate's unit tests; integration tests have their own.
+#[cfg(test)]
+pub(crate) fn on_each_backend(mut test: impl FnMut(&StateBackend)) {
+    test(&StateBackend::Memory);
+    #[cfg(feature = "rocksdb")]
+    {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        test(&StateBackend::RocksDb { path: dir.path().join("rocksdb") });
+    }
+}

@@ -449,12 +449,7 @@ mod tests {
     /// wherever the sealed rows live, and survives sealing and another restore.
     #[test]
     fn rows_sealed_ahead_of_a_rescaled_watermark_stay_the_latest() {
-        let dir = tempfile::tempdir().unwrap();
-        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
-        let mut backends = vec![StateBackend::Memory];
-        #[cfg(feature = "rocksdb")]
-        backends.push(StateBackend::RocksDb { path: dir.path().join("rocksdb") });
-        for backend in &backends {
+        crate::state::on_each_backend(|backend| {
             let new = || {
                 AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", None)
                     .unwrap()
@@ -486,8 +481,7 @@ mod tests {
             r.watermark(130).unwrap();
             out.extend(r.take_output());
             assert_eq!(matched(&out), vec![(95, Some(90)), (120, Some(90))], "{backend:?}");
-        }
-        drop(dir);
+        });
     }
 
     #[test]

@@ -362,16 +362,8 @@ mod tests {
     /// sessions expired, the batches are compacted to the rows sessions still hold.
     #[test]
     fn a_long_session_does_not_keep_every_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        #[cfg_attr(not(feature = "rocksdb"), allow(unused_mut))]
-        let mut backends = vec![StateBackend::Memory];
-        // The rows move to RocksDB instead of being compacted on the heap.
-        #[cfg(feature = "rocksdb")]
-        backends.push(StateBackend::RocksDb { path: dir.path().join("rocksdb") });
-        for backend in &backends {
-            long_session_does_not_keep_every_batch_on(backend);
-        }
-        drop(dir);
+        // With RocksDB the rows move to the store instead of being compacted on the heap.
+        crate::state::on_each_backend(long_session_does_not_keep_every_batch_on);
     }
 
     fn long_session_does_not_keep_every_batch_on(backend: &StateBackend) {

@@ -225,14 +225,7 @@ mod tests {
     /// to it, and together they hold every key once.
     #[test]
     fn a_rescaled_table_keeps_the_keys_routed_to_each_instance() {
-        rescaled_table_keeps_the_keys_routed_to_each_instance(&StateBackend::Memory);
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().unwrap();
-            rescaled_table_keeps_the_keys_routed_to_each_instance(&StateBackend::RocksDb {
-                path: dir.path().join("rocksdb"),
-            });
-        }
+        crate::state::on_each_backend(rescaled_table_keeps_the_keys_routed_to_each_instance);
     }
 
     fn rescaled_table_keeps_the_keys_routed_to_each_instance(backend: &StateBackend) {
