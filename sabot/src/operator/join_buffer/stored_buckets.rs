@@ -166,7 +166,7 @@ impl StoredBuckets {
             return;
         }
         starts.extend(self.stored.range(from..=to).map(|(s, _)| *s));
-        starts.extend(self.recent.buckets().map(|(s, _)| s).filter(|s| (from..=to).contains(s)));
+        starts.extend(self.recent.starts_between(from, to));
         starts.sort_unstable();
         starts.dedup();
     }

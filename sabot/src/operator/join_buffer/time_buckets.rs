@@ -94,6 +94,11 @@ impl TimeBuckets {
         time.div_euclid(self.width).saturating_mul(self.width)
     }
 
+    /// The starts of the buckets in `[from, to]` (`from <= to`), in order.
+    pub(super) fn starts_between(&self, from: i64, to: i64) -> impl Iterator<Item = i64> + '_ {
+        self.buckets.range(from..=to).map(|(s, _)| *s)
+    }
+
     /// Every bucket, in order.
     pub(super) fn buckets(&self) -> impl Iterator<Item = (i64, &Bucket)> {
         self.buckets.iter().map(|(s, b)| (*s, b))
