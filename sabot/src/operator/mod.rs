@@ -33,6 +33,7 @@ mod keyed_process;
 mod limit;
 mod map_batches;
 mod project;
+mod row_codec;
 mod row_lists;
 mod session_window;
 mod sort;

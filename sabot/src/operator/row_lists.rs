@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::row::Rows;
 
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::decode_rows;
+use crate::operator::row_codec::RowCodec;
 use crate::operator::timed_rows::{append_row, arena_rows, for_each_row};
 use crate::state::{
     KeyedStateStore, MapState, MapStateDescriptor, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor,
@@ -57,29 +57,18 @@ pub(crate) struct RowLists {
     /// Key and chunk number → its older rows, a chunk at a time.
     chunks: MapState<u32, Vec<u8>>,
     chunk_bytes: usize,
-    schema: SchemaRef,
     /// Encodes whole input rows.
-    converter: RowConverter,
+    codec: RowCodec,
 }
 
 impl RowLists {
     /// Opens an empty store for rows of `schema` on `backend`, for an operator of `kind`.
     pub(crate) fn open(backend: &StateBackend, kind: &'static str, schema: SchemaRef) -> Result<Self> {
-        if let Some(field) =
-            schema.fields().iter().find(|f| !RowConverter::supports_fields(&[SortField::new(f.data_type().clone())]))
-        {
-            return Err(SabotError::plan(format!(
-                "{kind} column {} of type {} cannot be kept in a state backend",
-                field.name(),
-                field.data_type()
-            )));
-        }
-        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let codec = RowCodec::new(schema, kind)?;
         let mut store = KeyedStateStore::open_transient(backend, kind)?;
         let heads = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("heads"))?;
         let chunks = store.map_state(&MapStateDescriptor::<u32, Vec<u8>>::new("chunks"))?;
-        let converter = RowConverter::new(fields)?;
-        Ok(RowLists { kind, store, heads, chunks, chunk_bytes: CHUNK_BYTES, schema, converter })
+        Ok(RowLists { kind, store, heads, chunks, chunk_bytes: CHUNK_BYTES, codec })
     }
 
     /// Seals heads into chunks at `bytes` instead (tests).
@@ -129,7 +118,7 @@ impl RowLists {
                         state: self.store.operator().to_string(),
                         message: format!("a {} row points to a dropped batch", self.kind),
                     })?;
-                    encoded.insert(id, self.converter.convert_columns(held.columns())?);
+                    encoded.insert(id, self.codec.encode(held)?);
                 }
                 append_row(&mut list, time, encoded[&id].row(row as usize).data());
             }
@@ -174,9 +163,7 @@ impl RowLists {
             })?;
             per_range.push((offset, times));
         }
-        let columns = decode_rows(&self.converter, arena_rows(&arena, &ends), self.schema.fields())?;
-        let options = RecordBatchOptions::new().with_row_count(Some(ends.len()));
-        Ok((RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?, per_range))
+        Ok((self.codec.decode(arena_rows(&arena, &ends))?, per_range))
     }
 
     /// Deletes the rows of the ranges `(key, start, end)`.

@@ -7,13 +7,13 @@
 //! Rows at or after the watermark stay on the heap ([`RightIndex`](super::right_index)):
 //! they are bounded by the inputs' out-of-orderness.
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 
 use super::right_index::LatestRows;
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::{TIME_PREFIX, decode_rows, time_prefix};
+use crate::operator::row_codec::RowCodec;
+use crate::operator::{TIME_PREFIX, time_prefix};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
@@ -39,9 +39,8 @@ pub(super) struct StoredLatest {
     tolerance: Option<i64>,
     /// Sealed rows before this time are deleted already: expiry scans start here.
     expired_before: i64,
-    schema: SchemaRef,
     /// Encodes whole right rows.
-    converter: RowConverter,
+    codec: RowCodec,
     rows: usize,
 }
 
@@ -58,16 +57,7 @@ impl StoredLatest {
     /// Opens an empty store of right rows of `schema` on `backend`; rows older than the
     /// watermark by more than `tolerance` are deleted when the watermark passes.
     pub(super) fn open(backend: &StateBackend, schema: SchemaRef, tolerance: Option<i64>) -> Result<Self> {
-        if let Some(field) =
-            schema.fields().iter().find(|f| !RowConverter::supports_fields(&[SortField::new(f.data_type().clone())]))
-        {
-            return Err(SabotError::plan(format!(
-                "as-of join column {} of type {} cannot be kept in a state backend",
-                field.name(),
-                field.data_type()
-            )));
-        }
-        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let codec = RowCodec::new(schema, "as-of join")?;
         let mut latest_store = KeyedStateStore::open_transient(backend, "asof_join_latest")?;
         let latest = latest_store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("latest"))?;
         let mut by_time_store = KeyedStateStore::open_transient(backend, "asof_join_by_time")?;
@@ -79,8 +69,7 @@ impl StoredLatest {
             by_time,
             tolerance,
             expired_before: i64::MIN,
-            schema,
-            converter: RowConverter::new(fields)?,
+            codec,
             rows: 0,
         })
     }
@@ -94,7 +83,7 @@ impl StoredLatest {
     /// key's stored row is later (restored from an instance whose watermark was ahead).
     pub(super) fn put(&mut self, latest: &LatestRows) -> Result<()> {
         let LatestRows { rows, times, keys } = latest;
-        let encoded = self.converter.convert_columns(rows.columns())?;
+        let encoded = self.codec.encode(rows)?;
         self.latest.prefetch_for(&mut self.latest_store, keys.iter().map(|k| k.as_ref()))?;
         for (row, key) in keys.iter().enumerate() {
             let previous = self.latest.value_for(&mut self.latest_store, key)?;
@@ -164,9 +153,7 @@ impl StoredLatest {
             });
         }
         let rows = found.iter().map(|entry| &entry[8..]);
-        let columns = decode_rows(&self.converter, rows, self.schema.fields())?;
-        let options = RecordBatchOptions::new().with_row_count(Some(found.len()));
-        Ok((RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?, picks))
+        Ok((self.codec.decode(rows)?, picks))
     }
 
     /// Drops every row.

@@ -3,12 +3,11 @@
 //! windows of many keys can outgrow memory. A batch's rows are grouped by key first: one read
 //! and one write per key and batch.
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::decode_rows;
+use crate::operator::row_codec::RowCodec;
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
@@ -32,9 +31,8 @@ struct StoredLayout {
 pub(super) struct StoredCounts {
     store: KeyedStateStore,
     open: ValueState<OpenWindow>,
-    schema: SchemaRef,
     /// Encodes whole input rows.
-    rows: RowConverter,
+    rows: RowCodec,
 }
 
 /// A full window: its key's window number and its rows.
@@ -43,22 +41,16 @@ pub(super) type FullWindow = (i64, RecordBatch);
 impl StoredCounts {
     /// Opens an empty store of the open windows of rows of `schema` on `backend`.
     pub(super) fn open(schema: SchemaRef, backend: &StateBackend) -> Result<Self> {
+        let rows = RowCodec::new(schema, "count window")?;
         let mut store = KeyedStateStore::open_transient(backend, "count_window")?;
-        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        if !RowConverter::supports_fields(&fields) {
-            return Err(SabotError::plan(format!(
-                "the rows of a count window ({schema}) cannot be kept in the {} state backend",
-                store.backend_name()
-            )));
-        }
         let open = store.value_state(&ValueStateDescriptor::<OpenWindow>::new("open"))?;
-        Ok(StoredCounts { store, open, schema, rows: RowConverter::new(fields)? })
+        Ok(StoredCounts { store, open, rows })
     }
 
     /// Adds the rows of `batch` (of encoded keys `keys`) to their keys' windows of `size`
     /// rows; returns the windows they filled, in the order they filled.
     pub(super) fn add(&mut self, batch: &RecordBatch, keys: &[&[u8]], size: usize) -> Result<Vec<FullWindow>> {
-        let encoded = self.rows.convert_columns(batch.columns())?;
+        let encoded = self.rows.encode(batch)?;
         // Each key's rows, keys in order of first appearance.
         let mut order: Vec<&[u8]> = vec![];
         let mut rows_of: hashbrown::HashMap<&[u8], Vec<usize>> = hashbrown::HashMap::new();
@@ -89,9 +81,7 @@ impl StoredCounts {
     }
 
     fn decode(&self, rows: &[Vec<u8>]) -> Result<RecordBatch> {
-        let columns = decode_rows(&self.rows, rows.iter().map(Vec::as_slice), self.schema.fields())?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        self.rows.decode(rows.iter().map(Vec::as_slice))
     }
 
     /// Drops the open windows of the keys `keep` rejects.

@@ -12,16 +12,16 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 
 use super::time_buckets::{Gather, RowRef, TimeBuckets};
 use super::{JoinBuffer, KeepKeys, KeyedRows, Matches, Probe};
 use crate::checkpoint::{RestoredState, StateSnapshot};
 use crate::operator::join_state::{EncodedKeys, JoinKeys, Side};
+use crate::operator::row_codec::RowCodec;
 use crate::operator::timed_rows::{append_row, arena_rows, for_each_row};
-use crate::operator::{TIME_PREFIX, decode_rows, time_prefix};
+use crate::operator::{TIME_PREFIX, time_prefix};
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
@@ -67,9 +67,8 @@ pub(crate) struct StoredBuckets {
     /// Rows inserted since the last flush.
     recent: TimeBuckets,
     recent_limit: usize,
-    schema: SchemaRef,
     /// Encodes whole rows of the input.
-    converter: RowConverter,
+    codec: RowCodec,
 }
 
 impl StoredBuckets {
@@ -82,16 +81,7 @@ impl StoredBuckets {
         time_column: &str,
         width: i64,
     ) -> Result<Self> {
-        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        if let Some(field) =
-            schema.fields().iter().find(|f| !RowConverter::supports_fields(&[SortField::new(f.data_type().clone())]))
-        {
-            return Err(SabotError::plan(format!(
-                "join column {} of type {} cannot be kept in a state backend",
-                field.name(),
-                field.data_type()
-            )));
-        }
+        let codec = RowCodec::new(schema.clone(), "join")?;
         let mut store = KeyedStateStore::open_transient(backend, &format!("{}_join_rows", side.name()))?;
         let entries = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("rows"))?;
         Ok(StoredBuckets {
@@ -102,8 +92,7 @@ impl StoredBuckets {
             stored_rows: 0,
             recent: TimeBuckets::new(width, side, schema.clone(), time_column),
             recent_limit: DEFAULT_BUFFERED_ROWS,
-            schema,
-            converter: RowConverter::new(fields)?,
+            codec,
         })
     }
 
@@ -114,9 +103,7 @@ impl StoredBuckets {
 
     /// Rows of the input's schema from the encodings `ends` delimits in `arena`.
     fn decode(&self, arena: &[u8], ends: &[usize]) -> Result<RecordBatch> {
-        let columns = decode_rows(&self.converter, arena_rows(arena, ends), self.schema.fields())?;
-        let options = RecordBatchOptions::new().with_row_count(Some(ends.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        self.codec.decode(arena_rows(arena, ends))
     }
 
     /// Appends the buffered rows to their entries in the store and empties the buffer.
@@ -127,11 +114,7 @@ impl StoredBuckets {
         let mut appended: Vec<(Vec<u8>, Vec<u8>)> = vec![];
         let mut read_first: Vec<usize> = vec![];
         for (start, bucket) in self.recent.buckets() {
-            let encoded = bucket
-                .batches
-                .iter()
-                .map(|b| self.converter.convert_columns(b.columns()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let encoded = bucket.batches.iter().map(|b| self.codec.encode(b)).collect::<Result<Vec<_>>>()?;
             let existed = self.stored.contains_key(&start);
             for (key, list) in &bucket.index {
                 let mut entry = vec![];
@@ -209,16 +192,23 @@ impl JoinBuffer for StoredBuckets {
         }
         self.entries.prefetch_for(&mut self.store, wanted.iter().map(Vec::as_slice))?;
         // Source 0 is the stored rows, decoded at the end; the buffer's batches follow.
-        let mut gather = Gather::after(vec![RecordBatch::new_empty(self.schema.clone())]);
+        let mut gather = Gather::after(vec![RecordBatch::new_empty(self.codec.schema().clone())]);
         let (mut arena, mut ends) = (vec![], vec![]);
         let mut matches = Matches::default();
         let (mut starts, mut recent): (Vec<i64>, Vec<RowRef>) = (vec![], vec![]);
+        let mut lookup = vec![];
         for p in probes {
             self.starts_within(self.recent.bucket_of(p.low), p.high, &mut starts);
             for &start in &starts {
-                if self.stored.contains_key(&start)
-                    && let Some(entry) = self.entries.value_for(&mut self.store, &stored_key(start, p.key))?
-                {
+                let entry = if self.stored.contains_key(&start) {
+                    lookup.clear();
+                    lookup.extend_from_slice(&time_prefix(start));
+                    lookup.extend_from_slice(p.key);
+                    self.entries.value_for(&mut self.store, &lookup)?
+                } else {
+                    None
+                };
+                if let Some(entry) = entry {
                     self.for_each_row(&entry, |time, row| {
                         if time >= p.low && time <= p.high {
                             arena.extend_from_slice(row);
@@ -244,7 +234,8 @@ impl JoinBuffer for StoredBuckets {
     }
 
     fn rows_in(&mut self, from: i64, to: i64, wanted: &dyn Fn(&[u8]) -> bool) -> Result<KeyedRows> {
-        let mut out = KeyedRows { sources: vec![RecordBatch::new_empty(self.schema.clone())], ..KeyedRows::default() };
+        let mut out =
+            KeyedRows { sources: vec![RecordBatch::new_empty(self.codec.schema().clone())], ..KeyedRows::default() };
         let (mut arena, mut ends) = (vec![], vec![]);
         let mut starts = vec![];
         self.starts_within(from, to.saturating_sub(1), &mut starts);

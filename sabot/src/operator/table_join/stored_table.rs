@@ -3,14 +3,13 @@
 //! lookups go through the store's write-back cache, which batches writes and keeps recently
 //! used keys in memory.
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 
 use super::{Lookup, TableStore};
 use crate::checkpoint::{RestoredState, StateSnapshot};
-use crate::operator::decode_rows;
 use crate::operator::join_state::{EncodedKeys, JoinKeys};
+use crate::operator::row_codec::RowCodec;
 use crate::state::{KeyedStateStore, SnapshotSource, StateBackend, ValueState, ValueStateDescriptor};
 use crate::{Result, SabotError};
 
@@ -21,9 +20,8 @@ pub(super) struct StoredTable {
     store: KeyedStateStore,
     /// Join key → the key's current row, row-encoded.
     current: ValueState<Vec<u8>>,
-    schema: SchemaRef,
     /// Encodes whole rows of the table side.
-    rows: RowConverter,
+    rows: RowCodec,
     /// Keys with a current row.
     live: usize,
 }
@@ -38,33 +36,22 @@ struct StoredLayout {
 impl StoredTable {
     /// Opens an empty table of rows of `schema` on `backend`.
     pub(super) fn open(schema: SchemaRef, backend: &StateBackend) -> Result<Self> {
-        let fields: Vec<SortField> = schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-        if let Some(field) =
-            schema.fields().iter().find(|f| !RowConverter::supports_fields(&[SortField::new(f.data_type().clone())]))
-        {
-            return Err(SabotError::plan(format!(
-                "table join column {} of type {} cannot be kept in a state backend",
-                field.name(),
-                field.data_type()
-            )));
-        }
+        let rows = RowCodec::new(schema, "table join")?;
         let mut store = KeyedStateStore::open_transient(backend, "table_join")?;
         let operator = store.operator().to_string();
         let current = store.value_state(&ValueStateDescriptor::<Vec<u8>>::new("current"))?;
-        Ok(StoredTable { operator, store, current, rows: RowConverter::new(fields)?, schema, live: 0 })
+        Ok(StoredTable { operator, store, current, rows, live: 0 })
     }
 
     /// Rows of the table's schema from their encodings.
     fn decode(&self, encoded: &[Vec<u8>]) -> Result<RecordBatch> {
-        let columns = decode_rows(&self.rows, encoded.iter().map(Vec::as_slice), self.schema.fields())?;
-        let options = RecordBatchOptions::new().with_row_count(Some(encoded.len()));
-        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        self.rows.decode(encoded.iter().map(Vec::as_slice))
     }
 }
 
 impl TableStore for StoredTable {
     fn upsert(&mut self, batch: RecordBatch, keys: &EncodedKeys) -> Result<()> {
-        let encoded = self.rows.convert_columns(batch.columns())?;
+        let encoded = self.rows.encode(&batch)?;
         self.current.prefetch_for(&mut self.store, (0..batch.num_rows()).filter_map(|row| keys.get(row)))?;
         for (row, value) in encoded.iter().enumerate() {
             let Some(key) = keys.get(row) else { continue };
