@@ -167,7 +167,12 @@ impl RdConsumerContext for ConsumerContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let lost: Vec<_> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 tracing::info!(reader = self.reader, partitions = ?lost, "partitions revoked");
-                if self.defer_revoke(consumer, tpl) {
+                if self.checkpointing && consumer.assignment_lost() {
+                    // The group expelled this member (its session expired): another worker
+                    // may own these partitions already, so no checkpoint may cover them now.
+                    tracing::warn!(reader = self.reader, partitions = ?lost, "partitions lost: this worker is no longer a member of the group");
+                    self.shared.lost.lock().expect("kafka lost partitions").extend(lost.iter().cloned());
+                } else if self.defer_revoke(consumer, tpl) {
                     return;
                 }
                 // Where this reader left them: another reader of this process that gets them

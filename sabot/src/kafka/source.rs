@@ -154,6 +154,10 @@ pub(crate) struct SourceShared {
     pub(crate) owned_at: Mutex<BTreeMap<u64, std::collections::BTreeSet<(String, i32)>>>,
     /// Asks every source of the pipeline for a checkpoint now.
     pub(crate) trigger: Option<crate::checkpoint::CheckpointTrigger>,
+    /// With checkpoints: partitions the readers lost without handing them over (the group
+    /// expelled this member, e.g. its session expired while it was stalled). Their new owner
+    /// resumes from its own checkpoint, so this process must complete no checkpoint after.
+    pub(crate) lost: Mutex<Vec<(String, i32)>>,
 }
 
 impl SourceShared {
@@ -542,6 +546,7 @@ impl Source for KafkaSource {
             completed: AtomicU64::new(0),
             owned_at: Mutex::default(),
             trigger: request.checkpoint_trigger.clone(),
+            lost: Mutex::new(Vec::new()),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
         let assignments = match self.bound {
@@ -622,6 +627,17 @@ impl Source for KafkaSource {
     /// the member is still in the group, handing partitions over.
     fn fence(&self, id: u64) -> Result<()> {
         let Some(shared) = self.shared() else { return Ok(()) };
+        let lost = shared.lost.lock().expect("kafka lost partitions").clone();
+        if !lost.is_empty() {
+            return Err(SabotError::kafka(
+                format!("confirm the partitions of group '{}' before checkpoint {id}", self.group_id()),
+                format!(
+                    "this worker is no longer a member of the group: it lost partitions {lost:?} without handing \
+                     them over (its session expired), so it stops without completing the checkpoint; restart it \
+                     to rejoin"
+                ),
+            ));
+        }
         let consumers = shared.consumers.lock().expect("kafka consumers").clone();
         let committed = shared.last_committed.lock().expect("kafka committed offsets").clone();
         for (reader, positions) in committed.iter().enumerate() {
