@@ -133,6 +133,13 @@ impl<O: TwoInputOperator> TwoInputHarness<O> {
         self.run(|op, out| op.handle_checkpoint(CheckpointBarrier { id }, out))
     }
 
+    /// Hands key groups over, as when both inputs delivered the same
+    /// [`KeyGroupChange`](crate::checkpoint::KeyGroupChange) in a pipeline whose workers
+    /// share key groups.
+    pub fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        self.run(|op, _| op.hand_over_key_groups(handover))
+    }
+
     /// Ends both inputs (bounded streams' end).
     pub fn close(&mut self) -> Result<()> {
         self.run(|op, out| op.on_close(out))

@@ -726,6 +726,132 @@ fn asof_joins_restore_on(backend: &StateBackend) {
     }
 }
 
+/// The key group (of two) of key `k`, as a sink partitioned by `k` places it.
+fn group_of(k: &str) -> u32 {
+    let converter = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(DataType::Utf8)]).unwrap();
+    let rows = converter.convert_columns(&[Arc::new(StringArray::from(vec![k])) as ArrayRef]).unwrap();
+    sabot::checkpoint::key_group(rows.row(0).data(), 2)
+}
+
+/// Every emitted row as text, sorted.
+fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = vec![];
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            let fields: Vec<String> =
+                batch.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, row).unwrap()).collect();
+            rows.push(fields.join(","));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// A join's state split by key groups between two instances (one releases group 1, the
+/// other acquires it from the snapshot) emits together what the unsplit join emits, each
+/// instance only rows of its own group.
+fn split_by_key_groups<O: TwoInputOperator>(make: impl Fn() -> O, before: &[Step2], after: &[Step2]) {
+    let mut h = TwoInputHarness::new(make());
+    before.iter().for_each(|s| apply2(&mut h, s));
+    let snapshot = h.snapshot().unwrap();
+    h.take_output();
+    let mut whole = TwoInputHarness::restore(make(), &snapshot).unwrap();
+    after.iter().for_each(|s| apply2(&mut whole, s));
+    let expected = sorted_rows(&whole.take_output());
+
+    let handover = |released: Vec<u32>, acquired| sabot::checkpoint::KeyGroupHandover {
+        partitions: 2,
+        released,
+        acquired,
+        instance: (0, 1),
+    };
+    let mut keeps = TwoInputHarness::restore(make(), &snapshot).unwrap();
+    keeps.hand_over_key_groups(&handover(vec![1], vec![])).unwrap();
+    let mut takes = TwoInputHarness::new(make());
+    takes.hand_over_key_groups(&handover(vec![], vec![(vec![1], vec![snapshot.restored_state()])])).unwrap();
+    let mut split = vec![];
+    for (h, group) in [(&mut keeps, 0), (&mut takes, 1)] {
+        // Each instance reads only its own group's partition.
+        let own = |b: &RecordBatch| {
+            let keys = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            let mask: arrow::array::BooleanArray = keys.iter().map(|k| Some(group_of(k.unwrap()) == group)).collect();
+            arrow::compute::filter_record_batch(b, &mask).unwrap()
+        };
+        for step in after {
+            match step {
+                Step2::Left(b) => apply2(h, &Step2::Left(own(b))),
+                Step2::Right(b) => apply2(h, &Step2::Right(own(b))),
+                other => apply2(h, other),
+            }
+        }
+        let rows = sorted_rows(&h.take_output());
+        assert!(!rows.is_empty(), "group {group} emits");
+        for row in &rows {
+            assert_eq!(group_of(row.split(',').next().unwrap()), group, "{row}");
+        }
+        split.extend(rows);
+    }
+    split.sort();
+    assert_eq!(split, expected);
+}
+
+#[test]
+fn joins_split_by_key_groups_emit_what_one_join_emits() {
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    assert!(keys.iter().any(|k| group_of(k) == 0) && keys.iter().any(|k| group_of(k) == 1));
+    let each = |ts: i64, v: i64| {
+        rows(&keys.iter().enumerate().map(|(i, k)| (*k, ts + i as i64 % 3, v + i as i64)).collect::<Vec<_>>())
+    };
+    let before = [Step2::Left(each(10, 0)), Step2::Right(each(12, 100)), Step2::Both(5), Step2::Left(each(16, 200))];
+    let after = [
+        Step2::Both(8),
+        Step2::Right(each(17, 300)),
+        Step2::Left(each(21, 400)),
+        Step2::Right(each(25, 500)),
+        Step2::Both(40),
+        Step2::End,
+    ];
+    on_each_buffered_backend(|backend, buffered| {
+        split_by_key_groups(
+            || {
+                IntervalJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", -5, 10)
+                    .unwrap()
+                    .with_state_backend(backend)
+                    .unwrap()
+                    .with_buffered_rows(buffered)
+            },
+            &before,
+            &after,
+        );
+        split_by_key_groups(
+            || {
+                let spec = WindowSpec::sliding(Duration::from_millis(20), Duration::from_millis(10));
+                WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec)
+                    .unwrap()
+                    .with_state_backend(backend)
+                    .unwrap()
+                    .with_buffered_rows(buffered)
+            },
+            &before,
+            &after,
+        );
+    });
+    on_each_backend(|backend| {
+        for tolerance in [None, Some(8)] {
+            split_by_key_groups(
+                || {
+                    AsofJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", tolerance)
+                        .unwrap()
+                        .with_state_backend(backend)
+                        .unwrap()
+                },
+                &before,
+                &after,
+            );
+        }
+    });
+}
+
 #[test]
 fn table_joins_restore_the_latest_row_per_key() {
     on_each_backend(table_joins_restore_the_latest_row_per_key_on);

@@ -48,6 +48,11 @@ pub(crate) struct CoOperatorStream {
     started: bool,
     closed: bool,
     emitted: u64,
+    /// The number of instances of the operator.
+    parallelism: usize,
+    /// Key group changes applied from one side whose twin from the other side is still to
+    /// come: `(side, change)`.
+    awaiting_twin: Vec<(usize, Arc<crate::checkpoint::KeyGroupChange>)>,
 }
 
 impl CoOperatorStream {
@@ -89,6 +94,8 @@ impl CoOperatorStream {
             started: false,
             closed: false,
             emitted: 0,
+            parallelism: 1,
+            awaiting_twin: vec![],
         }
     }
 
@@ -132,6 +139,7 @@ impl CoOperatorStream {
         if !self.started {
             self.started = true;
             if let Some((coordinator, task)) = &self.checkpoints
+                && !(coordinator.key_groups() && self.operator.follows_key_groups())
                 && let Some(restored) = coordinator.restored_state(task)
             {
                 match restored.rescale() {
@@ -183,13 +191,35 @@ impl CoOperatorStream {
                     Some(aligned) => self.checkpoint(aligned),
                     None => Ok(()),
                 },
-                // Join state does not follow key groups; keyed operators downstream may.
-                Message::KeyGroups(change) => {
-                    self.output.forward(Message::KeyGroups(change));
-                    Ok(())
-                }
+                Message::KeyGroups(change) => self.hand_over(side, change),
             },
         }
+    }
+
+    /// A key group change from `side`. Sources of both sides partitioned alike send each
+    /// change twice, once per side (for their own topic): it applies at its first arrival,
+    /// before any row of an acquired group on either side (each side's rows of the group
+    /// follow its own change), and after every row of a released group (both sides stopped
+    /// reading it before the checkpoint that the release waits for, and aligned barriers
+    /// brought both sides past it). Its twin is dropped, so it goes downstream once.
+    fn hand_over(&mut self, side: usize, change: Arc<crate::checkpoint::KeyGroupChange>) -> Result<()> {
+        let twin = self.awaiting_twin.iter().position(|(s, c)| {
+            *s != side
+                && c.partitions == change.partitions
+                && c.released == change.released
+                && c.acquired == change.acquired
+        });
+        if let Some(twin) = twin {
+            self.awaiting_twin.remove(twin);
+            return Ok(());
+        }
+        if self.operator.follows_key_groups() {
+            let handover = super::stream::key_group_handover(self.checkpoints.as_ref(), &change, self.parallelism)?;
+            self.operator.hand_over_key_groups(&handover)?;
+        }
+        self.awaiting_twin.push((side, change.clone()));
+        self.output.forward(Message::KeyGroups(change));
+        Ok(())
     }
 
     /// Both sides delivered barrier `barrier`: snapshots the operator, then forwards it.
@@ -263,6 +293,7 @@ pub(crate) fn execute(
             rights.len()
         )));
     }
+    let partitions = lefts.len();
     let thread_name = name.split(':').next().unwrap_or("stream-join").to_lowercase().replace(' ', "-");
     lefts
         .into_iter()
@@ -274,6 +305,7 @@ pub(crate) fn execute(
             if let Some(coordinator) = &config.coordinator.0 {
                 stream.checkpoints = Some((coordinator.clone(), coordinator.task_id(name, i)));
             }
+            stream.parallelism = partitions;
             Ok(Box::new(stream) as PartitionStream)
         })
         .collect()
@@ -484,6 +516,25 @@ mod tests {
         assert!(marks.windows(2).all(|p| p[0] < p[1]), "advancing only: {marks:?}");
         assert!(marks.iter().all(|m| [10, 20, 25, 30].contains(m)), "{marks:?}");
         assert_eq!(events.last().map(String::as_str), Some("close"));
+    }
+
+    #[test]
+    fn a_key_group_change_from_both_sides_goes_downstream_once() {
+        use crate::checkpoint::KeyGroupChange;
+        let change = |topic: &str, groups| Ok(Message::KeyGroups(Arc::new(KeyGroupChange::release(topic, 4, groups))));
+        let left = vec![change("clicks", vec![1]), Ok(batch(1)), change("clicks", vec![2])];
+        let right = vec![change("views", vec![1]), Ok(batch(10)), change("views", vec![3])];
+        let config = ExecConfig::default();
+        let op = Box::new(Recorder(Arc::default()));
+        let stream = CoOperatorStream::new("test", stream(left), stream(right), op, true, &config);
+        let forwarded: Vec<Vec<u32>> = stream
+            .filter_map(|item| match item.expect("no error").msg {
+                Message::KeyGroups(change) => Some(change.released.clone()),
+                _ => None,
+            })
+            .collect();
+        // The twins of group 1 go once; groups 2 and 3 (one side each) go as they came.
+        assert_eq!(forwarded, vec![vec![1], vec![3], vec![2]]);
     }
 
     #[test]

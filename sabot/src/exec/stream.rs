@@ -176,30 +176,40 @@ impl OperatorStream {
 }
 
 impl OperatorStream {
-    /// What this instance loads and drops for a key group change: the acquired groups with
-    /// every snapshot this operator took in the checkpoints that hold them.
+    /// What this instance loads and drops for a key group change.
     fn handover(&self, change: &crate::checkpoint::KeyGroupChange) -> Result<crate::checkpoint::KeyGroupHandover> {
-        let Some((coordinator, task)) = &self.checkpoints else {
-            return Err(crate::SabotError::Execution(
-                "keyed state follows key groups only in a pipeline with checkpointing".into(),
-            ));
-        };
-        let instance = task.rsplit_once("/p").and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
-        let mut acquired: Vec<(Vec<u32>, Vec<crate::checkpoint::RestoredState>)> = vec![];
-        let mut by_checkpoint: std::collections::BTreeMap<&std::path::Path, Vec<u32>> = Default::default();
-        for (group, checkpoint) in &change.acquired {
-            by_checkpoint.entry(checkpoint.as_path()).or_default().push(*group);
-        }
-        for (checkpoint, groups) in by_checkpoint {
-            acquired.push((groups, coordinator.operator_snapshots(checkpoint, task)));
-        }
-        Ok(crate::checkpoint::KeyGroupHandover {
-            partitions: change.partitions,
-            released: change.released.clone(),
-            acquired,
-            instance: (instance, self.parallelism),
-        })
+        key_group_handover(self.checkpoints.as_ref(), change, self.parallelism)
     }
+}
+
+/// What the operator instance `task` (of `parallelism`) loads and drops for a key group
+/// change: the acquired groups with every snapshot its operator took in the checkpoints that
+/// hold them.
+pub(crate) fn key_group_handover(
+    checkpoints: Option<&(std::sync::Arc<crate::checkpoint::CheckpointCoordinator>, String)>,
+    change: &crate::checkpoint::KeyGroupChange,
+    parallelism: usize,
+) -> Result<crate::checkpoint::KeyGroupHandover> {
+    let Some((coordinator, task)) = checkpoints else {
+        return Err(crate::SabotError::Execution(
+            "keyed state follows key groups only in a pipeline with checkpointing".into(),
+        ));
+    };
+    let instance = task.rsplit_once("/p").and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
+    let mut acquired: Vec<(Vec<u32>, Vec<crate::checkpoint::RestoredState>)> = vec![];
+    let mut by_checkpoint: std::collections::BTreeMap<&std::path::Path, Vec<u32>> = Default::default();
+    for (group, checkpoint) in &change.acquired {
+        by_checkpoint.entry(checkpoint.as_path()).or_default().push(*group);
+    }
+    for (checkpoint, groups) in by_checkpoint {
+        acquired.push((groups, coordinator.operator_snapshots(checkpoint, task)));
+    }
+    Ok(crate::checkpoint::KeyGroupHandover {
+        partitions: change.partitions,
+        released: change.released.clone(),
+        acquired,
+        instance: (instance, parallelism),
+    })
 }
 
 impl Iterator for OperatorStream {

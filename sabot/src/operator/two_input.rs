@@ -85,6 +85,21 @@ pub trait TwoInputOperator: Send {
         Err(super::cannot_rescale(self.name(), restored))
     }
 
+    /// Whether the operator's state is keyed by the join keys and follows key groups from
+    /// worker to worker (see [`crate::checkpoint::KeyGroupChange`]): then, in a pipeline whose
+    /// workers share key groups, it starts empty and gets its keys through
+    /// [`hand_over_key_groups`](Self::hand_over_key_groups). False by default.
+    fn follows_key_groups(&self) -> bool {
+        false
+    }
+
+    /// Drops the state of released key groups and loads that of acquired ones, when both
+    /// inputs delivered the same [`crate::operator::Message::KeyGroups`] change (aligned, as
+    /// barriers are). Nothing by default.
+    fn hand_over_key_groups(&mut self, _handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        Ok(())
+    }
+
     /// Reacts to a checkpoint barrier after the state was snapshotted; forwards it by default.
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         out.emit_barrier(barrier);

@@ -307,6 +307,15 @@ impl TwoInputOperator for WindowJoinOperator {
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {
         self.restore(restored)
     }
+
+    fn follows_key_groups(&self) -> bool {
+        true
+    }
+
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        let name = self.name().to_string();
+        self.buffers.hand_over(handover, &name, &self.keys)
+    }
 }
 
 impl WindowJoinOperator {

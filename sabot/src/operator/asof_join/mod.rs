@@ -329,6 +329,40 @@ impl TwoInputOperator for AsofJoinOperator {
         Ok(())
     }
 
+    fn follows_key_groups(&self) -> bool {
+        true
+    }
+
+    /// Released key groups go through a snapshot of the operator's own: it is restored
+    /// keeping the other keys, by the same path a rescaled restore takes (left rows, right
+    /// rows, sealed rows and their time index alike). Acquired ones are merged in.
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        if !handover.released.is_empty() {
+            let dir = tempfile::Builder::new()
+                .prefix("sabot-asof-handover")
+                .tempdir()
+                .map_err(|e| crate::SabotError::io(std::env::temp_dir(), e))?;
+            let mut snapshot = StateSnapshot::new(0, dir.path());
+            self.snapshot_state(&mut snapshot)?;
+            snapshot.write()?;
+            let (watermark, late_rows) = (self.watermark, self.late_rows);
+            let kept = |key: &[u8]| !handover.releases(key);
+            self.pending.clear();
+            self.pending_rows = 0;
+            self.right = RightIndex::default();
+            if let Some(sealed) = self.sealed.as_mut() {
+                sealed.clear()?;
+            }
+            self.merge_snapshot(&RestoredState::new(0, dir.path()), &kept)?;
+            (self.watermark, self.late_rows) = (watermark, late_rows);
+            tracing::info!(operator = self.name(), groups = ?handover.released, "released key groups");
+        }
+        let types = self.keys.types().to_vec();
+        super::merge_acquired(handover, "asof_join", &types, |snapshot, keep| {
+            self.merge_snapshot(snapshot, keep).map(drop)
+        })
+    }
+
     /// Keeps the pending left rows and the right rows of every old instance whose keys the
     /// exchanges now route to this instance; the watermark is the lowest of the old ones'.
     fn restore_rescaled_state(&mut self, restored: &RestoredState) -> Result<()> {

@@ -79,6 +79,10 @@ pub(crate) trait JoinBuffer: Send {
     /// Drops everything.
     fn clear(&mut self) -> Result<()>;
 
+    /// Drops the rows whose keys `keep` rejects (key groups handed to another worker), and
+    /// returns how many; the others stay in their buckets, in arrival order.
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize>;
+
     /// The number of buffered rows.
     fn rows(&self) -> usize;
 
@@ -164,6 +168,30 @@ impl JoinBuffers {
     pub(crate) fn clear(&mut self) -> Result<()> {
         self.left.clear()?;
         self.right.clear()
+    }
+
+    /// Hands key groups over: drops both sides' rows of the released groups, then adds the
+    /// rows of the acquired ones from the snapshots that hold them (those the exchanges route
+    /// to this instance). The operator's own progress (watermark) stays: it comes from its
+    /// inputs, which the acquired partitions join at their checkpointed positions.
+    pub(crate) fn hand_over(
+        &mut self,
+        handover: &crate::checkpoint::KeyGroupHandover,
+        operator: &str,
+        keys: &JoinKeys,
+    ) -> Result<()> {
+        if !handover.released.is_empty() {
+            let keep = |key: &[u8]| !handover.releases(key);
+            let dropped = self.left.retain_keys(&keep)? + self.right.retain_keys(&keep)?;
+            tracing::info!(operator, groups = ?handover.released, rows = dropped, "released key groups");
+        }
+        crate::operator::merge_acquired(handover, operator, keys.types(), |snapshot, keep| {
+            if snapshot.value::<JoinProgress>("progress")?.is_none() {
+                return Ok(());
+            }
+            self.left.merge_snapshot(snapshot, "left", keys, Some(keep))?;
+            self.right.merge_snapshot(snapshot, "right", keys, Some(keep))
+        })
     }
 
     /// Saves both sides' buffered rows (as `left` and `right`) and `progress`.

@@ -284,6 +284,17 @@ impl JoinBuffer for StoredBuckets {
         self.expire(&|_, _| true)
     }
 
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize> {
+        let before = self.rows();
+        let dropped_recent = self.recent.retain_keys(keep)?;
+        self.store.retain_keys(&|stored: &[u8]| keep(join_key(stored)))?;
+        for start in self.stored.keys().copied().collect::<Vec<_>>() {
+            self.recount(start)?;
+        }
+        debug_assert!(self.rows() + dropped_recent <= before);
+        Ok(before - self.rows())
+    }
+
     fn rows(&self) -> usize {
         self.stored_rows + self.recent.rows()
     }

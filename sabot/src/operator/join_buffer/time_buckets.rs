@@ -30,6 +30,62 @@ pub(super) struct Bucket {
     pub(super) rows: usize,
 }
 
+impl Bucket {
+    /// Drops the rows whose keys `keep` rejects, compacting the batches that held some (so
+    /// snapshots no longer carry them); returns how many.
+    fn retain_keys(&mut self, keep: &dyn Fn(&[u8]) -> bool) -> Result<usize> {
+        if self.index.keys().all(|key| keep(key)) {
+            return Ok(0);
+        }
+        let mut kept: Vec<Vec<bool>> = self.batches.iter().map(|b| vec![false; b.num_rows()]).collect();
+        let mut dropped = 0;
+        self.index.retain(|key, rows| {
+            let stays = keep(key);
+            if stays {
+                rows.iter().for_each(|&(batch, row)| kept[batch as usize][row as usize] = true);
+            } else {
+                dropped += rows.len();
+            }
+            stays
+        });
+        // Old (batch, row) → new (batch, row): kept rows keep their order.
+        let mut moved: Vec<Vec<(u32, u32)>> = Vec::with_capacity(kept.len());
+        let (mut batches, mut times) = (vec![], vec![]);
+        for ((batch, batch_times), mask) in self.batches.iter().zip(&self.times).zip(&kept) {
+            let batch_no = batches.len() as u32;
+            let mut next = 0u32;
+            moved.push(
+                mask.iter()
+                    .map(|&k| {
+                        let at = (batch_no, next);
+                        next += u32::from(k);
+                        at
+                    })
+                    .collect(),
+            );
+            if next == 0 {
+                continue;
+            }
+            if next as usize == batch.num_rows() {
+                batches.push(batch.clone());
+                times.push(batch_times.clone());
+            } else {
+                let filter = arrow::array::BooleanArray::from(mask.clone());
+                batches.push(arrow::compute::filter_record_batch(batch, &filter)?);
+                times.push(batch_times.iter().zip(mask).filter(|(_, k)| **k).map(|(t, _)| *t).collect());
+            }
+        }
+        for rows in self.index.values_mut() {
+            rows.iter_mut().for_each(|r| *r = moved[r.0 as usize][r.1 as usize]);
+        }
+        self.max_time = times.iter().flatten().copied().max().unwrap_or(i64::MIN);
+        self.batches = batches;
+        self.times = times;
+        self.rows -= dropped;
+        Ok(dropped)
+    }
+}
+
 /// Buffered rows of one join input, by event time: rows are kept in buckets of `width` ms
 /// (a bucket holds whole batches of its rows, columnar) with an index by key. Rows leave in
 /// whole buckets once the watermark makes every row of the bucket useless, which bounds
@@ -244,6 +300,16 @@ impl JoinBuffer for TimeBuckets {
         self.buckets.clear();
         self.rows = 0;
         Ok(())
+    }
+
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize> {
+        let mut dropped = 0;
+        for bucket in self.buckets.values_mut() {
+            dropped += bucket.retain_keys(keep)?;
+        }
+        self.buckets.retain(|_, b| b.rows > 0);
+        self.rows -= dropped;
+        Ok(dropped)
     }
 
     fn rows(&self) -> usize {
