@@ -879,29 +879,165 @@ fn rocksdb_interval_join_state_follows_its_keys_when_the_parallelism_changes() {
     joins_follow_their_keys(ClickJoin::Interval, move || StateBackend::RocksDb { path: path.clone() });
 }
 
-/// Workers sharing a checkpoint store hand keyed state over per key group; stream joins
-/// cannot follow key groups yet, so such a pipeline is refused with a clear error rather than
-/// run with pairs silently missed.
+/// One worker of the stream-join key-group tests: `join` of `left-clicks` and
+/// `right-clicks` (both partitioned by user), the right side following the left side's
+/// partitions, checkpointing into the store shared by the workers.
+struct JoinWorker {
+    stops: [sabot::kafka::StopHandle; 2],
+    assigned: Arc<sabot::kafka::SourceMetrics>,
+    runner: std::thread::JoinHandle<sabot::Result<()>>,
+}
+
+impl JoinWorker {
+    fn start(
+        kafka: &sabot::kafka::KafkaConfig,
+        store: &std::path::Path,
+        name: &str,
+        join: ClickJoin,
+        backend: StateBackend,
+        out: &Pairs,
+    ) -> Self {
+        let side = |topic: &str| {
+            KafkaSource::with_config(kafka.clone(), topic)
+                .group(format!("joiner-{topic}"))
+                .start_offset(StartOffset::Earliest)
+                .format(JsonFormat::for_record::<Click>())
+                .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+                .idle_timeout(Duration::from_secs(3600))
+                .partitioned_by(vec![col("user")])
+        };
+        let (left, right) = (side("left-clicks"), side("right-clicks"));
+        let (stops, assigned) = ([left.stop_handle(), right.stop_handle()], left.metrics());
+        let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(100));
+        let left = Stream::from_kafka(left)
+            .unwrap()
+            .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend))
+            .with_checkpointing(checkpoints);
+        let pipeline = join.join(left, Stream::from_kafka(right).unwrap()).unwrap();
+        let sink = out.clone();
+        let runner = std::thread::spawn(move || {
+            pipeline.for_each_batch(|batch| {
+                use sabot::deps::arrow::array::AsArray;
+                use sabot::deps::arrow::datatypes::Int64Type;
+                let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
+                let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>().clone();
+                let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>().clone();
+                let mut sink = sink.lock().unwrap();
+                for row in 0..batch.num_rows() {
+                    sink.push((users.value(row).to_string(), left.value(row), right.value(row)));
+                }
+                Ok(())
+            })
+        });
+        JoinWorker { stops, assigned, runner }
+    }
+
+    fn stop(self) {
+        self.stops.iter().for_each(|stop| stop.stop());
+        self.runner.join().unwrap().unwrap();
+    }
+}
+
+/// Scale-out of a stream join: a second worker joins, takes half of the key groups of both
+/// topics with the join's state for them, then the first worker leaves and the second takes
+/// the rest. Rounds end inside windows and intervals, so rows read by different workers must
+/// meet in the handed-over state: every due pair is joined exactly once.
+fn stream_join_follows_key_groups(join: ClickJoin, backend: impl Fn(&str) -> StateBackend) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    for topic in ["left-clicks", "right-clicks"] {
+        cluster.create_topic(topic, 4).unwrap();
+    }
+    let store = tempfile::tempdir().unwrap();
+    let out: Pairs = Arc::default();
+    let mut produced = 0;
+    let round = |produced: &mut i64| {
+        for topic in ["left-clicks", "right-clicks"] {
+            produce_clicks_by_user(cluster.config(), topic, *produced..*produced + 150);
+        }
+        *produced += 150;
+        let due = join.pairs(*produced, true);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.lock().unwrap().len() < due.len() {
+            let joined: std::collections::BTreeSet<_> = out.lock().unwrap().iter().cloned().collect();
+            let missing: Vec<_> = due.difference(&joined).take(5).collect();
+            assert!(Instant::now() < deadline, "{} of {} pairs; missing e.g. {missing:?}", joined.len(), due.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = JoinWorker::start(&cluster.config(), store.path(), "w1", join, backend("w1"), &out);
+    round(&mut produced);
+    let second = JoinWorker::start(&cluster.config(), store.path(), "w2", join, backend("w2"), &out);
+    wait_for("the group to share the partitions", || {
+        first.assigned.assigned_partitions() == 2 && second.assigned.assigned_partitions() == 2
+    });
+    round(&mut produced);
+    first.stop();
+    wait_for("the second worker to own every partition", || second.assigned.assigned_partitions() == 4);
+    round(&mut produced);
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    second.stop();
+
+    let out = out.lock().unwrap();
+    let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
+    assert_eq!(joined.len(), out.len(), "no pair joined twice");
+    let due = join.pairs(produced, true);
+    assert!(joined.is_superset(&due), "every due pair: {} missing", due.difference(&joined).count());
+    assert!(joined.is_subset(&join.pairs(produced, false)), "only pairs the join matches");
+}
+
 #[test]
-fn a_stream_join_is_refused_where_workers_share_key_groups() {
+fn interval_join_follows_key_groups_when_workers_join_and_leave() {
+    stream_join_follows_key_groups(ClickJoin::Interval, |_| StateBackend::Memory);
+}
+
+#[test]
+fn window_join_follows_key_groups_when_workers_join_and_leave() {
+    stream_join_follows_key_groups(ClickJoin::Window, |_| StateBackend::Memory);
+}
+
+#[test]
+fn asof_join_follows_key_groups_when_workers_join_and_leave() {
+    stream_join_follows_key_groups(ClickJoin::AsOf, |_| StateBackend::Memory);
+}
+
+/// The join's buffered rows in each worker's RocksDB: released key groups' entries are
+/// deleted, acquired ones copied out of the other worker's RocksDB checkpoint.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_window_join_follows_key_groups_when_workers_join_and_leave() {
+    let dbs = tempfile::tempdir().unwrap();
+    let root = dbs.path().to_path_buf();
+    stream_join_follows_key_groups(ClickJoin::Window, move |worker| StateBackend::RocksDb { path: root.join(worker) });
+}
+
+/// A stream join whose right side is not partitioned like its left side cannot follow key
+/// groups: refused at start with an error that says why.
+#[test]
+fn a_stream_join_of_unpaired_sides_is_refused_where_workers_share_key_groups() {
     let cluster = EmbeddedCluster::start(1).unwrap();
     cluster.create_topic("left-clicks", 2).unwrap();
-    cluster.create_topic("right-clicks", 2).unwrap();
+    cluster.create_topic("right-clicks", 3).unwrap();
     let store = tempfile::tempdir().unwrap();
-    let side = |topic: &str| {
-        KafkaSource::with_config(cluster.config(), topic)
-            .group("joined")
+    let side = |topic: &str, partitioned: bool| {
+        let source = KafkaSource::with_config(cluster.config(), topic)
+            .group(format!("joined-{topic}"))
             .format(JsonFormat::for_record::<Click>())
-            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
-            .partitioned_by(vec![col("user")])
+            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO));
+        if partitioned { source.partitioned_by(vec![col("user")]) } else { source }
     };
-    let left = Stream::from_kafka(side("left-clicks"))
-        .unwrap()
-        .with_checkpointing(CheckpointConfig::new(store.path()).shared_by("w1"));
-    let joined = ClickJoin::Interval.join(left, Stream::from_kafka(side("right-clicks")).unwrap()).unwrap();
-    let err = joined.for_each_batch(|_| Ok(())).unwrap_err().to_string();
-    assert!(err.contains("stream joins do not follow key groups across workers yet"), "{err}");
-    assert!(err.contains("interval"), "the error names the join: {err}");
+    let run = |right_partitioned: bool| {
+        let left = Stream::from_kafka(side("left-clicks", true))
+            .unwrap()
+            .with_checkpointing(CheckpointConfig::new(store.path()).shared_by("w1"));
+        let right = Stream::from_kafka(side("right-clicks", right_partitioned)).unwrap();
+        let joined = ClickJoin::Interval.join(left, right).unwrap();
+        joined.for_each_batch(|_| Ok(())).unwrap_err().to_string()
+    };
+    let err = run(false);
+    assert!(err.contains("declare how 'right-clicks' is partitioned too"), "{err}");
+    let err = run(true);
+    assert!(err.contains("'left-clicks' has 2 partitions, 'right-clicks' has 3"), "{err}");
 }
 
 /// Waits until `condition` holds, failing after 60 s.

@@ -67,6 +67,21 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn partitions_are_key_groups(&self) -> bool {
         false
     }
+
+    /// With key groups: a handle through which another source of the pipeline reads the
+    /// same partitions as this one (see [`follow_partitions_of`](Self::follow_partitions_of)).
+    /// `None` by default.
+    fn partition_leader(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        None
+    }
+
+    /// Reads the partitions that the source behind `leader` (a
+    /// [`partition_leader`](Self::partition_leader) handle) is assigned, and hands them over
+    /// in step with it: the right side of a stream join whose two topics are partitioned
+    /// alike. Sources that cannot refuse.
+    fn follow_partitions_of(&self, _leader: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> Result<()> {
+        Err(crate::SabotError::plan(format!("a {} source cannot follow another source's partitions", self.name())))
+    }
     /// The full schema, before projection.
     fn schema(&self) -> SchemaRef;
     /// A one-line description for `explain()` (e.g. the path).

@@ -20,6 +20,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaConfig;
+use super::co_partition::{CoPartitioning, FollowerStep};
 use super::dead_letter::DeadLetter;
 use super::format::{Decoder, Format};
 use super::source::{KafkaSource, Position, SourceShared, StartOffset};
@@ -49,6 +50,15 @@ pub(crate) struct ReaderPlan {
     pub(crate) shared: Arc<SourceShared>,
     /// The topic's partitions are key groups whose state moves with them.
     pub(crate) key_groups: Option<KeyGroupPlan>,
+    /// With key groups: another source follows this one's partitions (`Leads`), or this one
+    /// follows another's (`Follows`: its readers do not join the consumer group).
+    pub(crate) co_partitioning: Option<CoPartitioned>,
+}
+
+/// The role of a source in a pair of co-partitioned sources (see [`CoPartitioning`]).
+pub(crate) enum CoPartitioned {
+    Leads(Arc<CoPartitioning>),
+    Follows(Arc<CoPartitioning>),
 }
 
 /// How a source whose partitions are key groups hands them over (see
@@ -173,8 +183,10 @@ impl RdConsumerContext for ConsumerContext {
                     tracing::warn!(reader = self.reader, partitions = ?lost, "partitions lost: this worker is no longer a member of the group");
                     self.shared.lost.lock().expect("kafka lost partitions").extend(lost.iter().cloned());
                 } else if self.defer_revoke(consumer, tpl) {
+                    self.lead(FollowerStep::Pause(lost.iter().map(|(_, p)| *p).collect()));
                     return;
                 }
+                self.lead(FollowerStep::Unassign(lost.iter().map(|(_, p)| *p).collect()));
                 // Where this reader left them: another reader of this process that gets them
                 // resumes there, after the messages already in the pipeline.
                 self.hand_over(consumer, tpl);
@@ -228,8 +240,19 @@ impl ConsumerContext {
             }
         }
         tracing::info!(reader = self.reader, key_groups = ?acquired, "key groups to load from the checkpoint store");
+        let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.lead(FollowerStep::Assign { partitions, acquired: acquired.clone() });
         handover.lock().expect("kafka handover").acquired.extend(acquired);
         true
+    }
+
+    /// Queues `step` for the readers of a source that follows this one's partitions.
+    fn lead(&self, step: FollowerStep) {
+        if let Some(plan) = &self.key_groups
+            && let Some(CoPartitioned::Leads(co)) = &plan.co_partitioning
+        {
+            co.push(self.reader, step);
+        }
     }
 
     /// With key groups: keeps revoked partitions (paused) until the reader's loop has
@@ -365,6 +388,10 @@ pub(crate) struct KafkaReader {
     /// partitions are being given back (their messages are no longer read).
     handover: Arc<std::sync::Mutex<Handover>>,
     revoke_pending: Arc<std::sync::atomic::AtomicBool>,
+    /// Following another source's partitions: the leader's steps, and the partitions paused
+    /// for a handover (their messages are no longer read).
+    following: Option<Arc<CoPartitioning>>,
+    paused: hashbrown::HashSet<i32>,
 }
 
 /// The assignment of a bounded scan: per reader, `(topic, partition, start, end)`.
@@ -436,7 +463,12 @@ impl KafkaReader {
     pub(crate) fn open(plan: Arc<ReaderPlan>, index: usize, assignment: Option<BoundedAssignment>) -> Result<Self> {
         let handover: Arc<std::sync::Mutex<Handover>> = Arc::default();
         let revoke_pending: Arc<std::sync::atomic::AtomicBool> = Arc::default();
-        let with_key_groups = plan.key_groups.is_some() && assignment.is_none();
+        let following = match (&plan.co_partitioning, &assignment) {
+            (Some(CoPartitioned::Follows(co)), None) => Some(co.clone()),
+            _ => None,
+        };
+        // A follower does not join the group: its leader's rebalances drive it.
+        let with_key_groups = plan.key_groups.is_some() && assignment.is_none() && following.is_none();
         let context = ConsumerContext {
             reader: index,
             start: plan.start,
@@ -476,6 +508,8 @@ impl KafkaReader {
             arena: Vec::new(),
             handover,
             revoke_pending,
+            following: following.clone(),
+            paused: hashbrown::HashSet::new(),
         };
         match assignment {
             Some(assignment) => {
@@ -499,6 +533,9 @@ impl KafkaReader {
                 } else {
                     consumer.assign(&tpl).map_err(|e| SabotError::kafka("assign partitions", e))?;
                 }
+            }
+            None if following.is_some() => {
+                tracing::info!(reader = index, topic = %plan.topics[0], "follows the partitions of the source it is joined with");
             }
             None => {
                 let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
@@ -750,6 +787,11 @@ impl KafkaReader {
         // Ids are aligned to the interval, so readers of every source agree on them; a
         // requested checkpoint has the id every reader finds in the trigger.
         let requested = self.plan.shared.trigger.as_ref().map_or(0, |t| t.requested());
+        // A leader pauses partitions before it requests their handover checkpoint: seen now,
+        // the pause comes before that checkpoint's barrier.
+        if let Err(e) = self.follow_leader() {
+            tracing::error!(reader = self.index, error = %e, "cannot follow the leading source's partitions");
+        }
         let id = if self.plan.checkpointing && requested > self.last_barrier {
             requested
         } else {
@@ -762,8 +804,90 @@ impl KafkaReader {
     }
 
     fn is_revoked(&self, partition: i32) -> bool {
-        self.revoke_pending.load(Ordering::Acquire)
-            && self.handover.lock().expect("kafka handover").revoked.contains(&partition)
+        self.paused.contains(&partition)
+            || (self.revoke_pending.load(Ordering::Acquire)
+                && self.handover.lock().expect("kafka handover").revoked.contains(&partition))
+    }
+
+    /// A follower takes the steps its leaders took since the last call: partitions to read,
+    /// to pause, to release or to give up, with the key group changes that go with them (the
+    /// same changes the leaders send, for this source's topic).
+    fn follow_leader(&mut self) -> Result<()> {
+        let (Some(co), Some(key_groups)) = (self.following.clone(), &self.plan.key_groups) else { return Ok(()) };
+        let (topic, partitions) = (key_groups.topic.clone(), key_groups.partitions);
+        let followers = self.plan.shared.consumers.lock().expect("kafka consumers").len();
+        let list = |ps: &[i32]| {
+            let mut tpl = TopicPartitionList::new();
+            ps.iter().for_each(|p| {
+                tpl.add_partition(&topic, *p);
+            });
+            tpl
+        };
+        for step in co.take(self.index, followers) {
+            match step {
+                FollowerStep::Assign { partitions: assigned, acquired } => {
+                    let mut tpl = TopicPartitionList::new();
+                    for &p in &assigned {
+                        let offset = match key_groups.store.locate(&topic, p)? {
+                            Some(holder) => Offset::Offset(holder.position),
+                            None => match self.plan.start {
+                                StartOffset::Earliest => Offset::Beginning,
+                                StartOffset::Latest => Offset::End,
+                                StartOffset::Committed | StartOffset::Timestamp(_) => Offset::Stored,
+                            },
+                        };
+                        tpl.add_partition_offset(&topic, p, offset)
+                            .map_err(|e| SabotError::kafka(format!("assign '{topic}'"), e))?;
+                        self.paused.remove(&p);
+                    }
+                    self.consumer
+                        .incremental_assign(&tpl)
+                        .map_err(|e| SabotError::kafka(format!("follow the partitions of '{topic}'"), e))?;
+                    // A partition paused while it was handed over stays paused when it comes back.
+                    if let Err(e) = self.consumer.resume(&tpl) {
+                        tracing::error!(reader = self.index, error = %e, "cannot resume followed partitions");
+                    }
+                    self.plan.shared.metrics.assigned.fetch_add(assigned.len() as u64, Ordering::Relaxed);
+                    tracing::info!(reader = self.index, %topic, partitions = ?assigned, key_groups = ?acquired, "partitions followed");
+                    if !acquired.is_empty() {
+                        let groups = acquired.into_iter().map(|(p, dir)| (p as u32, dir)).collect();
+                        let change = crate::checkpoint::KeyGroupChange::acquire(&topic, partitions, groups);
+                        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+                    }
+                }
+                FollowerStep::Pause(paused) => {
+                    if let Err(e) = self.consumer.pause(&list(&paused)) {
+                        tracing::warn!(reader = self.index, error = %e, "cannot pause followed partitions");
+                    }
+                    self.paused.extend(paused);
+                }
+                FollowerStep::Release(released) | FollowerStep::Unassign(released) if released.is_empty() => {}
+                step @ (FollowerStep::Release(_) | FollowerStep::Unassign(_)) => {
+                    let (released, hand_over) = match step {
+                        FollowerStep::Release(p) => (p, true),
+                        FollowerStep::Unassign(p) => (p, false),
+                        _ => unreachable!("matched above"),
+                    };
+                    if hand_over {
+                        let groups = released.iter().map(|p| *p as u32).collect();
+                        let change = crate::checkpoint::KeyGroupChange::release(&topic, partitions, groups);
+                        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+                    }
+                    let gone: Vec<(String, i32)> = released.iter().map(|p| (topic.clone(), *p)).collect();
+                    self.plan.shared.forget(self.index, &gone);
+                    self.plan.shared.metrics.assigned.fetch_sub(gone.len() as u64, Ordering::Relaxed);
+                    self.partitions.retain(|(t, p), _| !(t.as_ref() == topic && released.contains(p)));
+                    released.iter().for_each(|p| {
+                        self.paused.remove(p);
+                    });
+                    if let Err(e) = self.consumer.incremental_unassign(&list(&released)) {
+                        tracing::error!(reader = self.index, error = %e, "cannot give followed partitions up");
+                    }
+                    tracing::info!(reader = self.index, %topic, partitions = ?released, hand_over, "followed partitions given up");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queues the loading of newly assigned key groups.
@@ -813,6 +937,9 @@ impl KafkaReader {
         handover.revoke_checkpoint = None;
         self.revoke_pending.store(false, Ordering::Release);
         drop(handover);
+        if let Some(CoPartitioned::Leads(co)) = &self.plan.co_partitioning {
+            co.push(self.index, FollowerStep::Release(revoked.clone()));
+        }
         let change = crate::checkpoint::KeyGroupChange::release(
             &key_groups.topic,
             key_groups.partitions,
@@ -906,7 +1033,7 @@ impl Iterator for KafkaReader {
                 self.finish();
                 continue;
             }
-            if let Err(e) = self.poll_batch() {
+            if let Err(e) = self.follow_leader().and_then(|()| self.poll_batch()) {
                 self.finished = true;
                 return Some(Err(e));
             }

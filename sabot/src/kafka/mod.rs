@@ -13,6 +13,7 @@
 //!   without a broker and for tests.
 
 mod admin;
+mod co_partition;
 mod config;
 mod consumer;
 pub mod dead_letter;

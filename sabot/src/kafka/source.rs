@@ -250,6 +250,10 @@ pub struct KafkaSource {
     shared: Mutex<Option<Arc<SourceShared>>>,
     /// Positions restored from a checkpoint, for the next scan.
     restored: Mutex<HashMap<(String, i32), i64>>,
+    /// With key groups: the assignment shared with a source that follows this one.
+    leads: Mutex<Option<Arc<super::co_partition::CoPartitioning>>>,
+    /// With key groups: the source whose partitions this one follows.
+    follows: Mutex<Option<Arc<super::co_partition::CoPartitioning>>>,
 }
 
 impl KafkaSource {
@@ -282,6 +286,8 @@ impl KafkaSource {
             stop: StopHandle::default(),
             shared: Mutex::new(None),
             restored: Mutex::default(),
+            leads: Mutex::default(),
+            follows: Mutex::default(),
         }
     }
 
@@ -434,6 +440,16 @@ impl KafkaSource {
     }
 
     /// The schema of decoded rows, with the metadata columns when asked for.
+    /// This source's part in a pair of co-partitioned sources, for a new scan.
+    fn co_partitioning(&self) -> Option<super::consumer::CoPartitioned> {
+        if let Some(co) = self.follows.lock().expect("kafka co-partitioning").clone() {
+            return Some(super::consumer::CoPartitioned::Follows(co));
+        }
+        let co = self.leads.lock().expect("kafka co-partitioning").clone()?;
+        co.reset();
+        Some(super::consumer::CoPartitioned::Leads(co))
+    }
+
     fn output_schema(&self) -> SchemaRef {
         let schema = self.format.schema();
         if !self.metadata_columns {
@@ -518,6 +534,51 @@ impl Source for KafkaSource {
         self.partitioned_by.is_some() && self.bound == Bound::Unbounded
     }
 
+    fn partition_leader(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        if !self.partitions_are_key_groups() {
+            return None;
+        }
+        let mut leads = self.leads.lock().expect("kafka co-partitioning");
+        let co = leads.get_or_insert_with(|| {
+            Arc::new(super::co_partition::CoPartitioning::new(self.topics[0].clone(), self.group_id()))
+        });
+        Some(co.clone())
+    }
+
+    fn follow_partitions_of(&self, leader: Arc<dyn std::any::Any + Send + Sync>) -> Result<()> {
+        let Ok(co) = leader.downcast::<super::co_partition::CoPartitioning>() else {
+            return Err(SabotError::plan("a Kafka source follows the partitions of another Kafka source only"));
+        };
+        let topic = &self.topics[0];
+        if !self.partitions_are_key_groups() {
+            return Err(SabotError::plan(format!(
+                "'{topic}' is joined with '{}', whose partitions are key groups: declare how '{topic}' is \
+                 partitioned too (KafkaSource::partitioned_by, by the join keys)",
+                co.leader_topic
+            )));
+        }
+        if self.group_id() == co.leader_group {
+            return Err(SabotError::plan(format!(
+                "'{topic}' and '{}' are joined in consumer group '{}': give the right side its own group \
+                 (KafkaSource::group); it follows the left side's partitions without joining the left side's group",
+                co.leader_topic, co.leader_group
+            )));
+        }
+        let (mine, theirs) = (
+            super::consumer::partition_count(&self.config, topic)?,
+            super::consumer::partition_count(&self.config, &co.leader_topic)?,
+        );
+        if mine != theirs {
+            return Err(SabotError::plan(format!(
+                "a stream join across workers needs co-partitioned topics: '{}' has {theirs} partitions, \
+                 '{topic}' has {mine}",
+                co.leader_topic
+            )));
+        }
+        *self.follows.lock().expect("kafka co-partitioning") = Some(co);
+        Ok(())
+    }
+
     fn event_time_column(&self) -> Option<String> {
         self.watermarks.as_ref().map(|(column, _)| column.clone())
     }
@@ -588,6 +649,7 @@ impl Source for KafkaSource {
             projection: request.projection.clone(),
             schema: projected,
             shared,
+            co_partitioning: key_groups.as_ref().and(self.co_partitioning()),
             key_groups,
         };
         Ok(Arc::new(KafkaScan { plan: Arc::new(plan), readers, assignments }))
@@ -627,6 +689,9 @@ impl Source for KafkaSource {
     /// the member is still in the group, handing partitions over.
     fn fence(&self, id: u64) -> Result<()> {
         let Some(shared) = self.shared() else { return Ok(()) };
+        if self.follows.lock().expect("kafka co-partitioning").is_some() {
+            return Ok(()); // not a member of any group: its leader is fenced
+        }
         let lost = shared.lost.lock().expect("kafka lost partitions").clone();
         if !lost.is_empty() {
             return Err(SabotError::kafka(

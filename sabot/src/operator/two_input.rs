@@ -143,6 +143,12 @@ impl<O: TwoInputOperator + ?Sized> TwoInputOperator for Box<O> {
     fn restore_rescaled_state(&mut self, restored: &crate::checkpoint::RestoredState) -> Result<()> {
         (**self).restore_rescaled_state(restored)
     }
+    fn follows_key_groups(&self) -> bool {
+        (**self).follows_key_groups()
+    }
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        (**self).hand_over_key_groups(handover)
+    }
     fn handle_checkpoint(&mut self, barrier: CheckpointBarrier, out: &mut Output) -> Result<()> {
         (**self).handle_checkpoint(barrier, out)
     }

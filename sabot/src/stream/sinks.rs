@@ -104,14 +104,7 @@ impl<T> Stream<T> {
             && self.sources().iter().any(|(_, source)| source.partitions_are_key_groups())
         {
             if coordinator.shared_root().is_some() {
-                if let Some(join) = stream_join_in(self.optimized_plan()?.as_ref()) {
-                    return Err(SabotError::plan(format!(
-                        "{join}: stream joins do not follow key groups across workers yet (the two topics' \
-                         partitions are not assigned together, and join state is not handed over), so the \
-                         workers sharing these checkpoints (CheckpointConfig::shared_by) would miss pairs; \
-                         run a pipeline with a stream join in one worker, with its own checkpoints"
-                    )));
-                }
+                co_partition_stream_joins(self.optimized_plan()?.as_ref())?;
                 coordinator.set_key_groups();
             } else {
                 tracing::warn!(
@@ -370,10 +363,46 @@ fn decode_all<U: Record>(batches: Vec<RecordBatch>) -> Result<Vec<U>> {
     Ok(out)
 }
 
-/// The description of the first stream join in `plan`, if it has one.
-fn stream_join_in(plan: &LogicalPlan) -> Option<String> {
-    if matches!(plan, LogicalPlan::StreamJoin { .. }) {
-        return Some(plan.describe());
+/// In a pipeline whose workers share key groups: makes the right side's source of every
+/// event-time stream join read the partitions its left side's source is assigned, so that
+/// both topics' partition `g` (key group `g`) and the join's state for it are owned by one
+/// worker at a time. Refuses the joins whose sides cannot be paired so: one source per side,
+/// both partitioned by the join keys, in topics with as many partitions.
+fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
+    fn sources(plan: &LogicalPlan, out: &mut Vec<Arc<dyn crate::io::Source>>) {
+        if let LogicalPlan::Scan { source, .. } = plan {
+            out.push(source.clone());
+        }
+        plan.inputs().into_iter().for_each(|input| sources(input, out));
     }
-    plan.inputs().into_iter().find_map(|input| stream_join_in(input))
+    if let LogicalPlan::StreamJoin { left, right, kind, .. } = plan {
+        let (mut lefts, mut rights) = (vec![], vec![]);
+        sources(left, &mut lefts);
+        sources(right, &mut rights);
+        let any_key_groups = lefts.iter().chain(&rights).any(|s| s.partitions_are_key_groups());
+        let refuse = |why: &str| {
+            Err(SabotError::plan(format!(
+                "{}: {why}, so the workers sharing these checkpoints (CheckpointConfig::shared_by) would miss \
+                 pairs; run this join in one worker, with its own checkpoints",
+                plan.describe()
+            )))
+        };
+        match (lefts.as_slice(), rights.as_slice(), kind) {
+            _ if !any_key_groups => {}
+            (_, _, crate::plan::StreamJoinKind::Table { .. }) => {
+                return refuse("a stream-table join does not follow key groups across workers");
+            }
+            ([leader], [follower], _) if leader.partitions_are_key_groups() => {
+                let handle = leader.partition_leader().expect("a source whose partitions are key groups");
+                follower.follow_partitions_of(handle)?;
+            }
+            _ => {
+                return refuse(
+                    "a stream join follows key groups across workers when each side reads one Kafka topic \
+                     partitioned by the join keys (KafkaSource::partitioned_by)",
+                );
+            }
+        }
+    }
+    plan.inputs().into_iter().try_for_each(|input| co_partition_stream_joins(input))
 }

@@ -1,0 +1,101 @@
+//! Two Kafka sources of one pipeline that read the same partitions: the two sides of a
+//! stream join whose topics are partitioned alike by the join keys (as Kafka Streams requires
+//! of a join's topics), in a pipeline whose workers share key groups.
+//!
+//! Only the left side's readers join the consumer group. Each right-side reader assigns
+//! itself, with `incremental_assign`, exactly the partitions of the left-side readers it
+//! follows, and hands them over in step with them: it stops reading a revoked partition
+//! before the checkpoint that holds its key group, and releases the group when that
+//! checkpoint completes. Partition `g` of both topics is then one key group, owned by one
+//! worker at a time, and the join's state for it moves between workers in one piece.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// What a follower reader does next, in the order its leader reader did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FollowerStep {
+    /// Read `partitions` too; the key groups in `acquired` load their state from the
+    /// checkpoint named with them (as the leader's change says).
+    Assign { partitions: Vec<i32>, acquired: Vec<(i32, PathBuf)> },
+    /// Stop reading `partitions`: they are being handed over, and the checkpoint that will
+    /// hold their state is about to be requested.
+    Pause(Vec<i32>),
+    /// The checkpoint holding their state completed: release their key groups and give the
+    /// partitions up.
+    Release(Vec<i32>),
+    /// Give the partitions up without a handover (the leader is closing).
+    Unassign(Vec<i32>),
+}
+
+/// The partition assignment a leading source's readers share with the readers of the source
+/// that follows it.
+#[derive(Debug)]
+pub struct CoPartitioning {
+    /// The leader's topic and consumer group.
+    pub(crate) leader_topic: String,
+    pub(crate) leader_group: String,
+    /// Per leader reader: the steps its followers have not taken yet.
+    steps: Mutex<Vec<VecDeque<FollowerStep>>>,
+}
+
+impl CoPartitioning {
+    pub(crate) fn new(leader_topic: String, leader_group: String) -> Self {
+        CoPartitioning { leader_topic, leader_group, steps: Mutex::default() }
+    }
+
+    /// Forgets the steps of an earlier run: a new scan of the leader starts over.
+    pub(crate) fn reset(&self) {
+        self.steps.lock().expect("co-partitioning steps").clear();
+    }
+
+    /// Queues `step`, taken by leader reader `reader`.
+    pub(crate) fn push(&self, reader: usize, step: FollowerStep) {
+        let mut steps = self.steps.lock().expect("co-partitioning steps");
+        if steps.len() <= reader {
+            steps.resize_with(reader + 1, VecDeque::new);
+        }
+        steps[reader].push_back(step);
+    }
+
+    /// The steps that follower reader `reader` (of `followers`) takes: those of the leader
+    /// readers `i` with `i % followers == reader`, each leader's in order.
+    pub(crate) fn take(&self, reader: usize, followers: usize) -> Vec<FollowerStep> {
+        let mut steps = self.steps.lock().expect("co-partitioning steps");
+        steps
+            .iter_mut()
+            .enumerate()
+            .filter(|(leader, _)| leader % followers.max(1) == reader)
+            .flat_map(|(_, queue)| queue.drain(..))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_follower_takes_the_steps_of_its_leaders_in_order() {
+        let co = CoPartitioning::new("clicks".into(), "app".into());
+        co.push(0, FollowerStep::Assign { partitions: vec![0], acquired: vec![] });
+        co.push(1, FollowerStep::Assign { partitions: vec![1], acquired: vec![] });
+        co.push(2, FollowerStep::Pause(vec![2]));
+        co.push(0, FollowerStep::Pause(vec![0]));
+        // Two followers for three leaders: follower 0 follows leaders 0 and 2.
+        assert_eq!(
+            co.take(0, 2),
+            vec![
+                FollowerStep::Assign { partitions: vec![0], acquired: vec![] },
+                FollowerStep::Pause(vec![0]),
+                FollowerStep::Pause(vec![2])
+            ]
+        );
+        assert_eq!(co.take(1, 2), vec![FollowerStep::Assign { partitions: vec![1], acquired: vec![] }]);
+        assert!(co.take(0, 2).is_empty(), "taken once");
+        co.push(1, FollowerStep::Release(vec![1]));
+        co.reset();
+        assert!(co.take(1, 2).is_empty(), "a new run starts over");
+    }
+}
