@@ -879,9 +879,15 @@ fn rocksdb_interval_join_state_follows_its_keys_when_the_parallelism_changes() {
     joins_follow_their_keys(ClickJoin::Interval, move || StateBackend::RocksDb { path: path.clone() });
 }
 
-/// One worker of the stream-join key-group tests: `join` of `left-clicks` and
-/// `right-clicks` (both partitioned by user), the right side following the left side's
-/// partitions, checkpointing into the store shared by the workers.
+/// Rows of a join of clicks: (user, left page, right page if any).
+type Joined = Arc<Mutex<Vec<(String, i64, Option<i64>)>>>;
+
+/// How a worker of the stream-join key-group tests joins its two sides.
+type JoinOf = fn(Stream<Untyped>, Stream<Untyped>) -> sabot::Result<Stream<Untyped>>;
+
+/// One worker of the stream-join key-group tests: `join` of `left-clicks` and `right` (both
+/// partitioned by user), the right side following the left side's partitions, checkpointing
+/// into the store shared by the workers.
 struct JoinWorker {
     stops: [sabot::kafka::StopHandle; 2],
     assigned: Arc<sabot::kafka::SourceMetrics>,
@@ -893,9 +899,9 @@ impl JoinWorker {
         kafka: &sabot::kafka::KafkaConfig,
         store: &std::path::Path,
         name: &str,
-        join: ClickJoin,
+        (right, join): (&str, JoinOf),
         backend: StateBackend,
-        out: &Pairs,
+        out: &Joined,
     ) -> Self {
         let side = |topic: &str| {
             KafkaSource::with_config(kafka.clone(), topic)
@@ -906,25 +912,26 @@ impl JoinWorker {
                 .idle_timeout(Duration::from_secs(3600))
                 .partitioned_by(vec![col("user")])
         };
-        let (left, right) = (side("left-clicks"), side("right-clicks"));
+        let (left, right) = (side("left-clicks"), side(right));
         let (stops, assigned) = ([left.stop_handle(), right.stop_handle()], left.metrics());
         let checkpoints = CheckpointConfig::new(store).shared_by(name).with_interval(Duration::from_millis(100));
         let left = Stream::from_kafka(left)
             .unwrap()
             .with_config(ExecConfig::default().with_parallelism(2).with_state_backend(backend))
             .with_checkpointing(checkpoints);
-        let pipeline = join.join(left, Stream::from_kafka(right).unwrap()).unwrap();
+        let pipeline = join(left, Stream::from_kafka(right).unwrap()).unwrap();
         let sink = out.clone();
         let runner = std::thread::spawn(move || {
             pipeline.for_each_batch(|batch| {
-                use sabot::deps::arrow::array::AsArray;
+                use sabot::deps::arrow::array::{Array, AsArray};
                 use sabot::deps::arrow::datatypes::Int64Type;
                 let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
                 let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>().clone();
                 let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>().clone();
                 let mut sink = sink.lock().unwrap();
                 for row in 0..batch.num_rows() {
-                    sink.push((users.value(row).to_string(), left.value(row), right.value(row)));
+                    let matched = right.is_valid(row).then(|| right.value(row));
+                    sink.push((users.value(row).to_string(), left.value(row), matched));
                 }
                 Ok(())
             })
@@ -949,7 +956,12 @@ fn stream_join_follows_key_groups(join: ClickJoin, backend: impl Fn(&str) -> Sta
         cluster.create_topic(topic, 4).unwrap();
     }
     let store = tempfile::tempdir().unwrap();
+    let joined: Joined = Arc::default();
     let out: Pairs = Arc::default();
+    let pairs = |joined: &Joined| {
+        let mut out = out.lock().unwrap();
+        *out = joined.lock().unwrap().iter().map(|(u, l, r)| (u.clone(), *l, r.expect("an inner join"))).collect();
+    };
     let mut produced = 0;
     let round = |produced: &mut i64| {
         for topic in ["left-clicks", "right-clicks"] {
@@ -958,16 +970,22 @@ fn stream_join_follows_key_groups(join: ClickJoin, backend: impl Fn(&str) -> Sta
         *produced += 150;
         let due = join.pairs(*produced, true);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while out.lock().unwrap().len() < due.len() {
+        while joined.lock().unwrap().len() < due.len() {
+            pairs(&joined);
             let joined: std::collections::BTreeSet<_> = out.lock().unwrap().iter().cloned().collect();
             let missing: Vec<_> = due.difference(&joined).take(5).collect();
             assert!(Instant::now() < deadline, "{} of {} pairs; missing e.g. {missing:?}", joined.len(), due.len());
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let first = JoinWorker::start(&cluster.config(), store.path(), "w1", join, backend("w1"), &out);
+    let sides: (&str, JoinOf) = match join {
+        ClickJoin::Window => ("right-clicks", |l, r| ClickJoin::Window.join(l, r)),
+        ClickJoin::Interval => ("right-clicks", |l, r| ClickJoin::Interval.join(l, r)),
+        ClickJoin::AsOf => ("right-clicks", |l, r| ClickJoin::AsOf.join(l, r)),
+    };
+    let first = JoinWorker::start(&cluster.config(), store.path(), "w1", sides, backend("w1"), &joined);
     round(&mut produced);
-    let second = JoinWorker::start(&cluster.config(), store.path(), "w2", join, backend("w2"), &out);
+    let second = JoinWorker::start(&cluster.config(), store.path(), "w2", sides, backend("w2"), &joined);
     wait_for("the group to share the partitions", || {
         first.assigned.assigned_partitions() == 2 && second.assigned.assigned_partitions() == 2
     });
@@ -978,6 +996,7 @@ fn stream_join_follows_key_groups(join: ClickJoin, backend: impl Fn(&str) -> Sta
     std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
     second.stop();
 
+    pairs(&joined);
     let out = out.lock().unwrap();
     let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
     assert_eq!(joined.len(), out.len(), "no pair joined twice");
@@ -1009,6 +1028,84 @@ fn rocksdb_window_join_follows_key_groups_when_workers_join_and_leave() {
     let dbs = tempfile::tempdir().unwrap();
     let root = dbs.path().to_path_buf();
     stream_join_follows_key_groups(ClickJoin::Window, move |worker| StateBackend::RocksDb { path: root.join(worker) });
+}
+
+/// A stream-table join across workers: the table (a changelog of each user's profile, here a
+/// click whose page is `10_000 + user`) is read once, before the handovers; the workers that
+/// acquire key groups later get the table rows of those groups from the checkpoints (its
+/// partitions resume past them), so every click after the first round finds its profile.
+fn table_join_follows_key_groups(backend: impl Fn(&str) -> StateBackend) {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    for topic in ["left-clicks", "profiles"] {
+        cluster.create_topic(topic, 4).unwrap();
+    }
+    let profile = |user: &str| 10_000 + user[1..].parse::<i64>().unwrap();
+    let profiles: Vec<Click> = (0..11).map(|u| Click { user: format!("u{u}"), page: 10_000 + u }).collect();
+    let sink = sabot::kafka::KafkaSink::with_config(cluster.config(), "profiles")
+        .format(JsonFormat::for_record::<Click>())
+        .partition_by(vec![col("user")]);
+    Stream::from_records(profiles).to_kafka(sink).unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let joined: Joined = Arc::default();
+    let delivered = |n: i64| {
+        wait_for("every click joined", || joined.lock().unwrap().len() as i64 >= n);
+    };
+    let sides: (&str, JoinOf) = ("profiles", |l, r| l.table_join(&r, ["user"], ["user"], sabot::plan::JoinType::Left));
+    let first = JoinWorker::start(&cluster.config(), store.path(), "w1", sides, backend("w1"), &joined);
+    // The first worker reads the table while clicks come in, round after round, until every
+    // user's clicks find their profile.
+    let mut produced = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        produce_clicks_by_user(cluster.config(), "left-clicks", produced..produced + 11);
+        produced += 11;
+        delivered(produced);
+        let found: std::collections::BTreeSet<String> =
+            joined.lock().unwrap().iter().filter(|(.., p)| p.is_some()).map(|(u, ..)| u.clone()).collect();
+        if found.len() == 11 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the table was never read: profiles of {found:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after_load = produced;
+    let second = JoinWorker::start(&cluster.config(), store.path(), "w2", sides, backend("w2"), &joined);
+    wait_for("the group to share the partitions", || {
+        first.assigned.assigned_partitions() == 2 && second.assigned.assigned_partitions() == 2
+    });
+    produce_clicks_by_user(cluster.config(), "left-clicks", produced..produced + 150);
+    produced += 150;
+    delivered(produced);
+    first.stop();
+    wait_for("the second worker to own every partition", || second.assigned.assigned_partitions() == 4);
+    produce_clicks_by_user(cluster.config(), "left-clicks", produced..produced + 150);
+    produced += 150;
+    delivered(produced);
+    std::thread::sleep(Duration::from_millis(500)); // a duplicate would show up by now
+    second.stop();
+
+    let joined = joined.lock().unwrap();
+    let pages: std::collections::BTreeSet<i64> = joined.iter().map(|(_, page, _)| *page).collect();
+    assert_eq!(joined.len() as i64, produced, "every click joined once");
+    assert_eq!(pages, (0..produced).collect(), "every click joined once");
+    for (user, page, found) in joined.iter().filter(|(_, page, _)| *page >= after_load) {
+        assert_eq!(*found, Some(profile(user)), "click {page} of {user} finds the profile its key group carried");
+    }
+}
+
+#[test]
+fn table_join_follows_key_groups_when_workers_join_and_leave() {
+    table_join_follows_key_groups(|_| StateBackend::Memory);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_table_join_follows_key_groups_when_workers_join_and_leave() {
+    let dbs = tempfile::tempdir().unwrap();
+    let root = dbs.path().to_path_buf();
+    table_join_follows_key_groups(move |worker| StateBackend::RocksDb { path: root.join(worker) });
 }
 
 /// A stream join whose right side is not partitioned like its left side cannot follow key

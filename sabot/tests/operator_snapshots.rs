@@ -837,6 +837,16 @@ fn joins_split_by_key_groups_emit_what_one_join_emits() {
         );
     });
     on_each_backend(|backend| {
+        split_by_key_groups(
+            || {
+                TableJoinOperator::try_new(schema(), schema(), &["k"], &["k"], JoinType::Inner)
+                    .unwrap()
+                    .with_state_backend(backend)
+                    .unwrap()
+            },
+            &before,
+            &after,
+        );
         for tolerance in [None, Some(8)] {
             split_by_key_groups(
                 || {

@@ -364,9 +364,9 @@ fn decode_all<U: Record>(batches: Vec<RecordBatch>) -> Result<Vec<U>> {
 }
 
 /// In a pipeline whose workers share key groups: makes the right side's source of every
-/// event-time stream join read the partitions its left side's source is assigned, so that
-/// both topics' partition `g` (key group `g`) and the join's state for it are owned by one
-/// worker at a time. Refuses the joins whose sides cannot be paired so: one source per side,
+/// stream join (interval, window, as-of or table) read the partitions its left side's source
+/// is assigned, so that both topics' partition `g` (key group `g`) and the join's state for
+/// it are owned by one worker at a time. Refuses the joins whose sides cannot be paired so: one source per side,
 /// both partitioned by the join keys, in topics with as many partitions.
 fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
     fn sources(plan: &LogicalPlan, out: &mut Vec<Arc<dyn crate::io::Source>>) {
@@ -375,7 +375,7 @@ fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
         }
         plan.inputs().into_iter().for_each(|input| sources(input, out));
     }
-    if let LogicalPlan::StreamJoin { left, right, kind, .. } = plan {
+    if let LogicalPlan::StreamJoin { left, right, .. } = plan {
         let (mut lefts, mut rights) = (vec![], vec![]);
         sources(left, &mut lefts);
         sources(right, &mut rights);
@@ -387,12 +387,9 @@ fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
                 plan.describe()
             )))
         };
-        match (lefts.as_slice(), rights.as_slice(), kind) {
+        match (lefts.as_slice(), rights.as_slice()) {
             _ if !any_key_groups => {}
-            (_, _, crate::plan::StreamJoinKind::Table { .. }) => {
-                return refuse("a stream-table join does not follow key groups across workers");
-            }
-            ([leader], [follower], _) if leader.partitions_are_key_groups() => {
+            ([leader], [follower]) if leader.partitions_are_key_groups() => {
                 let handle = leader.partition_leader().expect("a source whose partitions are key groups");
                 follower.follow_partitions_of(handle)?;
             }

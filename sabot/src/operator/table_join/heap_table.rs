@@ -169,6 +169,20 @@ impl TableStore for LatestRows {
         snapshot.put_batches("table", &self.schema, &[rows])
     }
 
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize> {
+        let mut released = vec![];
+        self.index.retain(|key, (segment, _)| {
+            let stays = keep(key);
+            if !stays {
+                released.push(*segment);
+            }
+            stays
+        });
+        let dropped = released.len();
+        released.into_iter().for_each(|segment| self.release(segment));
+        Ok(dropped)
+    }
+
     fn merge_snapshot(
         &mut self,
         snapshot: &RestoredState,

@@ -77,6 +77,10 @@ trait TableStore: Send {
     /// Adds the rows whose keys `keep` accepts from a snapshot of an instance of the operator.
     fn merge_snapshot(&mut self, snapshot: &RestoredState, keys: &JoinKeys, keep: &dyn Fn(&[u8]) -> bool)
     -> Result<()>;
+
+    /// Drops the rows whose keys `keep` rejects (key groups handed to another worker);
+    /// returns how many.
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize>;
 }
 
 /// Rows found by [`TableStore::lookup`].
@@ -200,6 +204,23 @@ impl TwoInputOperator for TableJoinOperator {
         let (name, types) = (self.name().to_string(), self.keys.types().to_vec());
         super::merge_rescaled(restored, &name, &types, |old, keep| self.table.merge_snapshot(old, &self.keys, keep))
             .map(drop)
+    }
+
+    fn follows_key_groups(&self) -> bool {
+        true
+    }
+
+    /// The table's rows of released key groups go; those of acquired ones come from the
+    /// snapshots that hold them (the changelog topic is partitioned like the stream).
+    fn hand_over_key_groups(&mut self, handover: &crate::checkpoint::KeyGroupHandover) -> Result<()> {
+        if !handover.released.is_empty() {
+            let dropped = self.table.retain_keys(&|key: &[u8]| !handover.releases(key))?;
+            tracing::info!(operator = self.name(), groups = ?handover.released, rows = dropped, "released key groups");
+        }
+        let types = self.keys.types().to_vec();
+        super::merge_acquired(handover, "table_join", &types, |snapshot, keep| {
+            self.table.merge_snapshot(snapshot, &self.keys, keep)
+        })
     }
 }
 

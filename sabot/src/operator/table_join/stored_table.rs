@@ -93,6 +93,12 @@ impl TableStore for StoredTable {
         snapshot.put_value("stored_table", &StoredLayout { operator: self.operator.clone() })
     }
 
+    fn retain_keys(&mut self, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<usize> {
+        let dropped = self.store.retain_keys(keep)?;
+        self.live -= dropped;
+        Ok(dropped)
+    }
+
     fn merge_snapshot(
         &mut self,
         snapshot: &RestoredState,
