@@ -22,6 +22,19 @@ pub struct Click {
     pub page: i64,
 }
 
+/// Clicks whose users are numbers of two widths (for a join whose key types differ).
+#[derive(sabot::Record, Debug, Clone)]
+pub struct NumberedClick {
+    pub user: i64,
+    pub page: i64,
+}
+
+#[derive(sabot::Record, Debug, Clone)]
+pub struct ShortNumberedClick {
+    pub user: i32,
+    pub page: i64,
+}
+
 #[derive(sabot::Record, Debug, Clone, PartialEq)]
 pub struct Count {
     pub user: String,
@@ -1135,6 +1148,22 @@ fn a_stream_join_of_unpaired_sides_is_refused_where_workers_share_key_groups() {
     assert!(err.contains("declare how 'right-clicks' is partitioned too"), "{err}");
     let err = run(true);
     assert!(err.contains("'left-clicks' has 2 partitions, 'right-clicks' has 3"), "{err}");
+
+    let numbered = |topic: &str, format: JsonFormat| {
+        KafkaSource::with_config(cluster.config(), topic)
+            .group(format!("numbered-{topic}"))
+            .format(format)
+            .watermarks("page", sabot::window::WatermarkStrategy::bounded_out_of_orderness(Duration::ZERO))
+            .partitioned_by(vec![col("user")])
+    };
+    cluster.create_topic("right-numbered", 2).unwrap();
+    let left = Stream::from_kafka(numbered("left-clicks", JsonFormat::for_record::<NumberedClick>()))
+        .unwrap()
+        .with_checkpointing(CheckpointConfig::new(store.path()).shared_by("w1"));
+    let right =
+        Stream::from_kafka(numbered("right-numbered", JsonFormat::for_record::<ShortNumberedClick>())).unwrap();
+    let err = ClickJoin::Interval.join(left, right).unwrap().for_each_batch(|_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("differ in type"), "{err}");
 }
 
 /// Waits until `condition` holds, failing after 60 s.

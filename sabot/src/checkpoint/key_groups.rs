@@ -138,6 +138,28 @@ impl CheckpointTrigger {
         self.0.load(Ordering::Acquire)
     }
 
+    /// Requests a checkpoint with an id above `after` and above any requested so far, written
+    /// by this call: whoever reads that id also sees what this thread did before (a reader
+    /// following a source that pauses partitions for the checkpoint sees the pause first).
+    ///
+    /// ```
+    /// use sabot::checkpoint::CheckpointTrigger;
+    /// let trigger = CheckpointTrigger::default();
+    /// let first = trigger.request(100);
+    /// let fresh = trigger.request_fresh(100);
+    /// assert!(fresh > first && trigger.requested() == fresh);
+    /// ```
+    pub fn request_fresh(&self, after: u64) -> u64 {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            let id = super::storage::now_ms().max(after + 1).max(current + 1);
+            match self.0.compare_exchange_weak(current, id, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return id,
+                Err(newer) => current = newer,
+            }
+        }
+    }
+
     /// The id of the newest requested checkpoint (0: none).
     pub fn requested(&self) -> u64 {
         self.0.load(Ordering::Acquire)
@@ -209,6 +231,19 @@ impl KeyGroupStore {
             }
         }
         Ok(best.map(|(position, _, checkpoint)| KeyGroupHolder { checkpoint, position }))
+    }
+
+    /// The position of partition `partition` of `topic` recorded in the checkpoint in `dir`
+    /// (by a source of this store's group), if it records one: where a source that follows
+    /// another one's partitions resumes, in the checkpoint its leader loads the state from.
+    pub fn position_in(&self, dir: &Path, topic: &str, partition: i32) -> crate::Result<Option<i64>> {
+        let meta = read_metadata(dir)?;
+        Ok(self
+            .owned_positions(&meta)
+            .into_iter()
+            .flat_map(|o| o.positions)
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, position)| position))
     }
 
     /// Whether the checkpoint in `dir` is, for some partition, the newest holder of its
@@ -301,6 +336,8 @@ mod tests {
         // a2 records partition 1 without owning it; b1 ties with a1 and is newer.
         assert_eq!(store.locate("t", 1).unwrap(), Some(KeyGroupHolder { checkpoint: b1.clone(), position: 20 }));
         assert_eq!(store.locate("t", 2).unwrap(), None);
+        assert_eq!(store.position_in(&a2, "t", 0).unwrap(), Some(15));
+        assert_eq!(store.position_in(&b1, "t", 0).unwrap(), None);
         assert_eq!(KeyGroupStore::new(dir.path(), "other").locate("t", 0).unwrap(), None);
         assert!(store.holds_latest(&a2) && store.holds_latest(&b1));
         assert!(!store.holds_latest(&a1), "a1 is superseded for both partitions");

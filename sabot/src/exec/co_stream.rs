@@ -50,6 +50,9 @@ pub(crate) struct CoOperatorStream {
     emitted: u64,
     /// The number of instances of the operator.
     parallelism: usize,
+    /// The inputs are read from partitions that are key groups, in a pipeline whose workers
+    /// share them: the operator's state comes and goes with key group changes only.
+    in_key_groups: bool,
     /// Key group changes applied from one side whose twin from the other side is still to
     /// come: `(side, change)`.
     awaiting_twin: Vec<(usize, Arc<crate::checkpoint::KeyGroupChange>)>,
@@ -95,6 +98,7 @@ impl CoOperatorStream {
             closed: false,
             emitted: 0,
             parallelism: 1,
+            in_key_groups: false,
             awaiting_twin: vec![],
         }
     }
@@ -139,7 +143,7 @@ impl CoOperatorStream {
         if !self.started {
             self.started = true;
             if let Some((coordinator, task)) = &self.checkpoints
-                && !(coordinator.key_groups() && self.operator.follows_key_groups())
+                && !(self.in_key_groups && self.operator.follows_key_groups())
                 && let Some(restored) = coordinator.restored_state(task)
             {
                 match restored.rescale() {
@@ -304,11 +308,20 @@ pub(crate) fn execute(
             let mut stream = CoOperatorStream::new(&format!("{thread_name}-{i}"), l, r, operator, right_first, config);
             if let Some(coordinator) = &config.coordinator.0 {
                 stream.checkpoints = Some((coordinator.clone(), coordinator.task_id(name, i)));
+                stream.in_key_groups = coordinator.key_groups() && reads_key_groups(left);
             }
             stream.parallelism = partitions;
             Ok(Box::new(stream) as PartitionStream)
         })
         .collect()
+}
+
+/// Whether a source below `plan` reads partitions that are key groups.
+fn reads_key_groups(plan: &PhysicalPlan) -> bool {
+    match plan {
+        PhysicalPlan::Scan { source, .. } => source.partitions_are_key_groups(),
+        other => other.inputs().into_iter().any(reads_key_groups),
+    }
 }
 
 /// Whether every source below `plan` is bounded.

@@ -36,13 +36,17 @@ pub struct CoPartitioning {
     /// The leader's topic and consumer group.
     pub(crate) leader_topic: String,
     pub(crate) leader_group: String,
-    /// Per leader reader: the steps its followers have not taken yet.
-    steps: Mutex<Vec<VecDeque<FollowerStep>>>,
+    /// The topic of the source that follows (one only: each step is taken once).
+    pub(crate) follower: Mutex<Option<String>>,
+    /// The steps not taken yet, in the order the leader readers took them, with the reader
+    /// that took each: a partition moving between two readers of the leader is released by
+    /// one before the other is assigned it, and its followers take the steps in that order.
+    steps: Mutex<VecDeque<(usize, FollowerStep)>>,
 }
 
 impl CoPartitioning {
     pub(crate) fn new(leader_topic: String, leader_group: String) -> Self {
-        CoPartitioning { leader_topic, leader_group, steps: Mutex::default() }
+        CoPartitioning { leader_topic, leader_group, follower: Mutex::default(), steps: Mutex::default() }
     }
 
     /// Forgets the steps of an earlier run: a new scan of the leader starts over.
@@ -52,23 +56,22 @@ impl CoPartitioning {
 
     /// Queues `step`, taken by leader reader `reader`.
     pub(crate) fn push(&self, reader: usize, step: FollowerStep) {
-        let mut steps = self.steps.lock().expect("co-partitioning steps");
-        if steps.len() <= reader {
-            steps.resize_with(reader + 1, VecDeque::new);
-        }
-        steps[reader].push_back(step);
+        self.steps.lock().expect("co-partitioning steps").push_back((reader, step));
     }
 
-    /// The steps that follower reader `reader` (of `followers`) takes: those of the leader
-    /// readers `i` with `i % followers == reader`, each leader's in order.
+    /// The steps that follower reader `reader` (of `followers`) takes, in order: those of the
+    /// leader readers `i` with `i % followers == reader`.
     pub(crate) fn take(&self, reader: usize, followers: usize) -> Vec<FollowerStep> {
         let mut steps = self.steps.lock().expect("co-partitioning steps");
-        steps
-            .iter_mut()
-            .enumerate()
-            .filter(|(leader, _)| leader % followers.max(1) == reader)
-            .flat_map(|(_, queue)| queue.drain(..))
-            .collect()
+        let mut mine = vec![];
+        steps.retain(|(leader, step)| {
+            let taken = leader % followers.max(1) == reader;
+            if taken {
+                mine.push(step.clone());
+            }
+            !taken
+        });
+        mine
     }
 }
 
@@ -83,13 +86,14 @@ mod tests {
         co.push(1, FollowerStep::Assign { partitions: vec![1], acquired: vec![] });
         co.push(2, FollowerStep::Pause(vec![2]));
         co.push(0, FollowerStep::Pause(vec![0]));
-        // Two followers for three leaders: follower 0 follows leaders 0 and 2.
+        // Two followers for three leaders: follower 0 follows leaders 0 and 2, in the order
+        // they took their steps.
         assert_eq!(
             co.take(0, 2),
             vec![
                 FollowerStep::Assign { partitions: vec![0], acquired: vec![] },
-                FollowerStep::Pause(vec![0]),
-                FollowerStep::Pause(vec![2])
+                FollowerStep::Pause(vec![2]),
+                FollowerStep::Pause(vec![0])
             ]
         );
         assert_eq!(co.take(1, 2), vec![FollowerStep::Assign { partitions: vec![1], acquired: vec![] }]);

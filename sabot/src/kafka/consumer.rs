@@ -91,8 +91,9 @@ pub(crate) fn partition_count(config: &KafkaConfig, topic: &str) -> Result<u32> 
 /// Key groups of one reader changing hands, between its rebalance callback and its loop.
 #[derive(Default)]
 pub(crate) struct Handover {
-    /// Partitions assigned whose state is to be loaded, with the checkpoint holding it.
-    acquired: Vec<(i32, std::path::PathBuf)>,
+    /// Partitions assigned whose state is to be loaded, with the checkpoint holding it and
+    /// the partition's position there.
+    acquired: Vec<(i32, std::path::PathBuf, i64)>,
     /// Partitions revoked and paused, not yet given back to the group.
     revoked: Vec<i32>,
     /// The checkpoint that must complete before they are given back, and since when.
@@ -222,7 +223,7 @@ impl ConsumerContext {
             match key_groups.store.locate(&topic, partition) {
                 Ok(Some(holder)) => {
                     let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(holder.position));
-                    acquired.push((partition, holder.checkpoint));
+                    acquired.push((partition, holder.checkpoint, holder.position));
                 }
                 Ok(None) => {
                     // No worker checkpointed this key group yet: the start offset applies.
@@ -241,7 +242,8 @@ impl ConsumerContext {
         }
         tracing::info!(reader = self.reader, key_groups = ?acquired, "key groups to load from the checkpoint store");
         let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
-        self.lead(FollowerStep::Assign { partitions, acquired: acquired.clone() });
+        let from = acquired.iter().map(|(p, dir, _)| (*p, dir.clone())).collect();
+        self.lead(FollowerStep::Assign { partitions, acquired: from });
         handover.lock().expect("kafka handover").acquired.extend(acquired);
         true
     }
@@ -778,10 +780,10 @@ impl KafkaReader {
     }
 
     /// Emits a barrier when a new commit interval has begun, recording the positions.
-    fn maybe_barrier(&mut self) {
+    fn maybe_barrier(&mut self) -> Result<()> {
         let interval = self.plan.commit_interval.as_millis().max(1) as u64;
         if self.plan.checkpointing && self.plan.shared.stop.is_stopped() {
-            return; // the stop barrier comes next
+            return Ok(()); // the stop barrier comes next
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         // Ids are aligned to the interval, so readers of every source agree on them; a
@@ -789,18 +791,17 @@ impl KafkaReader {
         let requested = self.plan.shared.trigger.as_ref().map_or(0, |t| t.requested());
         // A leader pauses partitions before it requests their handover checkpoint: seen now,
         // the pause comes before that checkpoint's barrier.
-        if let Err(e) = self.follow_leader() {
-            tracing::error!(reader = self.index, error = %e, "cannot follow the leading source's partitions");
-        }
+        self.follow_leader()?;
         let id = if self.plan.checkpointing && requested > self.last_barrier {
             requested
         } else {
             now / interval * interval
         };
         if id <= self.last_barrier {
-            return;
+            return Ok(());
         }
         self.emit_barrier(id);
+        Ok(())
     }
 
     fn is_revoked(&self, partition: i32) -> bool {
@@ -813,7 +814,8 @@ impl KafkaReader {
     /// to pause, to release or to give up, with the key group changes that go with them (the
     /// same changes the leaders send, for this source's topic).
     fn follow_leader(&mut self) -> Result<()> {
-        let (Some(co), Some(key_groups)) = (self.following.clone(), &self.plan.key_groups) else { return Ok(()) };
+        let plan = self.plan.clone();
+        let (Some(co), Some(key_groups)) = (self.following.clone(), &plan.key_groups) else { return Ok(()) };
         let (topic, partitions) = (key_groups.topic.clone(), key_groups.partitions);
         let followers = self.plan.shared.consumers.lock().expect("kafka consumers").len();
         let list = |ps: &[i32]| {
@@ -827,22 +829,35 @@ impl KafkaReader {
             match step {
                 FollowerStep::Assign { partitions: assigned, acquired } => {
                     let mut tpl = TopicPartitionList::new();
+                    let mut seeds = vec![];
                     for &p in &assigned {
-                        let offset = match key_groups.store.locate(&topic, p)? {
-                            Some(holder) => Offset::Offset(holder.position),
-                            None => match self.plan.start {
-                                StartOffset::Earliest => Offset::Beginning,
-                                StartOffset::Latest => Offset::End,
-                                StartOffset::Committed | StartOffset::Timestamp(_) => Offset::Stored,
-                            },
+                        // The position in the checkpoint the leader loads the group's state
+                        // from; none there (or no state at all): the group's state holds no
+                        // row of this partition, which is read from the start offset.
+                        let from = acquired.iter().find(|(g, _)| *g == p).map(|(_, dir)| dir);
+                        let position = match from {
+                            Some(dir) => key_groups.store.position_in(dir, &topic, p)?,
+                            None => None,
                         };
+                        let offset = match (position, self.plan.start) {
+                            (Some(position), _) => Offset::Offset(position),
+                            (None, StartOffset::Earliest) => Offset::Beginning,
+                            (None, StartOffset::Latest) => Offset::End,
+                            (None, StartOffset::Committed | StartOffset::Timestamp(_)) => Offset::Stored,
+                        };
+                        seeds.extend(position.map(|position| (p, position)));
                         tpl.add_partition_offset(&topic, p, offset)
                             .map_err(|e| SabotError::kafka(format!("assign '{topic}'"), e))?;
-                        self.paused.remove(&p);
                     }
                     self.consumer
                         .incremental_assign(&tpl)
                         .map_err(|e| SabotError::kafka(format!("follow the partitions of '{topic}'"), e))?;
+                    for (p, position) in seeds {
+                        self.seed_position(&topic, p, position);
+                    }
+                    assigned.iter().for_each(|p| {
+                        self.paused.remove(p);
+                    });
                     // A partition paused while it was handed over stays paused when it comes back.
                     if let Err(e) = self.consumer.resume(&tpl) {
                         tracing::error!(reader = self.index, error = %e, "cannot resume followed partitions");
@@ -897,9 +912,23 @@ impl KafkaReader {
         if acquired.is_empty() {
             return;
         }
-        let groups = acquired.into_iter().map(|(p, dir)| (p as u32, dir)).collect();
-        let change = crate::checkpoint::KeyGroupChange::acquire(&key_groups.topic, key_groups.partitions, groups);
+        let (topic, partitions) = (key_groups.topic.clone(), key_groups.partitions);
+        let mut groups = Vec::with_capacity(acquired.len());
+        for (p, dir, position) in acquired {
+            self.seed_position(&topic, p, position);
+            groups.push((p as u32, dir));
+        }
+        let change = crate::checkpoint::KeyGroupChange::acquire(&topic, partitions, groups);
         self.out.push_back(Message::KeyGroups(Arc::new(change)));
+    }
+
+    /// Records that the pipeline's state holds partition `partition` up to `position` (it
+    /// was loaded from a checkpoint), so every later checkpoint records that position even if
+    /// nothing more is read from the partition: the key-group store then finds the newest
+    /// checkpoint holding the group for both topics of a co-partitioned join.
+    fn seed_position(&mut self, topic: &str, partition: i32, position: i64) {
+        let state = self.partition_state(topic, partition);
+        state.next_offset = state.next_offset.max(position);
     }
 
     /// Gives revoked partitions back: first a checkpoint that holds their state (requested
@@ -916,7 +945,13 @@ impl KafkaReader {
             Some(pending) => pending,
             None => {
                 let after = self.last_barrier.max(shared.max_barrier.load(Ordering::Acquire));
-                let id = shared.trigger.as_ref().map_or(after + 1, |t| t.request(after));
+                // A follower must not have emitted this checkpoint's barrier before it saw the
+                // pause queued for it: a leader's id is one it writes itself.
+                let leads = matches!(self.plan.co_partitioning, Some(CoPartitioned::Leads(_)));
+                let id = shared
+                    .trigger
+                    .as_ref()
+                    .map_or(after + 1, |t| if leads { t.request_fresh(after) } else { t.request(after) });
                 tracing::info!(reader = self.index, partitions = ?handover.revoked, checkpoint = id, "checkpointing key groups before giving them back");
                 handover.revoke_checkpoint = Some((id, Instant::now()));
                 return; // the barrier goes out with the next poll
@@ -1040,7 +1075,10 @@ impl Iterator for KafkaReader {
             self.advance_watermark();
             if !self.bounded {
                 self.serve_revocation();
-                self.maybe_barrier();
+                if let Err(e) = self.maybe_barrier() {
+                    self.finished = true;
+                    return Some(Err(e));
+                }
             }
         }
     }

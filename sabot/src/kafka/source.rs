@@ -575,6 +575,17 @@ impl Source for KafkaSource {
                 co.leader_topic
             )));
         }
+        {
+            let mut follower = co.follower.lock().expect("kafka co-partitioning");
+            if let Some(other) = follower.as_ref().filter(|other| *other != topic) {
+                return Err(SabotError::plan(format!(
+                    "'{}' is joined with both '{other}' and '{topic}': a partitioned source can pair with one \
+                     other source only",
+                    co.leader_topic
+                )));
+            }
+            *follower = Some(topic.clone());
+        }
         *self.follows.lock().expect("kafka co-partitioning") = Some(co);
         Ok(())
     }

@@ -375,7 +375,7 @@ fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
         }
         plan.inputs().into_iter().for_each(|input| sources(input, out));
     }
-    if let LogicalPlan::StreamJoin { left, right, .. } = plan {
+    if let LogicalPlan::StreamJoin { left, right, left_keys, right_keys, .. } = plan {
         let (mut lefts, mut rights) = (vec![], vec![]);
         sources(left, &mut lefts);
         sources(right, &mut rights);
@@ -390,6 +390,19 @@ fn co_partition_stream_joins(plan: &LogicalPlan) -> Result<()> {
         match (lefts.as_slice(), rights.as_slice()) {
             _ if !any_key_groups => {}
             ([leader], [follower]) if leader.partitions_are_key_groups() => {
+                // Key groups hash the keys as the sinks wrote them: equal keys of two types
+                // would be in different partitions of the two topics.
+                let (left_schema, right_schema) = (left.schema(), right.schema());
+                for (l, r) in left_keys.iter().zip(right_keys) {
+                    let (lt, rt) =
+                        (left_schema.field_with_name(l)?.data_type(), right_schema.field_with_name(r)?.data_type());
+                    if lt != rt {
+                        return refuse(&format!(
+                            "its keys '{l}' ({lt}) and '{r}' ({rt}) differ in type, so equal keys are in different \
+                             partitions of the two topics"
+                        ));
+                    }
+                }
                 let handle = leader.partition_leader().expect("a source whose partitions are key groups");
                 follower.follow_partitions_of(handle)?;
             }
