@@ -1160,8 +1160,7 @@ fn a_stream_join_of_unpaired_sides_is_refused_where_workers_share_key_groups() {
     let left = Stream::from_kafka(numbered("left-clicks", JsonFormat::for_record::<NumberedClick>()))
         .unwrap()
         .with_checkpointing(CheckpointConfig::new(store.path()).shared_by("w1"));
-    let right =
-        Stream::from_kafka(numbered("right-numbered", JsonFormat::for_record::<ShortNumberedClick>())).unwrap();
+    let right = Stream::from_kafka(numbered("right-numbered", JsonFormat::for_record::<ShortNumberedClick>())).unwrap();
     let err = ClickJoin::Interval.join(left, right).unwrap().for_each_batch(|_| Ok(())).unwrap_err().to_string();
     assert!(err.contains("differ in type"), "{err}");
 }

@@ -40,12 +40,17 @@ pub fn key_group(key: &[u8], partitions: u32) -> u32 {
     (crate::operator::hash_bytes(key) % u64::from(partitions.max(1))) as u32
 }
 
+/// Numbers the key group changes of this process, in the order they are made.
+static NEXT_CHANGE: AtomicU64 = AtomicU64::new(1);
+
 /// A change of the key groups a worker owns, sent down the pipeline by a source.
 ///
 /// ```
 /// use sabot::checkpoint::KeyGroupChange;
 /// let change = KeyGroupChange::release("clicks", 4, vec![1, 3]);
 /// assert!(change.releases(3) && !change.releases(0));
+/// let later = KeyGroupChange::acquire("clicks", 4, vec![(3, "chk-9".into())]);
+/// assert!(later.sequence > change.sequence);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGroupChange {
@@ -57,22 +62,96 @@ pub struct KeyGroupChange {
     pub released: Vec<u32>,
     /// Key groups whose state the operators load, with the checkpoint that holds it.
     pub acquired: Vec<(u32, PathBuf)>,
+    /// The order of the change among those of this process. A partition that moves between
+    /// two readers of one process is released by one and acquired by the other, and the two
+    /// changes may reach an operator in either order: see [`Self::after_release`].
+    pub sequence: u64,
+    /// Acquired groups that this process released before, with the sequence of that release:
+    /// an operator that has not seen it yet drops the group's state before loading it, and
+    /// ignores the release when it comes.
+    pub after_release: Vec<(u32, u64)>,
 }
 
 impl KeyGroupChange {
     /// Releases `groups` of `topic`.
     pub fn release(topic: impl Into<String>, partitions: u32, groups: Vec<u32>) -> Self {
-        KeyGroupChange { topic: topic.into(), partitions, released: groups, acquired: vec![] }
+        let sequence = NEXT_CHANGE.fetch_add(1, Ordering::SeqCst);
+        KeyGroupChange {
+            topic: topic.into(),
+            partitions,
+            released: groups,
+            acquired: vec![],
+            sequence,
+            after_release: vec![],
+        }
     }
 
     /// Acquires key groups of `topic` from the checkpoints that hold them.
     pub fn acquire(topic: impl Into<String>, partitions: u32, groups: Vec<(u32, PathBuf)>) -> Self {
-        KeyGroupChange { topic: topic.into(), partitions, released: vec![], acquired: groups }
+        let sequence = NEXT_CHANGE.fetch_add(1, Ordering::SeqCst);
+        KeyGroupChange {
+            topic: topic.into(),
+            partitions,
+            released: vec![],
+            acquired: groups,
+            sequence,
+            after_release: vec![],
+        }
+    }
+
+    /// The same change for another topic: the twin that the other side of a co-partitioned
+    /// join sends.
+    pub(crate) fn twin(&self, topic: &str) -> Self {
+        KeyGroupChange { topic: topic.to_string(), ..self.clone() }
+    }
+
+    /// Whether `other` is this change's twin (the same change, for the other side's topic).
+    pub(crate) fn is_twin_of(&self, other: &KeyGroupChange) -> bool {
+        self.sequence == other.sequence
+            && self.partitions == other.partitions
+            && self.released == other.released
+            && self.acquired == other.acquired
     }
 
     /// Whether `group` is released.
     pub fn releases(&self, group: u32) -> bool {
         self.released.contains(&group)
+    }
+}
+
+/// What one operator instance applied of the key group changes it received: the sequence of
+/// the last change applied per group, so that changes apply in the order they were made.
+#[derive(Debug, Default)]
+pub(crate) struct KeyGroupLedger {
+    last: std::collections::HashMap<u32, u64>,
+}
+
+impl KeyGroupLedger {
+    /// What is still to apply of `change`: the groups to drop (released ones, and acquired
+    /// ones whose earlier release has not arrived yet) and the groups to load. A change older
+    /// than the last one applied to a group is skipped for it.
+    pub(crate) fn effective(&mut self, change: &KeyGroupChange) -> (Vec<u32>, Vec<(u32, PathBuf)>) {
+        let (mut released, mut acquired) = (vec![], vec![]);
+        for &group in &change.released {
+            let last = self.last.entry(group).or_insert(0);
+            if *last < change.sequence {
+                *last = change.sequence;
+                released.push(group);
+            }
+        }
+        for (group, checkpoint) in &change.acquired {
+            let last = self.last.entry(*group).or_insert(0);
+            if *last >= change.sequence {
+                continue;
+            }
+            let release_pending = change.after_release.iter().any(|(g, release)| g == group && *release > *last);
+            if release_pending {
+                released.push(*group);
+            }
+            *last = change.sequence;
+            acquired.push((*group, checkpoint.clone()));
+        }
+        (released, acquired)
     }
 }
 
@@ -322,6 +401,28 @@ mod tests {
         meta.sources.insert("kafka-0".into(), serde_json::to_value(source).unwrap());
         storage.complete(&meta).unwrap();
         storage.checkpoint_dir(id)
+    }
+
+    #[test]
+    fn the_ledger_applies_a_release_and_an_acquire_in_the_order_they_were_made() {
+        let released = KeyGroupChange::release("t", 4, vec![2]);
+        let acquired = KeyGroupChange {
+            after_release: vec![(2, released.sequence)],
+            ..KeyGroupChange::acquire("t", 4, vec![(2, "x".into())])
+        };
+        // In order: the release drops the group, the acquire loads it.
+        let mut ledger = KeyGroupLedger::default();
+        assert_eq!(ledger.effective(&released), (vec![2], vec![]));
+        assert_eq!(ledger.effective(&acquired), (vec![], vec![(2, "x".into())]));
+        // The acquire first: it drops what the pending release would, and the release then
+        // does nothing.
+        let mut ledger = KeyGroupLedger::default();
+        assert_eq!(ledger.effective(&acquired), (vec![2], vec![(2, "x".into())]));
+        assert_eq!(ledger.effective(&released), (vec![], vec![]));
+        // An acquire of a group this process never released drops nothing.
+        let fresh = KeyGroupChange::acquire("t", 4, vec![(1, "y".into())]);
+        assert_eq!(KeyGroupLedger::default().effective(&fresh), (vec![], vec![(1, "y".into())]));
+        assert!(fresh.twin("u").is_twin_of(&fresh) && !released.is_twin_of(&acquired));
     }
 
     #[test]

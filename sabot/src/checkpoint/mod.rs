@@ -45,8 +45,8 @@ use std::time::Duration;
 
 pub use coordinator::CheckpointMetrics;
 pub(crate) use coordinator::{CheckpointCoordinator, TransactionCheck};
-pub(crate) use key_groups::OwnedPositions;
 pub use key_groups::{CheckpointTrigger, KeyGroupChange, KeyGroupHandover, KeyGroupHolder, KeyGroupStore, key_group};
+pub(crate) use key_groups::{KeyGroupLedger, OwnedPositions};
 /// The `object_store` crate this feature is built with, to create stores of a matching version.
 #[cfg(feature = "object-store")]
 pub use object_store;

@@ -56,6 +56,8 @@ pub(crate) struct CoOperatorStream {
     /// Key group changes applied from one side whose twin from the other side is still to
     /// come: `(side, change)`.
     awaiting_twin: Vec<(usize, Arc<crate::checkpoint::KeyGroupChange>)>,
+    /// The key group changes applied, in the order they were made.
+    key_groups: crate::checkpoint::KeyGroupLedger,
 }
 
 impl CoOperatorStream {
@@ -100,6 +102,7 @@ impl CoOperatorStream {
             parallelism: 1,
             in_key_groups: false,
             awaiting_twin: vec![],
+            key_groups: Default::default(),
         }
     }
 
@@ -207,19 +210,19 @@ impl CoOperatorStream {
     /// reading it before the checkpoint that the release waits for, and aligned barriers
     /// brought both sides past it). Its twin is dropped, so it goes downstream once.
     fn hand_over(&mut self, side: usize, change: Arc<crate::checkpoint::KeyGroupChange>) -> Result<()> {
-        let twin = self.awaiting_twin.iter().position(|(s, c)| {
-            *s != side
-                && c.partitions == change.partitions
-                && c.released == change.released
-                && c.acquired == change.acquired
-        });
+        let twin = self.awaiting_twin.iter().position(|(s, c)| *s != side && c.is_twin_of(&change));
         if let Some(twin) = twin {
             self.awaiting_twin.remove(twin);
             return Ok(());
         }
         if self.operator.follows_key_groups() {
-            let handover = super::stream::key_group_handover(self.checkpoints.as_ref(), &change, self.parallelism)?;
-            self.operator.hand_over_key_groups(&handover)?;
+            let (released, acquired) = self.key_groups.effective(&change);
+            if !released.is_empty() || !acquired.is_empty() {
+                let effective = crate::checkpoint::KeyGroupChange { released, acquired, ..(*change).clone() };
+                let handover =
+                    super::stream::key_group_handover(self.checkpoints.as_ref(), &effective, self.parallelism)?;
+                self.operator.hand_over_key_groups(&handover)?;
+            }
         }
         self.awaiting_twin.push((side, change.clone()));
         self.output.forward(Message::KeyGroups(change));
@@ -534,9 +537,11 @@ mod tests {
     #[test]
     fn a_key_group_change_from_both_sides_goes_downstream_once() {
         use crate::checkpoint::KeyGroupChange;
-        let change = |topic: &str, groups| Ok(Message::KeyGroups(Arc::new(KeyGroupChange::release(topic, 4, groups))));
-        let left = vec![change("clicks", vec![1]), Ok(batch(1)), change("clicks", vec![2])];
-        let right = vec![change("views", vec![1]), Ok(batch(10)), change("views", vec![3])];
+        let message = |change: KeyGroupChange| Ok(Message::KeyGroups(Arc::new(change)));
+        let one = KeyGroupChange::release("clicks", 4, vec![1]);
+        let left = vec![message(one.clone()), Ok(batch(1)), message(KeyGroupChange::release("clicks", 4, vec![2]))];
+        let right =
+            vec![message(one.twin("views")), Ok(batch(10)), message(KeyGroupChange::release("views", 4, vec![3]))];
         let config = ExecConfig::default();
         let op = Box::new(Recorder(Arc::default()));
         let stream = CoOperatorStream::new("test", stream(left), stream(right), op, true, &config);

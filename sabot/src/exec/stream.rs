@@ -94,6 +94,8 @@ pub(crate) struct OperatorStream {
     /// How many instances of the operator run (the hash exchange in front routes keys
     /// among them).
     parallelism: usize,
+    /// The key group changes applied, in the order they were made.
+    key_groups: crate::checkpoint::KeyGroupLedger,
 }
 
 impl OperatorStream {
@@ -108,6 +110,7 @@ impl OperatorStream {
             emitted: 0,
             checkpoints: None,
             parallelism: 1,
+            key_groups: Default::default(),
         }
     }
 
@@ -155,8 +158,13 @@ impl OperatorStream {
                     }
                     Message::KeyGroups(change) => {
                         if self.operator.follows_key_groups() {
-                            let handover = self.handover(&change)?;
-                            self.operator.hand_over_key_groups(&handover)?;
+                            let (released, acquired) = self.key_groups.effective(&change);
+                            if !released.is_empty() || !acquired.is_empty() {
+                                let effective =
+                                    crate::checkpoint::KeyGroupChange { released, acquired, ..(*change).clone() };
+                                let handover = self.handover(&effective)?;
+                                self.operator.hand_over_key_groups(&handover)?;
+                            }
                         }
                         self.output.forward(Message::KeyGroups(change));
                     }

@@ -10,21 +10,22 @@
 //! worker at a time, and the join's state for it moves between workers in one piece.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Mutex;
+
+use crate::checkpoint::KeyGroupChange;
 
 /// What a follower reader does next, in the order its leader reader did it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FollowerStep {
-    /// Read `partitions` too; the key groups in `acquired` load their state from the
-    /// checkpoint named with them (as the leader's change says).
-    Assign { partitions: Vec<i32>, acquired: Vec<(i32, PathBuf)> },
+    /// Read `partitions` too; the leader's change `acquire` (sent again for this source's
+    /// topic) loads the state of those whose key group has some.
+    Assign { partitions: Vec<i32>, acquire: Option<KeyGroupChange> },
     /// Stop reading `partitions`: they are being handed over, and the checkpoint that will
     /// hold their state is about to be requested.
     Pause(Vec<i32>),
-    /// The checkpoint holding their state completed: release their key groups and give the
-    /// partitions up.
-    Release(Vec<i32>),
+    /// The checkpoint holding their state completed: release their key groups (the leader's
+    /// `change`, sent again for this source's topic) and give the partitions up.
+    Release { partitions: Vec<i32>, change: KeyGroupChange },
     /// Give the partitions up without a handover (the leader is closing).
     Unassign(Vec<i32>),
 }
@@ -82,8 +83,8 @@ mod tests {
     #[test]
     fn each_follower_takes_the_steps_of_its_leaders_in_order() {
         let co = CoPartitioning::new("clicks".into(), "app".into());
-        co.push(0, FollowerStep::Assign { partitions: vec![0], acquired: vec![] });
-        co.push(1, FollowerStep::Assign { partitions: vec![1], acquired: vec![] });
+        co.push(0, FollowerStep::Assign { partitions: vec![0], acquire: None });
+        co.push(1, FollowerStep::Assign { partitions: vec![1], acquire: None });
         co.push(2, FollowerStep::Pause(vec![2]));
         co.push(0, FollowerStep::Pause(vec![0]));
         // Two followers for three leaders: follower 0 follows leaders 0 and 2, in the order
@@ -91,14 +92,17 @@ mod tests {
         assert_eq!(
             co.take(0, 2),
             vec![
-                FollowerStep::Assign { partitions: vec![0], acquired: vec![] },
+                FollowerStep::Assign { partitions: vec![0], acquire: None },
                 FollowerStep::Pause(vec![2]),
                 FollowerStep::Pause(vec![0])
             ]
         );
-        assert_eq!(co.take(1, 2), vec![FollowerStep::Assign { partitions: vec![1], acquired: vec![] }]);
+        assert_eq!(co.take(1, 2), vec![FollowerStep::Assign { partitions: vec![1], acquire: None }]);
         assert!(co.take(0, 2).is_empty(), "taken once");
-        co.push(1, FollowerStep::Release(vec![1]));
+        co.push(
+            1,
+            FollowerStep::Release { partitions: vec![1], change: KeyGroupChange::release("clicks", 4, vec![1]) },
+        );
         co.reset();
         assert!(co.take(1, 2).is_empty(), "a new run starts over");
     }

@@ -91,9 +91,9 @@ pub(crate) fn partition_count(config: &KafkaConfig, topic: &str) -> Result<u32> 
 /// Key groups of one reader changing hands, between its rebalance callback and its loop.
 #[derive(Default)]
 pub(crate) struct Handover {
-    /// Partitions assigned whose state is to be loaded, with the checkpoint holding it and
-    /// the partition's position there.
-    acquired: Vec<(i32, std::path::PathBuf, i64)>,
+    /// Changes acquiring the state of assigned partitions, with each partition's position
+    /// in the checkpoint holding it.
+    acquired: Vec<(crate::checkpoint::KeyGroupChange, Vec<(i32, i64)>)>,
     /// Partitions revoked and paused, not yet given back to the group.
     revoked: Vec<i32>,
     /// The checkpoint that must complete before they are given back, and since when.
@@ -242,9 +242,22 @@ impl ConsumerContext {
         }
         tracing::info!(reader = self.reader, key_groups = ?acquired, "key groups to load from the checkpoint store");
         let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
-        let from = acquired.iter().map(|(p, dir, _)| (*p, dir.clone())).collect();
-        self.lead(FollowerStep::Assign { partitions, acquired: from });
-        handover.lock().expect("kafka handover").acquired.extend(acquired);
+        let change = (!acquired.is_empty()).then(|| {
+            let released = self.shared.released.lock().expect("kafka released partitions");
+            let groups = acquired.iter().map(|(p, dir, _)| (*p as u32, dir.clone())).collect();
+            crate::checkpoint::KeyGroupChange {
+                after_release: acquired
+                    .iter()
+                    .filter_map(|(p, ..)| released.get(p).map(|sequence| (*p as u32, *sequence)))
+                    .collect(),
+                ..crate::checkpoint::KeyGroupChange::acquire(&key_groups.topic, key_groups.partitions, groups)
+            }
+        });
+        self.lead(FollowerStep::Assign { partitions, acquire: change.clone() });
+        if let Some(change) = change {
+            let positions = acquired.iter().map(|(p, _, position)| (*p, *position)).collect();
+            handover.lock().expect("kafka handover").acquired.push((change, positions));
+        }
         true
     }
 
@@ -816,7 +829,7 @@ impl KafkaReader {
     fn follow_leader(&mut self) -> Result<()> {
         let plan = self.plan.clone();
         let (Some(co), Some(key_groups)) = (self.following.clone(), &plan.key_groups) else { return Ok(()) };
-        let (topic, partitions) = (key_groups.topic.clone(), key_groups.partitions);
+        let topic = key_groups.topic.clone();
         let followers = self.plan.shared.consumers.lock().expect("kafka consumers").len();
         let list = |ps: &[i32]| {
             let mut tpl = TopicPartitionList::new();
@@ -827,14 +840,15 @@ impl KafkaReader {
         };
         for step in co.take(self.index, followers) {
             match step {
-                FollowerStep::Assign { partitions: assigned, acquired } => {
+                FollowerStep::Assign { partitions: assigned, acquire } => {
                     let mut tpl = TopicPartitionList::new();
                     let mut seeds = vec![];
+                    let acquired = acquire.as_ref().map_or(&[][..], |c| &c.acquired[..]);
                     for &p in &assigned {
                         // The position in the checkpoint the leader loads the group's state
                         // from; none there (or no state at all): the group's state holds no
                         // row of this partition, which is read from the start offset.
-                        let from = acquired.iter().find(|(g, _)| *g == p).map(|(_, dir)| dir);
+                        let from = acquired.iter().find(|(g, _)| *g == p as u32).map(|(_, dir)| dir);
                         let position = match from {
                             Some(dir) => key_groups.store.position_in(dir, &topic, p)?,
                             None => None,
@@ -864,10 +878,8 @@ impl KafkaReader {
                     }
                     self.plan.shared.metrics.assigned.fetch_add(assigned.len() as u64, Ordering::Relaxed);
                     tracing::info!(reader = self.index, %topic, partitions = ?assigned, key_groups = ?acquired, "partitions followed");
-                    if !acquired.is_empty() {
-                        let groups = acquired.into_iter().map(|(p, dir)| (p as u32, dir)).collect();
-                        let change = crate::checkpoint::KeyGroupChange::acquire(&topic, partitions, groups);
-                        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+                    if let Some(change) = acquire {
+                        self.out.push_back(Message::KeyGroups(Arc::new(change.twin(&topic))));
                     }
                 }
                 FollowerStep::Pause(paused) => {
@@ -876,17 +888,17 @@ impl KafkaReader {
                     }
                     self.paused.extend(paused);
                 }
-                FollowerStep::Release(released) | FollowerStep::Unassign(released) if released.is_empty() => {}
-                step @ (FollowerStep::Release(_) | FollowerStep::Unassign(_)) => {
-                    let (released, hand_over) = match step {
-                        FollowerStep::Release(p) => (p, true),
-                        FollowerStep::Unassign(p) => (p, false),
+                FollowerStep::Release { partitions: released, .. } | FollowerStep::Unassign(released)
+                    if released.is_empty() => {}
+                step @ (FollowerStep::Release { .. } | FollowerStep::Unassign(_)) => {
+                    let (released, change) = match step {
+                        FollowerStep::Release { partitions, change } => (partitions, Some(change)),
+                        FollowerStep::Unassign(partitions) => (partitions, None),
                         _ => unreachable!("matched above"),
                     };
-                    if hand_over {
-                        let groups = released.iter().map(|p| *p as u32).collect();
-                        let change = crate::checkpoint::KeyGroupChange::release(&topic, partitions, groups);
-                        self.out.push_back(Message::KeyGroups(Arc::new(change)));
+                    let hand_over = change.is_some();
+                    if let Some(change) = change {
+                        self.out.push_back(Message::KeyGroups(Arc::new(change.twin(&topic))));
                     }
                     let gone: Vec<(String, i32)> = released.iter().map(|p| (topic.clone(), *p)).collect();
                     self.plan.shared.forget(self.index, &gone);
@@ -908,18 +920,14 @@ impl KafkaReader {
     /// Queues the loading of newly assigned key groups.
     fn emit_acquired(&mut self) {
         let Some(key_groups) = &self.plan.key_groups else { return };
+        let topic = key_groups.topic.clone();
         let acquired = std::mem::take(&mut self.handover.lock().expect("kafka handover").acquired);
-        if acquired.is_empty() {
-            return;
+        for (change, positions) in acquired {
+            for (p, position) in positions {
+                self.seed_position(&topic, p, position);
+            }
+            self.out.push_back(Message::KeyGroups(Arc::new(change)));
         }
-        let (topic, partitions) = (key_groups.topic.clone(), key_groups.partitions);
-        let mut groups = Vec::with_capacity(acquired.len());
-        for (p, dir, position) in acquired {
-            self.seed_position(&topic, p, position);
-            groups.push((p as u32, dir));
-        }
-        let change = crate::checkpoint::KeyGroupChange::acquire(&topic, partitions, groups);
-        self.out.push_back(Message::KeyGroups(Arc::new(change)));
     }
 
     /// Records that the pipeline's state holds partition `partition` up to `position` (it
@@ -972,14 +980,21 @@ impl KafkaReader {
         handover.revoke_checkpoint = None;
         self.revoke_pending.store(false, Ordering::Release);
         drop(handover);
-        if let Some(CoPartitioned::Leads(co)) = &self.plan.co_partitioning {
-            co.push(self.index, FollowerStep::Release(revoked.clone()));
-        }
         let change = crate::checkpoint::KeyGroupChange::release(
             &key_groups.topic,
             key_groups.partitions,
             revoked.iter().map(|p| *p as u32).collect(),
         );
+        {
+            // A reader of this process that is assigned one of them later says so.
+            let mut released = shared.released.lock().expect("kafka released partitions");
+            revoked.iter().for_each(|p| {
+                released.insert(*p, change.sequence);
+            });
+        }
+        if let Some(CoPartitioned::Leads(co)) = &self.plan.co_partitioning {
+            co.push(self.index, FollowerStep::Release { partitions: revoked.clone(), change: change.clone() });
+        }
         self.out.push_back(Message::KeyGroups(Arc::new(change)));
         let lost: Vec<(String, i32)> = revoked.iter().map(|p| (key_groups.topic.clone(), *p)).collect();
         shared.forget(self.index, &lost);

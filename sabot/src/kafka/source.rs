@@ -158,6 +158,9 @@ pub(crate) struct SourceShared {
     /// expelled this member, e.g. its session expired while it was stalled). Their new owner
     /// resumes from its own checkpoint, so this process must complete no checkpoint after.
     pub(crate) lost: Mutex<Vec<(String, i32)>>,
+    /// With key groups: the partitions a reader of this process released, with the sequence
+    /// of that release (see [`crate::checkpoint::KeyGroupChange::after_release`]).
+    pub(crate) released: Mutex<HashMap<i32, u64>>,
 }
 
 impl SourceShared {
@@ -619,6 +622,7 @@ impl Source for KafkaSource {
             owned_at: Mutex::default(),
             trigger: request.checkpoint_trigger.clone(),
             lost: Mutex::new(Vec::new()),
+            released: Mutex::default(),
         });
         *self.shared.lock().expect("kafka source state") = Some(shared.clone());
         let assignments = match self.bound {
