@@ -59,6 +59,14 @@
 //! cargo bench --bench state --features rocksdb -- joins
 //! ```
 //!
+//! `handover`: key groups of a join changing workers. A window join with 1 h windows holds
+//! both sides' `--join-events` rows (nothing fires), is snapshotted, releases 2 of its 4 key
+//! groups, and a fresh instance acquires them from the snapshot; the times of the three steps.
+//!
+//! ```text
+//! cargo bench --bench state --features rocksdb -- handover
+//! ```
+//!
 //! Words after `--` select sections by name (none: every section).
 
 use std::time::Instant;
@@ -420,6 +428,9 @@ fn main() -> sabot::Result<()> {
     }
     if wants("joins") {
         joins::run(arg("--join-keys").unwrap_or(100_000), arg("--join-events").unwrap_or(1_000_000))?;
+    }
+    if wants("handover") {
+        joins::handover(arg("--join-keys").unwrap_or(100_000), arg("--join-events").unwrap_or(1_000_000))?;
     }
     if wants("recovery") {
         #[cfg(feature = "rocksdb")]
@@ -812,6 +823,47 @@ mod joins {
             check("asof", joined);
             println!("as-of join    {label:<8} {:>6.2}M rows/s  ({joined} rows, {keys} keys)", rate / 1e6);
             Ok(rate)
+        })
+    }
+
+    /// Key groups changing hands (the scale-out of a join): a window join whose 1 h windows
+    /// hold both sides' rows, checkpointed, releases half of its 4 key groups, and a fresh
+    /// instance acquires them from the checkpoint.
+    pub(super) fn handover(keys: u64, events: u64) -> sabot::Result<()> {
+        use sabot::checkpoint::KeyGroupHandover;
+        let (left, right) = (side(keys, events, 0), side(keys, events, 7));
+        let make = |backend: &StateBackend| {
+            let spec = WindowSpec::tumbling(Duration::from_secs(3_600));
+            WindowJoinOperator::try_new(schema(), schema(), &["k"], &["k"], "ts", "ts", spec)?
+                .with_state_backend(backend)
+        };
+        super::on_heap_and_rocksdb("handover", |label, backend: &StateBackend| {
+            let mut owner = TwoInputHarness::new(make(backend)?);
+            for (l, r) in left.iter().zip(&right) {
+                owner.process_left(l.clone())?;
+                owner.process_right(r.clone())?;
+            }
+            let started = Instant::now();
+            let snapshot = owner.snapshot()?;
+            let snapshotted = started.elapsed();
+            let half = |acquired| KeyGroupHandover { partitions: 4, released: vec![], acquired, instance: (0, 1) };
+            let started = Instant::now();
+            owner.hand_over_key_groups(&KeyGroupHandover { released: vec![0, 1], ..half(vec![]) })?;
+            let released = started.elapsed();
+            let mut taker = TwoInputHarness::new(make(backend)?);
+            taker.checkpoint(0)?; // started
+            let started = Instant::now();
+            taker.hand_over_key_groups(&half(vec![(vec![0, 1], vec![snapshot.restored_state()])]))?;
+            let acquired = started.elapsed();
+            let rows = 2.0 * events as f64;
+            println!(
+                "handover {label:<8} {rows} buffered rows: snapshot {:>7.1} ms, release half {:>7.1} ms, acquire half {:>7.1} ms",
+                snapshotted.as_secs_f64() * 1e3,
+                released.as_secs_f64() * 1e3,
+                acquired.as_secs_f64() * 1e3,
+            );
+            // The rate reported is the rows moved per second (released and acquired).
+            Ok(rows / (released + acquired).as_secs_f64())
         })
     }
 }

@@ -934,8 +934,9 @@ impl JoinWorker {
             .with_checkpointing(checkpoints);
         let pipeline = join(left, Stream::from_kafka(right).unwrap()).unwrap();
         let sink = out.clone();
+        let name = name.to_string();
         let runner = std::thread::spawn(move || {
-            pipeline.for_each_batch(|batch| {
+            let result = pipeline.for_each_batch(|batch| {
                 use sabot::deps::arrow::array::{Array, AsArray};
                 use sabot::deps::arrow::datatypes::Int64Type;
                 let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
@@ -947,7 +948,11 @@ impl JoinWorker {
                     sink.push((users.value(row).to_string(), left.value(row), matched));
                 }
                 Ok(())
-            })
+            });
+            if let Err(e) = &result {
+                eprintln!("worker {name} failed: {e}"); // seen before a round times out
+            }
+            result
         });
         JoinWorker { stops, assigned, runner }
     }

@@ -91,9 +91,8 @@ pub(crate) fn partition_count(config: &KafkaConfig, topic: &str) -> Result<u32> 
 /// Key groups of one reader changing hands, between its rebalance callback and its loop.
 #[derive(Default)]
 pub(crate) struct Handover {
-    /// Changes acquiring the state of assigned partitions, with each partition's position
-    /// in the checkpoint holding it.
-    acquired: Vec<(crate::checkpoint::KeyGroupChange, Vec<(i32, i64)>)>,
+    /// Changes acquiring the state of assigned partitions.
+    acquired: Vec<crate::checkpoint::KeyGroupChange>,
     /// Partitions revoked and paused, not yet given back to the group.
     revoked: Vec<i32>,
     /// The checkpoint that must complete before they are given back, and since when.
@@ -255,8 +254,7 @@ impl ConsumerContext {
         });
         self.lead(FollowerStep::Assign { partitions, acquire: change.clone() });
         if let Some(change) = change {
-            let positions = acquired.iter().map(|(p, _, position)| (*p, *position)).collect();
-            handover.lock().expect("kafka handover").acquired.push((change, positions));
+            handover.lock().expect("kafka handover").acquired.push(change);
         }
         true
     }
@@ -842,16 +840,17 @@ impl KafkaReader {
             match step {
                 FollowerStep::Assign { partitions: assigned, acquire } => {
                     let mut tpl = TopicPartitionList::new();
-                    let mut seeds = vec![];
                     let acquired = acquire.as_ref().map_or(&[][..], |c| &c.acquired[..]);
                     for &p in &assigned {
                         // The position in the checkpoint the leader loads the group's state
-                        // from; none there (or no state at all): the group's state holds no
-                        // row of this partition, which is read from the start offset.
+                        // from. Without one there (this partition was not read while that
+                        // state was built, or the checkpoint has just been retired), the
+                        // newest checkpoint holding this partition; without any, the start
+                        // offset.
                         let from = acquired.iter().find(|(g, _)| *g == p as u32).map(|(_, dir)| dir);
-                        let position = match from {
-                            Some(dir) => key_groups.store.position_in(dir, &topic, p)?,
-                            None => None,
+                        let position = match from.map(|dir| key_groups.store.position_in(dir, &topic, p)) {
+                            Some(Ok(Some(position))) => Some(position),
+                            _ => key_groups.store.locate(&topic, p)?.map(|holder| holder.position),
                         };
                         let offset = match (position, self.plan.start) {
                             (Some(position), _) => Offset::Offset(position),
@@ -859,16 +858,12 @@ impl KafkaReader {
                             (None, StartOffset::Latest) => Offset::End,
                             (None, StartOffset::Committed | StartOffset::Timestamp(_)) => Offset::Stored,
                         };
-                        seeds.extend(position.map(|position| (p, position)));
                         tpl.add_partition_offset(&topic, p, offset)
                             .map_err(|e| SabotError::kafka(format!("assign '{topic}'"), e))?;
                     }
                     self.consumer
                         .incremental_assign(&tpl)
                         .map_err(|e| SabotError::kafka(format!("follow the partitions of '{topic}'"), e))?;
-                    for (p, position) in seeds {
-                        self.seed_position(&topic, p, position);
-                    }
                     assigned.iter().for_each(|p| {
                         self.paused.remove(p);
                     });
@@ -919,24 +914,13 @@ impl KafkaReader {
 
     /// Queues the loading of newly assigned key groups.
     fn emit_acquired(&mut self) {
-        let Some(key_groups) = &self.plan.key_groups else { return };
-        let topic = key_groups.topic.clone();
+        if self.plan.key_groups.is_none() {
+            return;
+        }
         let acquired = std::mem::take(&mut self.handover.lock().expect("kafka handover").acquired);
-        for (change, positions) in acquired {
-            for (p, position) in positions {
-                self.seed_position(&topic, p, position);
-            }
+        for change in acquired {
             self.out.push_back(Message::KeyGroups(Arc::new(change)));
         }
-    }
-
-    /// Records that the pipeline's state holds partition `partition` up to `position` (it
-    /// was loaded from a checkpoint), so every later checkpoint records that position even if
-    /// nothing more is read from the partition: the key-group store then finds the newest
-    /// checkpoint holding the group for both topics of a co-partitioned join.
-    fn seed_position(&mut self, topic: &str, partition: i32, position: i64) {
-        let state = self.partition_state(topic, partition);
-        state.next_offset = state.next_offset.max(position);
     }
 
     /// Gives revoked partitions back: first a checkpoint that holds their state (requested
