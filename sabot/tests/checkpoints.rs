@@ -770,6 +770,30 @@ impl ClickJoin {
     }
 }
 
+impl ClickJoin {
+    /// Checks the pairs joined among pages `0..produced`: none twice, every due one, and
+    /// only pairs the join matches.
+    fn check_joined_once(self, out: &[(String, i64, i64)], produced: i64) {
+        let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
+        assert_eq!(joined.len(), out.len(), "no pair joined twice");
+        let due = self.pairs(produced, true);
+        assert!(joined.is_superset(&due), "every due pair: {} missing", due.difference(&joined).count());
+        assert!(joined.is_subset(&self.pairs(produced, false)), "only pairs the join matches");
+    }
+}
+
+/// The rows of a join of clicks: (user, left page, right page if any).
+fn joined_rows(batch: &sabot::deps::arrow::array::RecordBatch) -> Vec<(String, i64, Option<i64>)> {
+    use sabot::deps::arrow::array::{Array, AsArray};
+    use sabot::deps::arrow::datatypes::Int64Type;
+    let users = batch.column_by_name("user").unwrap().as_string::<i32>();
+    let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>();
+    let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>();
+    (0..batch.num_rows())
+        .map(|row| (users.value(row).to_string(), left.value(row), right.is_valid(row).then(|| right.value(row))))
+        .collect()
+}
+
 /// Runs `join` with `parallelism` until `expected` pairs were delivered and a checkpoint
 /// completed after that, then stops; returns the restored checkpoint's id.
 fn run_join(
@@ -799,15 +823,8 @@ fn run_join(
     let sink = out.clone();
     let runner = std::thread::spawn(move || {
         pipeline.for_each_batch(|batch| {
-            use sabot::deps::arrow::array::AsArray;
-            use sabot::deps::arrow::datatypes::Int64Type;
-            let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
-            let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>().clone();
-            let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>().clone();
-            let mut sink = sink.lock().unwrap();
-            for row in 0..batch.num_rows() {
-                sink.push((users.value(row).to_string(), left.value(row), right.value(row)));
-            }
+            let rows = joined_rows(&batch).into_iter().map(|(u, l, r)| (u, l, r.expect("an inner join")));
+            sink.lock().unwrap().extend(rows);
             Ok(())
         })
     });
@@ -843,12 +860,7 @@ fn joins_follow_their_keys(join: ClickJoin, backend: impl Fn() -> StateBackend) 
         let restored = run_join(cluster.config(), &checkpoints, join, &out, expected, parallelism, backend());
         assert_eq!(restored > 0, round > 0, "round {round} restores the previous one's checkpoint");
     }
-    let out = out.lock().unwrap();
-    let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
-    assert_eq!(joined.len(), out.len(), "no pair joined twice");
-    let due = join.pairs(produced, true);
-    assert!(joined.is_superset(&due), "every due pair: {} missing", due.difference(&joined).count());
-    assert!(joined.is_subset(&join.pairs(produced, false)), "only pairs the join matches");
+    join.check_joined_once(&out.lock().unwrap(), produced);
 }
 
 #[test]
@@ -937,16 +949,7 @@ impl JoinWorker {
         let name = name.to_string();
         let runner = std::thread::spawn(move || {
             let result = pipeline.for_each_batch(|batch| {
-                use sabot::deps::arrow::array::{Array, AsArray};
-                use sabot::deps::arrow::datatypes::Int64Type;
-                let users = batch.column_by_name("user").unwrap().as_string::<i32>().clone();
-                let left = batch.column_by_name("page").unwrap().as_primitive::<Int64Type>().clone();
-                let right = batch.column_by_name("page_right").unwrap().as_primitive::<Int64Type>().clone();
-                let mut sink = sink.lock().unwrap();
-                for row in 0..batch.num_rows() {
-                    let matched = right.is_valid(row).then(|| right.value(row));
-                    sink.push((users.value(row).to_string(), left.value(row), matched));
-                }
+                sink.lock().unwrap().extend(joined_rows(&batch));
                 Ok(())
             });
             if let Err(e) = &result {
@@ -1015,12 +1018,7 @@ fn stream_join_follows_key_groups(join: ClickJoin, backend: impl Fn(&str) -> Sta
     second.stop();
 
     pairs(&joined);
-    let out = out.lock().unwrap();
-    let joined: std::collections::BTreeSet<(String, i64, i64)> = out.iter().cloned().collect();
-    assert_eq!(joined.len(), out.len(), "no pair joined twice");
-    let due = join.pairs(produced, true);
-    assert!(joined.is_superset(&due), "every due pair: {} missing", due.difference(&joined).count());
-    assert!(joined.is_subset(&join.pairs(produced, false)), "only pairs the join matches");
+    join.check_joined_once(&out.lock().unwrap(), produced);
 }
 
 #[test]

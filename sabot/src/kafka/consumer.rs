@@ -883,33 +883,38 @@ impl KafkaReader {
                     }
                     self.paused.extend(paused);
                 }
-                FollowerStep::Release { partitions: released, .. } | FollowerStep::Unassign(released)
-                    if released.is_empty() => {}
-                step @ (FollowerStep::Release { .. } | FollowerStep::Unassign(_)) => {
-                    let (released, change) = match step {
-                        FollowerStep::Release { partitions, change } => (partitions, Some(change)),
-                        FollowerStep::Unassign(partitions) => (partitions, None),
-                        _ => unreachable!("matched above"),
-                    };
-                    let hand_over = change.is_some();
-                    if let Some(change) = change {
-                        self.out.push_back(Message::KeyGroups(Arc::new(change.twin(&topic))));
-                    }
-                    let gone: Vec<(String, i32)> = released.iter().map(|p| (topic.clone(), *p)).collect();
-                    self.plan.shared.forget(self.index, &gone);
-                    self.plan.shared.metrics.assigned.fetch_sub(gone.len() as u64, Ordering::Relaxed);
-                    self.partitions.retain(|(t, p), _| !(t.as_ref() == topic && released.contains(p)));
-                    released.iter().for_each(|p| {
-                        self.paused.remove(p);
-                    });
-                    if let Err(e) = self.consumer.incremental_unassign(&list(&released)) {
-                        tracing::error!(reader = self.index, error = %e, "cannot give followed partitions up");
-                    }
-                    tracing::info!(reader = self.index, %topic, partitions = ?released, hand_over, "followed partitions given up");
-                }
+                FollowerStep::Release { partitions, change } => self.give_up(&topic, &partitions, Some(change)),
+                FollowerStep::Unassign(partitions) => self.give_up(&topic, &partitions, None),
             }
         }
         Ok(())
+    }
+
+    /// A follower gives `released` partitions of `topic` up, releasing their key groups with
+    /// its leader's `change` (none: the leader is closing, nothing is handed over).
+    fn give_up(&mut self, topic: &str, released: &[i32], change: Option<crate::checkpoint::KeyGroupChange>) {
+        if released.is_empty() {
+            return;
+        }
+        let hand_over = change.is_some();
+        if let Some(change) = change {
+            self.out.push_back(Message::KeyGroups(Arc::new(change.twin(topic))));
+        }
+        let gone: Vec<(String, i32)> = released.iter().map(|p| (topic.to_string(), *p)).collect();
+        self.plan.shared.forget(self.index, &gone);
+        self.plan.shared.metrics.assigned.fetch_sub(gone.len() as u64, Ordering::Relaxed);
+        self.partitions.retain(|(t, p), _| !(t.as_ref() == topic && released.contains(p)));
+        released.iter().for_each(|p| {
+            self.paused.remove(p);
+        });
+        let mut tpl = TopicPartitionList::new();
+        released.iter().for_each(|p| {
+            tpl.add_partition(topic, *p);
+        });
+        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+            tracing::error!(reader = self.index, error = %e, "cannot give followed partitions up");
+        }
+        tracing::info!(reader = self.index, %topic, partitions = ?released, hand_over, "followed partitions given up");
     }
 
     /// Queues the loading of newly assigned key groups.
